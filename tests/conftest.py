@@ -1,0 +1,55 @@
+"""Shared fixtures: embedded datasets and small trained checkpoints, made once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests are CPU-only and must not touch the network.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    from engine.data import load_dataset
+
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from engine.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def _train_checkpoint(tmp_path_factory, arch: str, epochs: int, seed: int = 0) -> str:
+    from engine.context import RunContext
+    from engine.recipe import TrainTask, run_task
+    from engine.train import TrainConfig
+
+    out = str(tmp_path_factory.mktemp(f"ckpt-{arch}"))
+    cfg = TrainTask(dataset="mnist5k", model=arch, out=out, latency=False,
+                    train=TrainConfig(epochs=epochs, seed=seed))
+    run_task("train", cfg, RunContext())
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(tmp_path_factory) -> str:
+    """cnn_l trained 2 epochs on mnist5k (about 97% test accuracy), as a checkpoint directory."""
+    return _train_checkpoint(tmp_path_factory, "cnn_l", epochs=2)
+
+
+@pytest.fixture(scope="session")
+def student_checkpoint(tmp_path_factory) -> str:
+    """cnn_s trained 2 epochs on mnist5k (about 94% test accuracy), as a checkpoint directory."""
+    return _train_checkpoint(tmp_path_factory, "cnn_s", epochs=2)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield
