@@ -15,9 +15,10 @@ import traceback
 
 from engine.config import Config
 from engine.context import ConsoleContext
-from engine.data import DATASETS, DEFAULT_ROOT, availability
+from engine.data import DEFAULT_ROOT
+from engine.data import catalog as data_catalog
 from engine.errors import Cancelled, UserError
-from engine.models import MODELS
+from engine.models import catalog as model_catalog
 from engine.recipe import MeasureTask, TrainTask, run_task
 from engine.train import TrainConfig
 
@@ -66,10 +67,7 @@ def format_point(p: dict) -> str:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    rows = [{"name": n, "availability": availability(n, args.data_root), "description": s.description}
-            for n, s in DATASETS.items()]
-    rows.append({"name": "imagefolder:<path>", "availability": "your folder",
-                 "description": "your images: <path>/train/<class>/*, optional val/ and test/"})
+    rows = data_catalog(args.data_root)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -78,8 +76,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    rows = [{"name": n, "description": s.description, "stages": list(s.stages), "classifier": s.classifier}
-            for n, s in MODELS.items()]
+    rows = model_catalog()
     if args.json:
         print(json.dumps(rows, indent=2))
         return

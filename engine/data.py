@@ -397,6 +397,14 @@ def availability(name: str, root: str | Path = DEFAULT_ROOT) -> str:
     return "on disk" if not missing else f"not downloaded (expected under {Path(root)})"
 
 
+def catalog(root: str | Path = DEFAULT_ROOT) -> list[dict]:
+    """One row per dataset: name, availability and description (for `datasets` and the app)."""
+    rows = [{"name": n, "availability": availability(n, root), "description": s.description} for n, s in DATASETS.items()]
+    rows.append({"name": "imagefolder:<path>", "availability": "your folder",
+                 "description": "your images: <path>/train/<class>/*, optional val/ and test/"})
+    return rows
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, root: str, download: bool, image_size: int | None) -> Dataset:
     if name.startswith("imagefolder:"):

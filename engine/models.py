@@ -284,6 +284,12 @@ def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, 
     return MODELS.get(arch).build(num_classes, in_channels, image_size, width)
 
 
+def catalog() -> list[dict]:
+    """One row per architecture (for `models` and the app)."""
+    return [{"name": n, "description": s.description, "stages": list(s.stages), "classifier": s.classifier}
+            for n, s in MODELS.items()]
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
