@@ -1,0 +1,155 @@
+"""The store's tables and the migrations that build them, version by version.
+
+Laid out like MLflow's tracking store: a `runs` table whose status is constrained to a fixed set,
+a metric history keyed by (run, key, step), one row per evaluated model variant in `points`,
+plus `artifacts` and `events`. Every time is seconds since the epoch (UTC) as a DOUBLE.
+
+A new file runs every migration from 1; an older file runs the ones it lacks, each in its own
+transaction, and records the version it reached. A file from a newer version is refused.
+JSON is kept as VARCHAR so NaN and Infinity survive the round trip (Python's json writes them).
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import fields
+
+from engine.measure import METRIC_FIELDS, Measurement
+
+RUN_STATUSES: tuple[str, ...] = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")  # a process still owns these
+
+_STATUS_LIST = ", ".join(f"'{s}'" for s in RUN_STATUSES)
+
+
+def _sql_type(hint: typing.Any) -> str:
+    """DuckDB column type for a Measurement field's annotation."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = args[0]
+    if base is bool:
+        return "BOOLEAN"
+    if base is int:
+        return "BIGINT"
+    if base is float:
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def metric_columns() -> dict[str, str]:
+    """{column: type} for every name in engine.measure.METRIC_FIELDS, typed from Measurement."""
+    hints = typing.get_type_hints(Measurement)
+    types = {f.name: _sql_type(hints[f.name]) for f in fields(Measurement)}
+    return {name: types[name] for name in METRIC_FIELDS}
+
+
+# Version 1: the five tables. Point metric columns are added by `ensure_metric_columns`, so a
+# field added to Measurement later reaches old files too.
+V1 = [
+    f"""CREATE TABLE runs (
+        run_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        status VARCHAR NOT NULL CHECK (status IN ({_STATUS_LIST})),
+        config VARCHAR NOT NULL,
+        created_at DOUBLE NOT NULL,
+        started_at DOUBLE,
+        ended_at DOUBLE,
+        progress DOUBLE NOT NULL DEFAULT 0,
+        message VARCHAR,
+        eta_s DOUBLE,
+        error VARCHAR,
+        traceback VARCHAR,
+        parent_id VARCHAR,
+        seed BIGINT,
+        code_version VARCHAR,
+        device VARCHAR
+    )""",
+    """CREATE TABLE metrics (
+        run_id VARCHAR NOT NULL,
+        step BIGINT NOT NULL,
+        key VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        time DOUBLE NOT NULL
+    )""",
+    "CREATE SEQUENCE point_ids START 1",
+    """CREATE TABLE points (
+        point_id BIGINT NOT NULL DEFAULT nextval('point_ids'),
+        run_id VARCHAR NOT NULL,
+        stage VARCHAR,
+        method VARCHAR,
+        params VARCHAR NOT NULL DEFAULT '{}',
+        artifact VARCHAR,
+        created_at DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE artifacts (
+        run_id VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        bytes BIGINT,
+        sha256 VARCHAR,
+        created_at DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE events (
+        run_id VARCHAR NOT NULL,
+        time DOUBLE NOT NULL,
+        level VARCHAR NOT NULL,
+        message VARCHAR NOT NULL
+    )""",
+]
+
+# Version 2: who runs a run (so a crashed process's runs can be found), a heartbeat, and the
+# point keys that are neither metrics nor params (accuracy_std, checkpoint, ...).
+V2 = [
+    "ALTER TABLE runs ADD COLUMN pid INTEGER",
+    "ALTER TABLE runs ADD COLUMN process_started VARCHAR",
+    "ALTER TABLE runs ADD COLUMN host VARCHAR",
+    "ALTER TABLE runs ADD COLUMN heartbeat_at DOUBLE",
+    "ALTER TABLE points ADD COLUMN extra VARCHAR DEFAULT '{}'",
+    "UPDATE points SET extra = '{}' WHERE extra IS NULL",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: V1, 2: V2}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def read_version(cur) -> int:
+    """The schema version a file is at; 0 for an empty file."""
+    exists = cur.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()[0]
+    if not exists:
+        return 0
+    row = cur.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(cur, now: float) -> tuple[int, int]:
+    """Carries the file forward to SCHEMA_VERSION; returns (version before, version after)."""
+    before = read_version(cur)
+    if before == 0:
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at DOUBLE NOT NULL)")
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for statement in MIGRATIONS[version]:
+                cur.execute(statement)
+            cur.execute("INSERT INTO schema_version VALUES (?, ?)", [version, now])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    ensure_metric_columns(cur)
+    return before, SCHEMA_VERSION
+
+
+def table_columns(cur, table: str) -> list[str]:
+    return [r[0] for r in cur.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        [table]).fetchall()]
+
+
+def ensure_metric_columns(cur) -> None:
+    """Adds any METRIC_FIELDS column the points table lacks (a field measure() gained since)."""
+    have = set(table_columns(cur, "points"))
+    for name, sql_type in metric_columns().items():
+        if name not in have:
+            cur.execute(f'ALTER TABLE points ADD COLUMN "{name}" {sql_type}')

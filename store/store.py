@@ -1,0 +1,416 @@
+"""The run store: one DuckDB file with every run, its metric history, points, artifacts and events.
+
+DuckDB lets one process write a file (many threads inside it) or several processes read it.
+So a process opens a file for writing once (`open_store`, shared by every thread); all writes go
+through its single writer thread (store/writer.py) and every read opens its own cursor. A second
+process gets `StoreLockedError`, a message naming the process that holds the file.
+
+Opening for writing migrates an older file (store/schema.py) and marks `interrupted` every run
+still queued or running whose process is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from engine.config import check_choice
+from engine.measure import METRIC_FIELDS
+from store import queries
+from store.errors import StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
+from store.process import process_alive, this_process
+from store.schema import ACTIVE_STATUSES, RUN_STATUSES, SCHEMA_VERSION, migrate, read_version, table_columns
+from store.writer import Writer
+
+DEFAULT_DB_PATH = "./compression_lab.duckdb"
+DB_ENV = "COMPRESSION_LAB_DB"
+END_STATUSES = tuple(s for s in RUN_STATUSES if s not in ACTIVE_STATUSES)
+EVENT_LEVELS = ("debug", "info", "warning", "error")
+
+# runs this process created and has not ended: never "orphaned" while we still run them
+_LIVE_RUNS: set[str] = set()
+
+
+def default_db_path() -> str:
+    """$COMPRESSION_LAB_DB, else ./compression_lab.duckdb."""
+    return os.environ.get(DB_ENV) or DEFAULT_DB_PATH
+
+
+def resolve_db_path(path: str | os.PathLike | None = None) -> str:
+    return str(Path(path or default_db_path()).expanduser().resolve())
+
+
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if read_only and not Path(path).exists():
+        raise StoreError(f"no run store at {path}: runs are recorded there by the app, or by a command "
+                         f"given --db {path}")
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise StoreLockedError(_lock_message(path, str(e), read_only)) from None
+        raise StoreError(f"cannot open the run store {path}: {e}") from None
+    except duckdb.ConnectionException:
+        raise StoreError(f"{path} is already open in this process in the other mode (read-only vs writing); "
+                         "use store.open_store / store.reading so the process shares one") from None
+    except duckdb.Error as e:
+        raise StoreError(f"{path} is not a run store DuckDB can open: {e}") from None
+
+
+def _lock_message(path: str, duck_message: str, read_only: bool) -> str:
+    m = re.search(r"held in (.+?) \(PID (\d+)\)", duck_message)
+    holder = f"process {m.group(2)} ({m.group(1)})" if m else "another process"
+    if read_only:
+        return (f"cannot read the run store {path}: {holder} has it open for writing, and DuckDB lets no other "
+                "process open a file while one writes to it; look at the runs in the app that holds it, or "
+                "stop that process and retry")
+    return (f"the run store {path} is in use by {holder}; DuckDB lets one process write to a file at a time. "
+            "Stop that process (the app, or a command run with --db), or use another file: --db OTHER.duckdb")
+
+
+def orphan_reason(run_id: str, pid: int | None, started: str | None, host: str | None) -> str | None:
+    """Why a queued or running run can no longer progress, or None if its process may still run it.
+
+    Only called by a process that holds the file: a run's process writes to the file while it runs,
+    so a process on another host (which we cannot check) is not running it either.
+    """
+    if run_id in _LIVE_RUNS:
+        return None
+    if pid is None:
+        return "no process was recorded for it"
+    alive = process_alive(pid, started, host)
+    if alive is None:
+        return f"its process {pid} on {host} cannot be checked from here and does not hold this file"
+    if not alive:
+        return f"its process {pid} ended without finishing it"
+    if pid == os.getpid():
+        return "this process no longer runs it"
+    return None
+
+
+def to_json(value: Any) -> str:
+    """JSON text keeping NaN/Inf; numpy and torch scalars become numbers, anything else its str()."""
+    return json.dumps(value, default=_plain)
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, str | bytes) or value is None:
+        raise TypeError(f"metric '{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def describe_artifact(path: str | os.PathLike) -> tuple[int | None, str | None]:
+    """(bytes, sha256) of a file, or of a directory's files taken in sorted order with their names."""
+    p = Path(path)
+    if not p.exists():
+        return None, None
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    size = 0
+    for f in files:
+        if f is not p:
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+                size += len(chunk)
+    return size, h.hexdigest()
+
+
+class Store:
+    """One run-store file. Thread-safe: any thread may read or write through one instance."""
+
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False,
+                 linger_s: float = 0.1) -> None:
+        self.path = resolve_db_path(path)
+        self.read_only = read_only
+        self.migrated_from: int | None = None  # the version a writer found the file at
+        self._con = _connect(self.path, read_only)
+        try:
+            cur = self._con.cursor()
+            version = read_version(cur)
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"{self.path} was written by a newer Compression Lab (store schema version {version}; this "
+                    f"code reads up to {SCHEMA_VERSION}): update the code, or use another --db file")
+            if read_only and version == 0:
+                raise StoreError(f"{self.path} is not a Compression Lab run store (it has no schema_version table)")
+            if read_only and version < SCHEMA_VERSION:
+                raise StoreOutdatedError(
+                    f"{self.path} has store schema version {version}; open it once for writing to migrate it to "
+                    f"{SCHEMA_VERSION}")
+            if not read_only:
+                self.migrated_from, _ = migrate(cur, time.time())
+            self._point_columns = set(table_columns(cur, "points"))
+            cur.close()
+        except BaseException:
+            self._con.close()
+            raise
+        self._writer = None if read_only else Writer(self._con, linger_s)
+        self.closed = False
+        self.recovered: list[str] = [] if read_only else self._recover()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Writes what is queued and closes the file (other threads' reads then fail)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._writer is not None:
+            self._writer.close()
+        self._con.close()
+        with _OPEN_LOCK:
+            if _OPEN.get(self.path) is self:
+                del _OPEN[self.path]
+
+    def flush(self) -> None:
+        """Returns once every write queued so far is committed."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            raise StoreError(f"{self.path} is open read-only")
+        return self._writer
+
+    def _write(self, fn) -> Any:
+        if self.closed:
+            raise StoreError(f"the run store {self.path} is closed")
+        return self.writer.call(fn)
+
+    def _read(self, fn) -> Any:
+        if self.closed:
+            raise StoreError(f"the run store {self.path} is closed")
+        if self._writer is not None and self._writer.pending:
+            self._writer.flush()  # read your own writes
+        cur = self._con.cursor()
+        try:
+            return fn(cur)
+        finally:
+            cur.close()
+
+    def _recover(self) -> list[str]:
+        rows = self._read(lambda cur: cur.execute(
+            "SELECT run_id, pid, process_started, host FROM runs WHERE status IN ('queued', 'running')").fetchall())
+        gone = [(r[0], reason) for r in rows if (reason := orphan_reason(*r))]
+        for run_id, reason in gone:
+            self.end_run(run_id, "interrupted", message=f"interrupted: {reason}")
+            self.log_event(run_id, f"marked interrupted when the store was opened: {reason}", "warning")
+        return [run_id for run_id, _ in gone]
+
+    # ------------------------------------------------------------ runs
+
+    def create_run(self, kind: str, config: Mapping[str, Any], *, name: str | None = None,
+                   parent_id: str | None = None, seed: int | None = None, code_version: str | None = None,
+                   device: str | None = None, status: str = "queued") -> str:
+        """Records a new run owned by this process; returns its id."""
+        check_choice("status", status, ACTIVE_STATUSES)
+        run_id = uuid.uuid4().hex[:12]
+        me, now = this_process(), time.time()
+        args = [run_id, name or kind, kind, status, to_json(dict(config)), now, now if status == "running" else None,
+                parent_id, seed, code_version, device, me.pid, me.started, me.host, now]
+        _LIVE_RUNS.add(run_id)
+        self._write(lambda cur: cur.execute(
+            "INSERT INTO runs (run_id, name, kind, status, config, created_at, started_at, parent_id, seed, "
+            "code_version, device, pid, process_started, host, heartbeat_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args))
+        return run_id
+
+    def start_run(self, run_id: str) -> bool:
+        """queued -> running in this process; False if the run is no longer queued (e.g. cancelled)."""
+        me, now = this_process(), time.time()
+        rows = self._write(lambda cur: cur.execute(
+            "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?, pid = ?, process_started = ?, "
+            "host = ? WHERE run_id = ? AND status = 'queued' RETURNING run_id",
+            [now, now, me.pid, me.started, me.host, run_id]).fetchall())
+        return bool(rows)
+
+    def end_run(self, run_id: str, status: str, *, message: str | None = None, error: str | None = None,
+                traceback: str | None = None) -> bool:
+        """Sets a final status; the first one wins (False if the run had already ended)."""
+        check_choice("status", status, END_STATUSES)
+        now = time.time()
+        rows = self._write(lambda cur: cur.execute(
+            "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, message = coalesce(?, message), error = ?, "
+            "traceback = ?, progress = CASE WHEN ? = 'finished' THEN 1.0 ELSE progress END "
+            "WHERE run_id = ? AND status IN ('queued', 'running') RETURNING run_id",
+            [status, now, now, message, error, traceback, status, run_id]).fetchall())
+        _LIVE_RUNS.discard(run_id)
+        return bool(rows)
+
+    def set_progress(self, run_id: str, fraction: float, message: str | None = None,
+                     eta_s: float | None = None) -> None:
+        """Deferred: written with the next group commit (a running run only)."""
+        eta = None if eta_s is None or not math.isfinite(eta_s) else float(eta_s)
+        self.writer.defer_progress(run_id, float(fraction), message, eta, time.time())
+
+    # ------------------------------------------------------------ what a run logs
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int, at: float | None = None) -> None:
+        """Deferred: one row per key at `step`; NaN and Inf are kept as they are."""
+        now = time.time() if at is None else at
+        rows = [(run_id, int(step), str(k), _as_float(k, v), now) for k, v in metrics.items()]
+        for row in rows:
+            self.writer.defer_row("metrics", row)
+
+    def log_event(self, run_id: str, message: str, level: str = "info") -> None:
+        check_choice("level", level, EVENT_LEVELS)
+        self.writer.defer_row("events", (run_id, time.time(), level, str(message)))
+
+    def add_point(self, run_id: str, point: Mapping[str, Any]) -> int:
+        """Stores one evaluated variant: the metric columns, stage, method, params, artifact, and
+        every other key in `extra`. Returns its point_id."""
+        cols = {"run_id": run_id, "created_at": time.time()}
+        for name in METRIC_FIELDS:
+            if name in self._point_columns:
+                value = point.get(name)
+                cols[name] = value.item() if hasattr(value, "item") else value
+        cols.update(stage=point.get("stage"), method=point.get("method"), params=to_json(point.get("params") or {}),
+                    artifact=None if point.get("artifact") is None else str(point["artifact"]))
+        extra = {k: v for k, v in point.items() if k not in cols and k not in METRIC_FIELDS}
+        cols["extra"] = to_json(extra)
+        names = ", ".join(f'"{c}"' for c in cols)
+        marks = ", ".join("?" for _ in cols)
+        values = list(cols.values())
+        return self._write(lambda cur: cur.execute(
+            f"INSERT INTO points ({names}) VALUES ({marks}) RETURNING point_id", values).fetchone()[0])
+
+    def add_artifact(self, run_id: str, path: str | os.PathLike, kind: str) -> dict:
+        """Records a file or directory the run produced, with its size and sha256."""
+        size, digest = describe_artifact(path)  # hashed here, not in the writer thread
+        row = {"run_id": run_id, "path": str(path), "kind": kind, "bytes": size, "sha256": digest,
+               "created_at": time.time()}
+        self._write(lambda cur: cur.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", list(row.values())))
+        return row
+
+    # ------------------------------------------------------------ reads (DataFrames for the pages)
+
+    def list_runs(self, status: str | Iterable[str] | None = None, kind: str | Iterable[str] | None = None,
+                  parent: str | None = None, top_level: bool = False, limit: int | None = None) -> pd.DataFrame:
+        """The runs list, newest first (see store.queries.list_runs)."""
+        df = self._read(lambda cur: queries.list_runs(cur, status, kind, parent, top_level, limit))
+        if self.read_only:
+            df = self._as_recovered(df)
+        return df
+
+    def get_run(self, run_id: str) -> dict:
+        """One run (id or unique prefix) as a dict; raises RunNotFound."""
+        run = self._read(lambda cur: queries.get_run(cur, run_id))
+        if self.read_only and run["status"] in ACTIVE_STATUSES:
+            reason = orphan_reason(run["run_id"], run["pid"], run["process_started"], run["host"])
+            if reason:
+                run.update(status="interrupted", message=f"interrupted: {reason}")
+        return run
+
+    def points(self, run_ids: str | Iterable[str] | None = None, expand: bool = True) -> pd.DataFrame:
+        return self._read(lambda cur: queries.points(cur, run_ids, expand))
+
+    def run_points(self, run_id: str) -> list[dict]:
+        return self._read(lambda cur: queries.run_points(cur, run_id))
+
+    def metric_history(self, run_ids: str | Iterable[str], keys: str | Iterable[str] | None = None) -> pd.DataFrame:
+        return self._read(lambda cur: queries.metric_history(cur, run_ids, keys))
+
+    def latest_metrics(self, run_ids: str | Iterable[str] | None = None, keys: str | Iterable[str] | None = None,
+                       wide: bool = False) -> pd.DataFrame:
+        return self._read(lambda cur: queries.latest_metrics(cur, run_ids, keys, wide))
+
+    def events(self, run_id: str, since: float | None = None) -> pd.DataFrame:
+        return self._read(lambda cur: queries.events(cur, run_id, since))
+
+    def artifacts(self, run_ids: str | Iterable[str] | None = None) -> pd.DataFrame:
+        return self._read(lambda cur: queries.artifacts(cur, run_ids))
+
+    def _as_recovered(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Read-only view: runs whose process is gone show as the writer will record them."""
+        for i in df.index[df["status"].isin(ACTIVE_STATUSES)]:
+            reason = orphan_reason(df.at[i, "run_id"], _int_or_none(df.at[i, "pid"]), df.at[i, "process_started"],
+                                   df.at[i, "host"])
+            if reason:
+                df.at[i, "status"] = "interrupted"
+                df.at[i, "message"] = f"interrupted: {reason}"
+        return df
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+# ---------------------------------------------------------------- one writer per file per process
+
+_OPEN: dict[str, Store] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_store(path: str | os.PathLike | None = None) -> Store:
+    """This process's store for that file (default: default_db_path()), opened for writing once."""
+    key = resolve_db_path(path)
+    with _OPEN_LOCK:
+        store = _OPEN.get(key)
+        if store is None or store.closed:
+            store = Store(key)
+            _OPEN[key] = store
+        return store
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike | None = None) -> Iterator[Store]:
+    """A store to read from: this process's open one, else the file opened read-only and closed after.
+
+    A file that still needs a migration is opened for writing instead, which is possible because
+    no other process holds it (the read-only open succeeded).
+    """
+    key = resolve_db_path(path)
+    with _OPEN_LOCK:
+        store = _OPEN.get(key)
+    if store is not None and not store.closed:
+        yield store
+        return
+    try:
+        store = Store(key, read_only=True)
+    except StoreOutdatedError:
+        store = Store(key)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Commits what is queued when the interpreter exits (job runners mark their runs first)."""
+    with _OPEN_LOCK:
+        stores = list(_OPEN.values())
+    for store in stores:
+        with contextlib.suppress(Exception):
+            store.close()

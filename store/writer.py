@@ -1,0 +1,198 @@
+"""The store's single writer thread: every write in the process goes through it.
+
+Why one writer: a DuckDB commit costs milliseconds (the WAL is synced), so a training loop that
+wrote its metrics itself would spend that on every batch; and two threads updating the same run
+row conflict. Here callers only enqueue. Metric and event rows and progress updates are
+*deferred*: the writer waits up to `linger_s` for more, then writes everything it holds in one
+transaction (a group commit). *Calls* (create a run, end it, add a point) are run in order with
+whatever was queued before them, and the caller waits for the commit and gets the result or the
+exception. bench/bench_store.py compares this with one cursor per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from store.errors import StoreError
+
+# the column lists of the tables that take deferred rows, in insert order
+DEFERRED_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "metrics": (("run_id", "VARCHAR"), ("step", "BIGINT"), ("key", "VARCHAR"), ("value", "DOUBLE"),
+                ("time", "DOUBLE")),
+    "events": (("run_id", "VARCHAR"), ("time", "DOUBLE"), ("level", "VARCHAR"), ("message", "VARCHAR")),
+}
+
+
+def _bulk_insert_sql(table: str) -> str:
+    # unnest of typed lists keeps NaN and Inf (a pandas frame would turn NaN into NULL)
+    cols = DEFERRED_TABLES[table]
+    lists = ", ".join(f"unnest(${i + 1}::{t}[])" for i, (_, t) in enumerate(cols))
+    return f"INSERT INTO {table} ({', '.join(c for c, _ in cols)}) SELECT {lists}"
+
+
+_INSERT_SQL = {table: _bulk_insert_sql(table) for table in DEFERRED_TABLES}
+_PROGRESS_SQL = ("UPDATE runs SET progress = ?, message = coalesce(?, message), eta_s = ?, heartbeat_at = ? "
+                 "WHERE run_id = ? AND status = 'running'")
+
+
+class Writer:
+    def __init__(self, con, linger_s: float = 0.1, max_batch: int = 50_000) -> None:
+        self._cur = con.cursor()
+        self.linger_s = linger_s
+        self.max_batch = max_batch
+        self._queue: SimpleQueue = SimpleQueue()
+        self._lock = threading.Lock()
+        self._unapplied = 0  # ops enqueued and not yet committed
+        self._closed = False
+        self.busy_s = 0.0  # seconds spent writing (the benchmark reports it)
+        self.transactions = 0
+        self.dropped = 0  # deferred rows that could not be written (reported on stderr)
+        self._thread = threading.Thread(target=self._loop, name="compression-lab-store-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ what callers use
+
+    def defer_row(self, table: str, row: tuple) -> None:
+        self._put(("row", table, row))
+
+    def defer_progress(self, run_id: str, fraction: float, message: str | None, eta_s: float | None,
+                       now: float) -> None:
+        self._put(("progress", run_id, (fraction, message, eta_s, now, run_id)))
+
+    def call(self, fn: Callable[[Any], Any]) -> Any:
+        """Runs fn(cursor) in the writer after everything queued before it; waits for the commit."""
+        future: Future = Future()
+        self._put(("call", fn, future))
+        return future.result()
+
+    @property
+    def pending(self) -> bool:
+        return self._unapplied > 0
+
+    def flush(self) -> None:
+        """Returns once everything queued so far is committed."""
+        if self._unapplied:
+            self.call(lambda cur: None)
+
+    def close(self) -> None:
+        """Writes what is queued, then stops the thread; later deferred rows are dropped."""
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._unapplied += 1
+            self._queue.put(("stop", None, future))
+        future.result()
+        self._thread.join()
+        self._cur.close()
+
+    # ------------------------------------------------------------ the thread
+
+    def _put(self, op: tuple) -> None:
+        with self._lock:
+            if self._closed:
+                if op[0] in ("row", "progress"):
+                    return  # a job still logging while the process exits: nothing to keep it for
+                raise StoreError("the run store is closed")
+            self._unapplied += 1
+            self._queue.put(op)
+
+    def _take(self) -> list[tuple]:
+        ops = [self._queue.get()]
+        urgent = ops[0][0] in ("call", "stop")
+        deadline = time.monotonic() + self.linger_s
+        while len(ops) < self.max_batch:
+            try:
+                op = self._queue.get_nowait()
+            except Empty:
+                remaining = deadline - time.monotonic()
+                if urgent or remaining <= 0:
+                    break
+                try:
+                    op = self._queue.get(timeout=remaining)
+                except Empty:
+                    break
+            ops.append(op)
+            urgent = urgent or op[0] in ("call", "stop")
+        return ops
+
+    def _loop(self) -> None:
+        while True:
+            ops = self._take()
+            t0 = time.perf_counter()
+            try:
+                self._apply(ops)
+            except Exception as e:  # noqa: BLE001 - the writer must outlive any one bad batch
+                print(f"[store] writer error: {type(e).__name__}: {e}", file=sys.stderr)
+                for op in ops:  # nobody waits for ever
+                    if op[0] in ("call", "stop") and not op[2].done():
+                        op[2].set_exception(e)
+            self.busy_s += time.perf_counter() - t0
+            with self._lock:
+                self._unapplied -= len(ops)
+            if any(op[0] == "stop" for op in ops):
+                return
+
+    def _apply(self, ops: list[tuple]) -> None:
+        """One transaction for the whole batch; if it fails, again in parts so only the bad op fails."""
+        cur = self._cur
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            results = self._run(ops)
+            cur.execute("COMMIT")
+            self.transactions += 1
+        except Exception as e:  # noqa: BLE001 - reported to the caller that made the bad op
+            with contextlib.suppress(Exception):  # the transaction may already be gone
+                cur.execute("ROLLBACK")
+            if len(ops) > 1:
+                # the deferred rows together (they rarely fail), then each call alone
+                calls = [op for op in ops if op[0] in ("call", "stop")]
+                deferred = [op for op in ops if op[0] not in ("call", "stop")]
+                groups = [deferred] + [[op] for op in calls] if calls and deferred else [[op] for op in ops]
+                for group in groups:
+                    self._apply(group)
+                return
+            op = ops[0]
+            if op[0] in ("call", "stop"):
+                op[2].set_exception(e)
+            else:
+                self.dropped += 1
+                print(f"[store] could not write a {op[1]} row: {e}", file=sys.stderr)
+            return
+        for future, result in results:
+            future.set_result(result)
+
+    def _run(self, ops: list[tuple]) -> list[tuple[Future, Any]]:
+        rows: dict[str, list[tuple]] = {}
+        progress: dict[str, tuple] = {}
+        results: list[tuple[Future, Any]] = []
+
+        def write_deferred() -> None:
+            for table, table_rows in rows.items():
+                self._cur.execute(_INSERT_SQL[table], [list(col) for col in zip(*table_rows)])
+            if progress:
+                self._cur.executemany(_PROGRESS_SQL, list(progress.values()))
+            rows.clear()
+            progress.clear()
+
+        for op in ops:
+            kind = op[0]
+            if kind == "row":
+                rows.setdefault(op[1], []).append(op[2])
+            elif kind == "progress":
+                progress[op[1]] = op[2]  # only the latest progress of a run matters
+            elif kind == "call":
+                write_deferred()
+                results.append((op[2], op[1](self._cur)))
+            else:
+                results.append((op[2], None))
+        write_deferred()
+        return results

@@ -1,0 +1,111 @@
+"""Schema versions: an older file is carried forward on open; a newer one is refused clearly."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+
+# The store as version 1 of the code wrote it, frozen here so later edits to the migrations
+# cannot quietly change what "an old file" means.
+V1_FILE = [
+    "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at DOUBLE NOT NULL)",
+    """CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+        status VARCHAR NOT NULL CHECK (status IN ('queued', 'running', 'finished', 'failed', 'cancelled',
+        'interrupted')), config VARCHAR NOT NULL, created_at DOUBLE NOT NULL, started_at DOUBLE, ended_at DOUBLE,
+        progress DOUBLE NOT NULL DEFAULT 0, message VARCHAR, eta_s DOUBLE, error VARCHAR, traceback VARCHAR,
+        parent_id VARCHAR, seed BIGINT, code_version VARCHAR, device VARCHAR)""",
+    "CREATE TABLE metrics (run_id VARCHAR NOT NULL, step BIGINT NOT NULL, key VARCHAR NOT NULL, "
+    "value DOUBLE NOT NULL, time DOUBLE NOT NULL)",
+    "CREATE SEQUENCE point_ids START 1",
+    """CREATE TABLE points (point_id BIGINT NOT NULL DEFAULT nextval('point_ids'), run_id VARCHAR NOT NULL,
+        stage VARCHAR, method VARCHAR, params VARCHAR NOT NULL DEFAULT '{}', artifact VARCHAR,
+        created_at DOUBLE NOT NULL, accuracy DOUBLE, top5 DOUBLE, loss DOUBLE, params_total BIGINT,
+        params_nonzero BIGINT, sparsity DOUBLE, bits DOUBLE, size_bytes BIGINT, size_fp32_bytes BIGINT,
+        file_bytes BIGINT, macs BIGINT, latency_ms_b1 DOUBLE, latency_p90_ms_b1 DOUBLE, latency_ms_b32 DOUBLE,
+        latency_p90_ms_b32 DOUBLE, threads BIGINT, backend VARCHAR, simulated BOOLEAN)""",
+    "CREATE TABLE artifacts (run_id VARCHAR NOT NULL, path VARCHAR NOT NULL, kind VARCHAR NOT NULL, bytes BIGINT, "
+    "sha256 VARCHAR, created_at DOUBLE NOT NULL)",
+    "CREATE TABLE events (run_id VARCHAR NOT NULL, time DOUBLE NOT NULL, level VARCHAR NOT NULL, "
+    "message VARCHAR NOT NULL)",
+    "INSERT INTO schema_version VALUES (1, 1700000000)",
+    "INSERT INTO runs (run_id, name, kind, status, config, created_at, started_at, ended_at, progress, seed) VALUES "
+    "('oldfinished1', 'train cnn_s', 'train', 'finished', '{\"model\": \"cnn_s\"}', 1700000000, 1700000001, "
+    "1700000100, 1.0, 7), "
+    "('oldrunning01', 'prune', 'prune', 'running', '{}', 1700000200, 1700000201, NULL, 0.3, NULL)",
+    "INSERT INTO metrics VALUES ('oldfinished1', 1, 'val_accuracy', 0.91, 1700000050)",
+    "INSERT INTO points (run_id, stage, method, params, artifact, created_at, accuracy, params_total, backend) "
+    "VALUES ('oldfinished1', 'trained', 'train', '{\"epochs\": 2}', 'ck', 1700000099, 0.93, 94962, 'fp32 eager cpu')",
+]
+
+
+def write_v1_file(path: str) -> None:
+    con = duckdb.connect(path)
+    for statement in V1_FILE:
+        con.execute(statement)
+    con.close()
+
+
+def test_a_version_1_file_is_migrated_on_open_and_keeps_its_rows(db_path):
+    from store import SCHEMA_VERSION, Store
+
+    write_v1_file(db_path)
+    with Store(db_path) as store:
+        assert store.migrated_from == 1 and SCHEMA_VERSION >= 2
+        finished = store.get_run("oldfinished1")
+        assert finished["status"] == "finished" and finished["seed"] == 7 and finished["config"] == {"model": "cnn_s"}
+        assert finished["pid"] is None  # a column version 2 added
+        (p,) = store.run_points("oldfinished1")
+        assert p["accuracy"] == 0.93 and p["params"] == {"epochs": 2} and p["params_total"] == 94962
+        assert store.metric_history("oldfinished1").value.tolist() == [0.91]
+        # version 1 recorded no process, so its "running" run cannot be running any more
+        assert store.recovered == ["oldrunning01"]
+        stuck = store.get_run("oldrunning01")
+        assert stuck["status"] == "interrupted" and "no process was recorded" in stuck["message"]
+        new = store.create_run("train", {})  # and the migrated file takes new runs
+        store.add_point(new, {**p, "accuracy_std": 0.01})
+        assert store.run_points(new)[0]["accuracy_std"] == 0.01
+    con = duckdb.connect(db_path, read_only=True)
+    versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+    con.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_reading_an_old_file_migrates_it_when_no_one_holds_it(db_path):
+    from store import Store, StoreOutdatedError, reading
+
+    write_v1_file(db_path)
+    with pytest.raises(StoreOutdatedError, match="schema version 1; open it once for writing"):
+        Store(db_path, read_only=True)
+    with reading(db_path) as store:
+        assert set(store.list_runs().run_id) == {"oldfinished1", "oldrunning01"}
+    with reading(db_path) as store:
+        assert store.read_only  # migrated: read-only from now on
+
+
+def test_a_file_from_a_newer_version_is_refused_with_a_clear_message(db_path):
+    from store import SCHEMA_VERSION, Store, StoreVersionError
+
+    Store(db_path).close()
+    con = duckdb.connect(db_path)
+    con.execute("INSERT INTO schema_version VALUES (?, 0)", [SCHEMA_VERSION + 1])
+    con.close()
+    for read_only in (False, True):
+        with pytest.raises(StoreVersionError, match=f"newer Compression Lab .*version {SCHEMA_VERSION + 1}; this "
+                                                    f"code reads up to {SCHEMA_VERSION}"):
+            Store(db_path, read_only=read_only)
+
+
+def test_a_metric_field_missing_from_an_old_points_table_is_added(db_path):
+    from store import Store
+
+    write_v1_file(db_path)
+    con = duckdb.connect(db_path)
+    con.execute("ALTER TABLE points DROP COLUMN top5")  # as if measure() gained top5 after the file was made
+    con.close()
+    with Store(db_path) as store:
+        run_id = store.create_run("train", {})
+        store.add_point(run_id, {"accuracy": 0.5, "top5": 0.8, "method": "m", "params": {}})
+        assert store.run_points(run_id)[0]["top5"] == 0.8
+        assert json.loads(store.points(run_id).iloc[0]["extra"]) == {}

@@ -1,0 +1,109 @@
+"""The store across real processes: the CLI records a run, a killed run is found, a held file is explained."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli import main
+from engine.measure import METRIC_FIELDS
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+HOLD_STORE = """
+import sys, time
+from store import Store
+store = Store(sys.argv[1])
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+
+
+def test_cli_train_with_db_records_the_run_its_epochs_and_its_point(tmp_path, capsys):
+    db, ck = str(tmp_path / "lab.duckdb"), str(tmp_path / "ck")
+    out = cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "2", "--no-latency", "--out", ck,
+              "--json", "--db", db)
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+
+    from store import reading
+
+    with reading(db) as store:
+        (run,) = store.list_runs().to_dict("records")
+        assert (run["kind"], run["status"], run["seed"], run["progress"]) == ("train", "finished", 0, 1.0)
+        assert run["config"] and run["code_version"] and run["device"].startswith("cpu") and run["n_points"] == 1
+        history = store.metric_history(run["run_id"])
+        epochs = history[history.key == "val_accuracy"]
+        assert list(epochs.step) == [1, 2] and epochs.value.between(0, 1).all()
+        batches_per_epoch = -(-1293 // 64)  # digits: 1293 training images, batch 64
+        assert (history.key == "batch_loss").sum() == 2 * batches_per_epoch
+        (point,) = store.run_points(run["run_id"])
+        assert {k: point[k] for k in METRIC_FIELDS} == {k: printed[k] for k in METRIC_FIELDS}
+        assert point["checkpoint"] == ck and point["params"]["epochs"] == 2
+        art = store.artifacts(run["run_id"]).iloc[0]
+        assert art["path"] == ck and art["kind"] == "checkpoint" and art["bytes"] > 100_000
+        assert "started train" in " ".join(store.events(run["run_id"]).message)
+
+    assert main(["runs", "--db", db, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in listed] == [run["run_id"]] and listed[0]["status"] == "finished"
+    assert main(["show", run["run_id"][:6], "--db", db, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run"]["run_id"] == run["run_id"] and shown["points"][0]["accuracy"] == printed["accuracy"]
+    assert {m["key"] for m in shown["metrics"]} >= {"val_accuracy", "train_loss", "batch_loss"}
+    assert main(["show", run["run_id"], "--db", db]) == 0
+    text = capsys.readouterr().out
+    assert "finished" in text and "val_accuracy" in text and "per-batch batch_loss" in text
+    assert main(["runs", "--db", db, "--status", "failed"]) == 0
+    assert "no runs with status failed" in capsys.readouterr().out
+
+
+def test_a_run_killed_with_sigkill_is_marked_interrupted_on_the_next_open(tmp_path, background):
+    db = str(tmp_path / "lab.duckdb")
+    child = background("-m", "engine", "train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "500",
+                       "--no-latency", "--out", str(tmp_path / "ck"), "--db", db, cwd=REPO)
+    child.wait_for("epoch 2/500")  # mid-run: the progress bar has reached the second epoch
+    child.proc.send_signal(signal.SIGKILL)
+    child.proc.wait(30)
+
+    from store import Store
+
+    with Store(db) as store:
+        (run,) = store.list_runs().to_dict("records")
+        assert store.recovered == [run["run_id"]]
+        assert run["status"] == "interrupted" and run["pid"] == child.proc.pid
+        assert f"its process {child.proc.pid} ended without finishing it" in run["message"]
+        assert run["ended_at"] is not None and 0 < run["progress"] < 0.01
+        # what the killed process had committed survives it: epoch 1's per-batch losses at least
+        assert (store.metric_history(run["run_id"]).key == "batch_loss").sum() >= 21
+        assert "marked interrupted" in " ".join(store.events(run["run_id"]).message)
+
+
+def test_a_second_process_gets_a_clear_message_while_the_file_is_held(tmp_path, background, capsys):
+    from store import Store, StoreLockedError, reading
+
+    db = str(tmp_path / "lab.duckdb")
+    Store(db).close()
+    holder = background("-c", HOLD_STORE, db, cwd=REPO)
+    holder.wait_for("holding")
+    with pytest.raises(StoreLockedError, match=f"in use by process {holder.proc.pid} .*--db OTHER.duckdb"):
+        Store(db)
+    with pytest.raises(StoreLockedError, match=f"cannot read the run store .*process {holder.proc.pid}"), \
+            reading(db):
+        pass
+    assert main(["runs", "--db", db]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot read the run store") and str(holder.proc.pid) in err[0]
+    out = cli("train", "--dataset", "digits", "--epochs", "1", "--db", db)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "is in use by process" in lines[0], out.stderr
