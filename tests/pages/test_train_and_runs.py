@@ -1,0 +1,62 @@
+"""Launching a run from the Train page: it executes in the background runner and shows on Runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "lab.duckdb"
+    monkeypatch.setenv("COMPRESSION_LAB_DB", str(path))
+    yield str(path)
+    from engine.jobs import shutdown_all
+
+    shutdown_all("test finished")
+
+
+def test_train_page_submits_a_background_run_that_finishes(db):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    at.selectbox[0].set_value("digits")
+    at.selectbox[1].set_value("cnn_s")
+    at.number_input[0].set_value(1)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Queued run" in s.value for s in at.success), [e.value for e in at.error]
+
+    from engine.jobs import get_runner
+
+    runner = get_runner(db)
+    assert runner.wait(timeout=120)
+    runs = runner.store.list_runs()
+    assert list(runs["status"]) == ["finished"] and runs["n_points"].iloc[0] == 1
+
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    assert "finished" in at.dataframe[0].value["status"].iloc[0]
+    at.text_input[-1].set_value(runs["run_id"].iloc[0][:6]).run()
+    assert not at.exception
+    points = at.dataframe[1].value
+    assert points["method"].iloc[0] == "train" and 0.3 < points["accuracy"].iloc[0] <= 1.0
+
+
+def test_bad_input_on_the_train_page_is_a_message_not_a_traceback(db):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/train.py").run()
+    at.selectbox[0].set_value("imagefolder")
+    at.text_input[0].set_value("/nonexistent/birds")
+    at.button[0].click().run()
+    assert not at.exception
+    from engine.jobs import get_runner
+
+    runner = get_runner(db)
+    assert runner.wait(timeout=60)
+    run = runner.store.list_runs().iloc[0]
+    assert run["status"] == "failed" and "does not exist" in run["error"]
