@@ -335,6 +335,10 @@ class JobRunner:
             if self.closed:
                 return
             self.closed = True
+            if self.store.closed:  # nothing left to record in
+                for j in self._jobs.values():
+                    j.ctx.cancel.cancel()
+                return
             queued = [j for j in self._jobs.values() if j.state == "queued"]
             running = [j for j in self._jobs.values() if j.state == "running"]
             for j in queued:

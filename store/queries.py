@@ -127,10 +127,19 @@ def expand_json(df: pd.DataFrame) -> pd.DataFrame:
     """Adds `params.<key>` columns and one column per extra key to a points frame."""
     if df.empty:
         return df
-    params = pd.json_normalize([json.loads(s) for s in df["params"]], sep=".").add_prefix("params.")
-    extra = pd.json_normalize([json.loads(s or "{}") for s in df["extra"]], sep=".")
+    params = _spread(df["params"]).add_prefix("params.")
+    extra = _spread(df["extra"])
     extra.columns = [c if c not in df.columns else f"extra.{c}" for c in extra.columns]
     return pd.concat([df.reset_index(drop=True), params, extra], axis=1)
+
+
+def _spread(texts: pd.Series) -> pd.DataFrame:
+    """JSON objects as columns; each distinct text is parsed once (a sweep repeats the same few)."""
+    texts = texts.fillna("{}")
+    distinct = pd.unique(texts)
+    table = pd.json_normalize([json.loads(t) for t in distinct], sep=".")
+    table.index = distinct
+    return table.reindex(texts.to_numpy()).reset_index(drop=True)
 
 
 def run_points(cur, run_id: str) -> list[dict]:

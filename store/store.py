@@ -58,6 +58,8 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     if read_only and not Path(path).exists():
         raise StoreError(f"no run store at {path}: runs are recorded there by the app, or by a command "
                          f"given --db {path}")
+    if not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         return duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as e:

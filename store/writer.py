@@ -3,7 +3,7 @@
 Why one writer: a DuckDB commit costs milliseconds (the WAL is synced), so a training loop that
 wrote its metrics itself would spend that on every batch; and two threads updating the same run
 row conflict. Here callers only enqueue. Metric and event rows and progress updates are
-*deferred*: the writer waits up to `linger_s` for more, then writes everything it holds in one
+*deferred*: the writer waits `linger_s` for more, then writes everything queued in one
 transaction (a group commit). *Calls* (create a run, end it, add a point) are run in order with
 whatever was queued before them, and the caller waits for the commit and gets the result or the
 exception. bench/bench_store.py compares this with one cursor per thread.
@@ -50,8 +50,10 @@ class Writer:
         self._queue: SimpleQueue = SimpleQueue()
         self._lock = threading.Lock()
         self._unapplied = 0  # ops enqueued and not yet committed
+        self._urgent = threading.Event()  # a call is waiting
         self._closed = False
-        self.busy_s = 0.0  # seconds spent writing (the benchmark reports it)
+        self.busy_s = 0.0  # wall seconds spent writing, waits for the disk included (the benchmark reports it)
+        self.cpu_s = 0.0  # CPU seconds this thread spent writing
         self.transactions = 0
         self.dropped = 0  # deferred rows that could not be written (reported on stderr)
         self._thread = threading.Thread(target=self._loop, name="compression-lab-store-writer", daemon=True)
@@ -90,6 +92,7 @@ class Writer:
             self._closed = True
             self._unapplied += 1
             self._queue.put(("stop", None, future))
+        self._urgent.set()
         future.result()
         self._thread.join()
         self._cur.close()
@@ -104,30 +107,27 @@ class Writer:
                 raise StoreError("the run store is closed")
             self._unapplied += 1
             self._queue.put(op)
+        if op[0] in ("call", "stop"):
+            self._urgent.set()
 
     def _take(self) -> list[tuple]:
         ops = [self._queue.get()]
-        urgent = ops[0][0] in ("call", "stop")
-        deadline = time.monotonic() + self.linger_s
+        if ops[0][0] not in ("call", "stop"):
+            # deferred rows wait for company; only a call cuts the wait short, so a training loop's
+            # puts do not wake this thread (and take the GIL from the loop) once per row
+            self._urgent.wait(self.linger_s)
+        self._urgent.clear()
         while len(ops) < self.max_batch:
             try:
-                op = self._queue.get_nowait()
+                ops.append(self._queue.get_nowait())
             except Empty:
-                remaining = deadline - time.monotonic()
-                if urgent or remaining <= 0:
-                    break
-                try:
-                    op = self._queue.get(timeout=remaining)
-                except Empty:
-                    break
-            ops.append(op)
-            urgent = urgent or op[0] in ("call", "stop")
+                break
         return ops
 
     def _loop(self) -> None:
         while True:
             ops = self._take()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 self._apply(ops)
             except Exception as e:  # noqa: BLE001 - the writer must outlive any one bad batch
@@ -136,6 +136,7 @@ class Writer:
                     if op[0] in ("call", "stop") and not op[2].done():
                         op[2].set_exception(e)
             self.busy_s += time.perf_counter() - t0
+            self.cpu_s += time.thread_time() - c0
             with self._lock:
                 self._unapplied -= len(ops)
             if any(op[0] == "stop" for op in ops):

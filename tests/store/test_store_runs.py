@@ -198,3 +198,13 @@ def test_a_bad_write_fails_alone_and_the_rest_of_its_batch_is_kept(store, point)
         store.add_point(run_id, {**point, "accuracy": "very good"})
     store.add_point(run_id, point)
     assert len(store.metric_history(run_id)) == 100 and len(store.run_points(run_id)) == 1
+
+
+def test_points_of_many_runs_spread_each_runs_own_params(store, point):
+    runs = [store.create_run("prune", {}) for _ in range(3)]
+    for i, run_id in enumerate(runs):
+        store.add_point(run_id, {**point, "params": {"sparsity": i / 10, **({"bits": 4} if i == 1 else {})}})
+    df = store.points(runs)
+    assert list(df["params.sparsity"]) == [0.0, 0.1, 0.2]
+    assert df["params.bits"].iloc[1] == 4 and df["params.bits"].isna().sum() == 2
+    assert list(df.run_id) == runs
