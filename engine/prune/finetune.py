@@ -1,0 +1,165 @@
+"""Fine-tuning after pruning, with the masks held fixed.
+
+Modes: `none`; `last`, the classifier only, as in seed 002 (Malihi & Heidemann 2023, "Efficient
+and Controllable Model Compression through Sequential Knowledge Distillation and Pruning"); or
+`all` layers for E epochs. Optional L1 and L2 penalties on the prunable weights, as in seed 000
+(Kieu & Sood, "Optimizing Deep Learning Model Efficiency Through Comparative Analysis of
+Compression Techniques"). Every run goes through engine.train.fit: progress, cancellation and
+divergence checks are the train loop's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.config import Config, check_choice, check_range
+from engine.data import Dataset, Split
+from engine.measure import prunable_weights
+from engine.models import get_module
+from engine.progress import CancelToken, ProgressFn
+from engine.prune.masks import mask_keeper
+from engine.train import Batch, StepFn, TrainConfig, cross_entropy_step, fit
+
+FINETUNE_MODES = ("none", "last", "all")
+
+
+@dataclass
+class FinetuneConfig(Config):
+    mode: str = "none"  # none | last (the classifier only, seed 002) | all
+    epochs: int = 1  # passes over the (sub)set of training images
+    lr: float = 0.01  # peak learning rate (cosine decay)
+    batch_size: int = 64
+    optimizer: str = "sgd"  # sgd | adam
+    l1: float = 0.0  # weight of the L1 penalty on prunable weights (seed 000)
+    l2: float = 0.0  # weight of the L2 penalty on prunable weights (seed 000)
+    samples: int | None = None  # fine-tune on this many training images (a fixed random subset); None = all
+
+    def validate(self) -> None:
+        check_choice("finetune", self.mode, FINETUNE_MODES)
+        check_range("epochs", self.epochs, 1, 10_000)
+        check_range("lr", self.lr, 0, 10, lo_open=True)
+        check_range("batch_size", self.batch_size, 1, 65_536)
+        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        check_range("l1", self.l1, 0, 1)
+        check_range("l2", self.l2, 0, 1)
+        if self.samples is not None:
+            check_range("samples", self.samples, 1, 10**9)
+
+
+def l1_penalty(weights: list[Tensor]) -> Tensor:
+    return sum(w.abs().sum() for w in weights)
+
+
+def l2_penalty(weights: list[Tensor]) -> Tensor:
+    return sum(w.pow(2).sum() for w in weights)
+
+
+def with_penalties(step: StepFn, weights: list[Tensor], l1: float, l2: float) -> StepFn:
+    """Adds the L1/L2 terms to a step's loss dict (the loop sums the dict)."""
+    if not weights or (l1 == 0 and l2 == 0):
+        return step
+
+    def run(b: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, losses = step(b)
+        if l1:
+            losses["l1"] = l1 * l1_penalty(weights)
+        if l2:
+            losses["l2"] = l2 * l2_penalty(weights)
+        return logits, losses
+
+    return run
+
+
+def train_subset(data: Dataset, samples: int | None) -> Dataset:
+    """The dataset with its train split cut to a fixed random subset (the same for every seed)."""
+    if samples is None or samples >= len(data.train):
+        return data
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:samples]
+    return dataclasses.replace(data, train=data.train.subset(idx.sort().values))
+
+
+@torch.no_grad()
+def classifier_inputs(model: nn.Module, head: nn.Module, split: Split, batch_size: int = 512) -> Tensor | None:
+    """What the classifier sees for every training image, computed once with the body in eval mode.
+
+    None when the classifier's output is not the model's output (e.g. SqueezeNet pools after its
+    conv classifier): then caching its inputs would skip part of the model.
+    """
+    seen: list[Tensor] = []
+    outs: list[Tensor] = []
+
+    def grab(_m: nn.Module, args: tuple, out: Tensor) -> None:
+        seen.append(args[0].detach().cpu())
+        outs.append(out.detach().cpu())
+
+    hook = head.register_forward_hook(grab)
+    was_training = model.training
+    model.eval()
+    try:
+        x_all, _ = split.tensors()
+        for i in range(0, len(split), batch_size):
+            logits = model(x_all[i : i + batch_size])
+            if len(seen) != i // batch_size + 1 or not torch.equal(outs[-1], logits.detach().cpu()):
+                return None
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(seen)
+
+
+def _chain(*fns: Callable[[], None] | None) -> Callable[[], None] | None:
+    todo = [f for f in fns if f is not None]
+    if not todo:
+        return None
+
+    def run() -> None:
+        for f in todo:
+            f()
+
+    return run
+
+
+def finetune(model: nn.Module, data: Dataset, cfg: FinetuneConfig, *, classifier: str,
+             masks: dict[str, Tensor] | None = None, seed: int = 0, progress: ProgressFn | None = None,
+             cancel: CancelToken | None = None, after_step: Callable[[], None] | None = None) -> list[dict]:
+    """Fine-tunes in place as `cfg.mode` says, keeping masked weights at zero; returns fit's history.
+
+    `after_step` runs after each optimizer step, once the masks are re-applied.
+    """
+    if cfg.mode == "none":
+        return []
+    data = train_subset(data, cfg.samples)
+    tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                     weight_decay=0.0, schedule="cosine", seed=seed)
+    keep = _chain(mask_keeper(model, masks) if masks else None, after_step)
+    if cfg.mode == "all":
+        weights = [m.weight for _, m in prunable_weights(model)]
+        step = with_penalties(cross_entropy_step(model), weights, cfg.l1, cfg.l2)
+        return fit(model, data, tc, step=step, after_step=keep, progress=progress, cancel=cancel)
+    head = get_module(model, classifier)
+    own = {id(p) for p in head.parameters()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    # the body is frozen, so its outputs are fixed: compute them once instead of every batch
+    feats = classifier_inputs(model, head, data.train)
+
+    def cached(b: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = head(feats[b.index].to(b.x.device))
+        return logits, {"ce": F.cross_entropy(logits, b.y)}
+
+    step = cached if feats is not None else cross_entropy_step(model)
+
+    weights = [m.weight for m in head.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        return fit(model, data, tc, step=with_penalties(step, weights, cfg.l1, cfg.l2), after_step=keep,
+                   freeze_bn=True, progress=progress, cancel=cancel)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
