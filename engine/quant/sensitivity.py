@@ -1,0 +1,68 @@
+"""Per-layer sensitivity: the accuracy when one layer at a time is quantized to b bits.
+
+The layer-wise sensitivity analysis that precedes mixed-precision choices (as in HAWQ, Dong et al.,
+ICCV 2019, measured here directly rather than through the Hessian): every other layer stays in
+float, so each point isolates what quantizing that one layer costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from engine.context import RunContext
+from engine.data import Dataset
+from engine.measure import ModelForm, measure
+from engine.quant import maths
+from engine.quant.common import (
+    LayerWeights,
+    SimulatedRun,
+    check_bits_list,
+    float_latency,
+    fold_batchnorm,
+    point_extras,
+    quant_method,
+    report,
+    simulated_backend,
+)
+from engine.recipe import make_point, measure_point
+
+
+@dataclass
+class SensitivityConfig(SimulatedRun):
+    bits: tuple[int, ...] = (2, 4)  # widths each layer is tried at, alone, each in [2, 32]
+
+    def validate(self) -> None:
+        super().validate()
+        check_bits_list("bits", self.bits)
+
+
+@quant_method("sensitivity", SensitivityConfig, "per-layer sensitivity: one layer at a time at b bits")
+def layer_sensitivity(model: nn.Module, data: Dataset, cfg: SensitivityConfig, ctx: RunContext) -> list[dict]:
+    model = fold_batchnorm(model)
+    latency = float_latency(model, data, cfg.latency)
+    weights = LayerWeights(model, cfg.quantizer())
+    base = cfg.method_params()
+    report(ctx, 0.0, "fp32 reference")
+    reference = measure_point(ctx, model, data, method="quantize_sensitivity",
+                              params={**base, "layer": None, "layer_bits": maths.FLOAT_BITS}, stage="fp32",
+                              latency=latency, layer=None, layer_bits=maths.FLOAT_BITS, accuracy_drop=0.0,
+                              **point_extras(cfg))
+    points = [reference]
+    runs = [(name, b) for name in weights.layers for b in cfg.bits]
+    for i, (name, bits) in enumerate(runs):
+        report(ctx, (i + 1) / (len(runs) + 1), f"{name} at {bits} bits")
+        assignment = {name: bits}
+        weights.apply(assignment)
+        form = ModelForm(backend=simulated_backend(f"int{bits} {name}"), weight_bits=assignment,
+                         quant_groups=weights.groups(assignment), simulated=bits < maths.FLOAT_BITS)
+        m = measure(model, data, form, latency=latency)
+        point = make_point(m, method="quantize_sensitivity", params={**base, "layer": name, "layer_bits": bits},
+                           stage=f"{name}@{bits}", layer=name, layer_bits=bits,
+                           accuracy_drop=reference["accuracy"] - m.accuracy, **point_extras(cfg))
+        ctx.log_point(point)
+        points.append(point)
+    weights.apply(maths.FLOAT_BITS)
+    report(ctx, 1.0, "done")
+    return points

@@ -1,0 +1,100 @@
+"""Every quantization config validates itself, round-trips through plain dicts, and runs as a task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from engine.errors import ConfigError, UserError
+from engine.quant import METHODS, FakeQuantConfig, MixedPrecisionConfig, PTQInt8Config, QATConfig, quantize
+from engine.quant.backend import INT8_BACKENDS
+from engine.recipe import TASKS, run_task
+from engine.train import TrainConfig
+
+
+def test_every_method_is_a_registered_task_with_its_config():
+    assert set(METHODS) == {"ptq_int8", "dynamic_int8", "fake", "mixed", "sensitivity", "qat"}
+    for method in METHODS.values():
+        assert TASKS.get(method.task).config is method.config
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_config_round_trips_through_a_plain_dict(name):
+    cls = METHODS[name].config
+    default = cls(checkpoint="ck")
+    assert cls.from_dict(json.loads(json.dumps(default.to_dict()))) == default
+    changed = {f.name: getattr(default, f.name) for f in dataclasses.fields(cls)}
+    changed.update({"seed": 3, "latency": False})
+    if "bits" in changed:
+        changed["bits"] = 8 if name == "qat" else (8, 4)
+    if "granularity" in changed:
+        changed.update(granularity="per_tensor", symmetric=False, observer="percentile", percentile=99.5)
+    if "train" in changed:
+        changed["train"] = TrainConfig(epochs=2, lr=0.002)
+    cfg = cls(**changed)
+    again = cls.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again != default
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: FakeQuantConfig(bits=(2, 40)), r"bits must be a whole number of bits in \[2, 32\], got 40"),
+    (lambda: FakeQuantConfig(bits=(1,)), r"bits must be a whole number of bits in \[2, 32\], got 1"),
+    (lambda: FakeQuantConfig(bits=()), r"bits must list at least one bit width"),
+    (lambda: FakeQuantConfig(activation_bits=1), r"activation_bits must be a whole number of bits"),
+    (lambda: FakeQuantConfig(granularity="per_row"), r"granularity must be one of per_channel, per_tensor"),
+    (lambda: FakeQuantConfig(observer="kl"), r"observer must be one of minmax, percentile, mse"),
+    (lambda: QATConfig(bits=16), r"bits must be a whole number of bits in \[2, 8\], got 16"),
+    (lambda: PTQInt8Config(calib_batches=0), r"calib_batches must be in \[1, 10000\], got 0"),
+    (lambda: PTQInt8Config(engine="arm"), r"engine must be one of x86, qnnpack"),
+    (lambda: PTQInt8Config(backend="tensorrt"), r"backend must be one of fx"),
+    (lambda: MixedPrecisionConfig(max_accuracy_drop=2), r"max_accuracy_drop must be in \[0, 1\]"),
+])
+def test_bad_settings_are_refused_naming_the_field_and_the_allowed_values(make, words):
+    with pytest.raises(ConfigError, match=words):
+        make()
+
+
+def test_a_dict_from_the_browser_is_validated_like_a_config():
+    with pytest.raises(ConfigError, match=r"bits must be a whole number of bits in \[2, 32\], got 64"):
+        run_task("quantize_fake", {"checkpoint": "x", "bits": [4, 64]}, None)
+    with pytest.raises(ConfigError, match="has no field colour"):
+        run_task("quantize_fake", {"checkpoint": "x", "colour": "red"}, None)
+    with pytest.raises(ConfigError, match="checkpoint must name a checkpoint directory"):
+        run_task("quantize_fake", {}, None)
+
+
+def test_the_one_entry_point_refuses_a_config_it_does_not_know(digits):
+    with pytest.raises(ConfigError, match="no quantization method takes a TrainConfig"):
+        quantize(None, digits, TrainConfig())
+
+
+def test_the_backend_registry_names_what_exists():
+    assert INT8_BACKENDS.names() == ["fx"]
+    with pytest.raises(UserError, match="unknown int8 backend 'onnx'; choose from: fx"):
+        INT8_BACKENDS.get("onnx")
+
+
+# every method, run the way the job runner runs it: a task name and a plain dict
+RECIPES = {
+    "ptq_int8": {"calib_batches": 2},
+    "dynamic_int8": {},
+    "fake": {"bits": [4, 8, 32]},
+    "mixed": {"bits": [8, 4], "val_samples": 60, "max_accuracy_drop": 0.5},
+    "sensitivity": {"bits": [2]},
+    "qat": {"bits": 4, "train": {"epochs": 1, "lr": 0.001, "weight_decay": 0.0}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_the_job_runner_can_run_every_method_by_name_and_dict(name, digits_checkpoint, ctx):
+    recipe = {"checkpoint": digits_checkpoint, "latency": False, **RECIPES[name]}
+    points = run_task(METHODS[name].task, recipe, ctx)
+    assert points and ctx.points == points
+    for p in points:
+        assert p["method"] == f"quantize_{name}" and p["checkpoint"] == digits_checkpoint
+        assert 0.0 <= p["accuracy"] <= 1.0 and p["latency_ms_b1"] is None
+        assert p["simulated"] == ("simulated" in p["backend"])
+        json.dumps(p)  # a point is plain data the store can keep
+    assert ctx.fractions and ctx.fractions[-1] == 1.0
