@@ -53,6 +53,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
     print(f"{'RUN ID':<12}  {'STATUS':<11}  {'CREATED (UTC)':<19}  {'TIME':>8}  {'DONE':>4}  {'PTS':>3}  NAME / MESSAGE")
     for r in df.itertuples():
         note = r.error if r.status == "failed" and r.error else (r.message or "")
+        note = "" if note == r.status else note  # "finished - finished" says nothing
         print(f"{r.run_id:<12}  {r.status:<11}  {_when(r.created_at):<19}  {_seconds(r.duration_s):>8}  "
               f"{r.progress:>4.0%}  {r.n_points:>3}  {r.name}{'  - ' + _one_line(note) if note else ''}")
 

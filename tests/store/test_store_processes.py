@@ -76,8 +76,12 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_the_next_open(tmp_pa
     child.proc.send_signal(signal.SIGKILL)
     child.proc.wait(30)
 
-    from store import Store
+    from store import Store, reading
 
+    with reading(db) as ro:  # a reader shows what the next writer will record, and records nothing
+        (row,) = ro.list_runs().to_dict("records")
+        assert ro.read_only and row["status"] == "interrupted" and "ended without" in row["message"]
+        assert ro.get_run(row["run_id"])["status"] == "interrupted"
     with Store(db) as store:
         (run,) = store.list_runs().to_dict("records")
         assert store.recovered == [run["run_id"]]
