@@ -23,7 +23,7 @@ from engine.recipe import MeasureTask, TrainTask, run_task
 from engine.train import TrainConfig
 
 # modules that define `add_commands(subparsers)` for a family of methods
-FAMILY_COMMANDS: list[str] = ["engine.runs_cli", "engine.prune.cli", "engine.quant.cli"]
+FAMILY_COMMANDS: list[str] = ["engine.runs_cli", "engine.prune.cli", "engine.quant.cli", "engine.distill.cli"]
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

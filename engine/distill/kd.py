@@ -1,0 +1,51 @@
+"""kd: Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (NIPS workshop 2015).
+
+loss = CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), averaged over the batch.
+The T^2 keeps the soft term's gradients on the scale of the hard term's as T changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.config import Config
+from engine.distill.base import Distiller, check_temperature, check_weight, register_distiller
+from engine.train import Batch
+
+
+def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float) -> Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes and averaged over the batch."""
+    log_p_student = F.log_softmax(logits_student / temperature, dim=1)
+    log_p_teacher = F.log_softmax(logits_teacher / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(1)
+    return kl.mean() * temperature**2
+
+
+@dataclass
+class KDConfig(Config):
+    temperature: float = 4.0  # softens both distributions; 4 as in mdistiller and seed 002
+    alpha: float = 0.9  # weight of the soft (teacher) term; the hard CE term has weight 1
+
+    def validate(self) -> None:
+        check_temperature(self.temperature)
+        check_weight("alpha", self.alpha)
+
+
+@register_distiller("kd")
+class KD(Distiller):
+    """Distilling the Knowledge in a Neural Network (Hinton et al. 2015)."""
+
+    config = KDConfig
+
+    def __init__(self, cfg: KDConfig, setup):
+        super().__init__(cfg, setup)
+        self.teacher = self.frozen_teacher()
+
+    def step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.student(batch.x)
+        logits_teacher, _ = self.teacher.batch(batch)
+        return logits, {"ce": F.cross_entropy(logits, batch.y),
+                        "kd": self.cfg.alpha * kd_loss(logits, logits_teacher, self.cfg.temperature)}
