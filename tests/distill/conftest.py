@@ -1,0 +1,103 @@
+"""Fixtures for the distillation tests: untrained checkpoints for the rejection cases, and a runner."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.checkpoint import CheckpointMeta, save_checkpoint
+from engine.context import RunContext
+from engine.models import build_model
+
+
+class RecordingContext(RunContext):
+    """Keeps every metric row and event, as the job runner's context would store them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[tuple[int, dict]] = []
+        self.artifacts: list[str] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_artifact(self, path: str, kind: str) -> None:
+        self.artifacts.append(path)
+
+
+def make_checkpoint(directory, arch: str, dataset: str, num_classes: int, side: int) -> str:
+    """An untrained checkpoint: enough for checks that must fail before any training."""
+    model = build_model(arch, num_classes, 1, side)
+    meta = CheckpointMeta(arch=arch, num_classes=num_classes, in_channels=1, image_size=side, dataset=dataset,
+                          class_names=[str(i) for i in range(num_classes)])
+    save_checkpoint(directory, model, meta)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_maker():
+    """make_checkpoint(directory, arch, dataset, num_classes, side) -> directory (untrained weights)."""
+    return make_checkpoint
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory) -> str:
+    """A cnn_l checkpoint that says it was trained on digits (untrained)."""
+    return make_checkpoint(tmp_path_factory.mktemp("digits-teacher"), "cnn_l", "digits", 10, 8)
+
+
+@pytest.fixture(scope="session")
+def five_class_student(tmp_path_factory) -> str:
+    """A cnn_s checkpoint on mnist5k with 5 classes (untrained): it cannot learn a 10-class teacher."""
+    return make_checkpoint(tmp_path_factory.mktemp("five-class"), "cnn_s", "mnist5k", 5, 28)
+
+
+@pytest.fixture
+def recording_context() -> RecordingContext:
+    return RecordingContext()
+
+
+class MethodRuns:
+    """One run per method (one epoch on 2,000 training images), made on first use and shared.
+
+    Each entry holds the points, the context, and what the teacher went through: the mode it was
+    in every time it ran, and the teacher module itself (to check its weights and gradients).
+    """
+
+    def __init__(self, teacher_checkpoint: str, root) -> None:
+        self.teacher_checkpoint = teacher_checkpoint
+        self.root = root
+        self.done: dict[tuple, dict] = {}
+
+    def get(self, method: str, params: dict | None = None) -> dict:
+        key = (method, tuple(sorted((params or {}).items())))
+        if key not in self.done:
+            self.done[key] = self._run(method, params or {}, f"{method}-{len(self.done)}")
+        return self.done[key]
+
+    def _run(self, method: str, params: dict, name: str) -> dict:
+        import engine.distill.task as task_module
+        from engine.distill import DistillTask
+        from engine.recipe import open_checkpoint, run_task
+        from engine.train import TrainConfig
+
+        seen: dict = {"modes": [], "teachers": []}
+
+        def spy(directory, data_root):
+            model, meta, data = open_checkpoint(directory, data_root)
+            model.register_forward_pre_hook(lambda m, args: seen["modes"].append(m.training))
+            seen["teachers"].append(model)
+            return model, meta, data
+
+        cfg = DistillTask(teacher=self.teacher_checkpoint, student="cnn_s", method=method, params=params,
+                          train_subset=2000, out=str(self.root / name), latency=False,
+                          train=TrainConfig(epochs=1, batch_size=32))
+        ctx = RecordingContext()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(task_module, "open_checkpoint", spy)
+            points = run_task("distill", cfg, ctx)
+        return {"points": points, "ctx": ctx, **seen}
+
+
+@pytest.fixture(scope="module")
+def method_runs(teacher_checkpoint, tmp_path_factory) -> MethodRuns:
+    return MethodRuns(teacher_checkpoint, tmp_path_factory.mktemp("distill-runs"))

@@ -1,0 +1,69 @@
+"""What a user can get wrong is rejected before training, with a message naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+import engine.distill.task as task_module
+from engine.context import RunContext
+from engine.distill import DistillTask
+from engine.errors import ConfigError
+from engine.recipe import run_task
+from engine.train import TrainConfig
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the input was checked")
+
+    monkeypatch.setattr(task_module, "fit", refuse)
+
+
+def _run(**fields):
+    fields.setdefault("train", TrainConfig(epochs=1))
+    return run_task("distill", DistillTask(latency=False, **fields), RunContext())
+
+
+def test_teacher_and_student_with_different_classes_are_rejected(teacher_checkpoint, five_class_student,
+                                                                 no_training, tmp_path):
+    with pytest.raises(ConfigError, match="teacher predicts 10 classes but the student_init checkpoint predicts 5"):
+        _run(teacher=teacher_checkpoint, student="cnn_s", student_init=five_class_student, out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_teacher_trained_on_another_dataset_is_rejected(digits_teacher, no_training):
+    with pytest.raises(ConfigError, match="the teacher was trained on 'digits', not on 'mnist5k'"):
+        _run(teacher=digits_teacher, dataset="mnist5k")
+
+
+@pytest.mark.parametrize("method", ["at", "fitnet", "sp", "vid"])
+def test_layer_names_that_do_not_exist_are_rejected(teacher_checkpoint, method, no_training):
+    with pytest.raises(ConfigError, match="layer 'features.9' does not exist"):
+        _run(teacher=teacher_checkpoint, method=method, params={"student_layers": ["features.9"]})
+    with pytest.raises(ConfigError, match="layer 'block3' does not exist"):
+        _run(teacher=teacher_checkpoint, method=method,
+             params={"student_layers": ["features.2"], "teacher_layers": ["block3"]})
+
+
+def test_settings_the_method_does_not_have_and_bad_values_are_rejected():
+    with pytest.raises(ConfigError, match="method 'kd' has no setting beta; its settings are: alpha, temperature"):
+        DistillTask(teacher="t", method="kd", params={"beta": 1.0})
+    with pytest.raises(ConfigError, match="temperature must be in"):
+        DistillTask(teacher="t", method="dkd", params={"temperature": 0})
+    with pytest.raises(ConfigError, match="students must be in"):
+        DistillTask(teacher="t", method="dml", params={"students": 1})
+    with pytest.raises(ConfigError, match="unknown distillation method 'fitnets'"):
+        DistillTask(teacher="t", method="fitnets")
+    with pytest.raises(ConfigError, match="teacher must name"):
+        DistillTask()
+
+
+def test_crd_needs_fewer_negatives_than_training_images(teacher_checkpoint, no_training):
+    with pytest.raises(ConfigError, match=r"nce_k must be below the number of training images \(300\)"):
+        _run(teacher=teacher_checkpoint, method="crd", params={"nce_k": 300}, train_subset=300)
+
+
+def test_a_subset_larger_than_the_training_split_is_rejected(teacher_checkpoint, no_training):
+    with pytest.raises(ConfigError, match="train_subset must be at most 3500"):
+        _run(teacher=teacher_checkpoint, train_subset=4000)
