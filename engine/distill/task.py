@@ -9,6 +9,7 @@ layer names that do not exist (checked when the method is built).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,30 @@ class DistillTask(Config):
         if unknown:
             raise ConfigError(f"method '{self.method}' has no setting {', '.join(unknown)}; its settings are: "
                               f"{', '.join(sorted(known)) or 'none'}")
-        return cls.from_dict(self.params)
+        return cls.from_dict(typed_params(cls, self.params))
+
+
+def typed_params(cls: type[Config], params: dict) -> dict:
+    """Checks each setting against its declared type (a recipe or --param may carry text);
+    a comma-separated string is accepted for a list of layer names."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, value in params.items():
+        hint = hints.get(name)
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is float and not is_number:
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if hint is int and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        if hint is bool and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        if typing.get_origin(hint) is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} must be a list of layer names, got {value!r}")
+        out[name] = value
+    return out
 
 
 # ---------------------------------------------------------------- checks made before training

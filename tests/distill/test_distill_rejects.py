@@ -67,3 +67,15 @@ def test_crd_needs_fewer_negatives_than_training_images(teacher_checkpoint, no_t
 def test_a_subset_larger_than_the_training_split_is_rejected(teacher_checkpoint, no_training):
     with pytest.raises(ConfigError, match="train_subset must be at most 3500"):
         _run(teacher=teacher_checkpoint, train_subset=4000)
+
+
+def test_settings_are_checked_against_their_types():
+    with pytest.raises(ConfigError, match="temperature must be a number, got 'hot'"):
+        DistillTask(teacher="t", method="kd", params={"temperature": "hot"})
+    with pytest.raises(ConfigError, match="students must be a whole number, got 2.5"):
+        DistillTask(teacher="t", method="dml", params={"students": 2.5})
+    with pytest.raises(ConfigError, match="student_layers must be a list of layer names"):
+        DistillTask(teacher="t", method="at", params={"student_layers": 3})
+    # a comma-separated text (from --param or a form) is a list of layer names
+    cfg = DistillTask(teacher="t", method="fitnet", params={"student_layers": "features.1, features.2"})
+    assert cfg.method_config().student_layers == ("features.1", "features.2")
