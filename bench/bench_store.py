@@ -11,8 +11,8 @@
    their latest metrics, through the store's queries (median of 5).
 3. Per-batch logging on the default model (cnn_l, mnist5k, batch 64): time spent in the
    StoreContext's progress() plus the writer thread's CPU time, as a share of the epoch
-   (target <= 5%); and epoch times without logging, with the store, and with a synchronous
-   INSERT per batch, alternating.
+   (target <= 5%); and the wall and process CPU time of training without logging, with the
+   store, and with a synchronous INSERT per batch, in rotating order.
 
     .venv/bin/python bench/bench_store.py [--rows 5000] [--runs 10000] [--epochs 1] [--repeats 2] [--sections 1,2,3]
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,11 @@ METRICS_DDL = ("CREATE TABLE metrics (run_id VARCHAR NOT NULL, step BIGINT NOT N
                "value DOUBLE NOT NULL, time DOUBLE NOT NULL)")
 UNNEST_INSERT = ("INSERT INTO metrics SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), unnest($3::VARCHAR[]), "
                  "unnest($4::DOUBLE[]), unnest($5::DOUBLE[])")
+
+
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def in_threads(fn, n: int = THREADS) -> float:
@@ -215,8 +221,8 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
     sync = duckdb.connect(str(tmp / "sync.duckdb"))
     sync.execute(METRICS_DDL)
 
-    def train(kind: str) -> tuple[float, float, float, float]:
-        """(wall s, wall s inside progress(), CPU s inside progress(), writer CPU s) for one training."""
+    def train(kind: str) -> tuple[float, float, float, float, float]:
+        """(wall s, wall s inside progress(), CPU s inside progress(), writer CPU s, process CPU s) for one training."""
         seed_everything(0)
         model = build_model("cnn_l", data.num_classes, c, h)
         inside = inside_cpu = 0.0
@@ -239,7 +245,7 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
             inside += time.perf_counter() - t0
             inside_cpu += time.thread_time() - c0
 
-        busy0 = store._writer.cpu_s
+        busy0, cpu0 = store._writer.cpu_s, process_cpu()
         t0 = time.perf_counter()
         fit(model, data, cfg, progress=report, cancel=ctx.cancel)
         if kind == "store":
@@ -247,11 +253,12 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
             store.flush()
         wall = time.perf_counter() - t0
         cur.close()
-        return wall, inside, inside_cpu, store._writer.cpu_s - busy0
+        return wall, inside, inside_cpu, store._writer.cpu_s - busy0, process_cpu() - cpu0
 
-    results: dict[str, list[tuple[float, float, float, float]]] = {"none": [], "store": [], "sync insert": []}
-    for _ in range(repeats):
-        for kind in results:
+    kinds = ["none", "store", "sync insert"]
+    results: dict[str, list[tuple[float, ...]]] = {k: [] for k in kinds}
+    for r in range(repeats):
+        for kind in kinds[r % 3:] + kinds[: r % 3]:  # rotate the order: the machine's load drifts
             results[kind].append(train(kind))
     store.close()
     sync.close()
@@ -264,9 +271,10 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
           f"{repeats} alternating repeats, {torch.get_num_threads()} torch threads")
     for kind in results:
         wall = med(kind, 0)
-        print(f"   {kind:<12} epoch time median {wall:6.2f} s  runs {[round(r[0], 2) for r in results[kind]]}  "
-              f"ratio to none {wall / base:.3f}")
-    wall, inside, inside_cpu, writer = (med("store", i) for i in range(4))
+        print(f"   {kind:<12} time median {wall:6.2f} s  runs {[round(r[0], 2) for r in results[kind]]}  "
+              f"ratio to none {wall / base:.3f}   process CPU median {med(kind, 4):6.2f} s  "
+              f"ratio to none {med(kind, 4) / med('none', 4):.3f}")
+    wall, inside, inside_cpu, writer, _ = (med("store", i) for i in range(5))
     print(f"   store: progress() took {inside / batches * 1e6:.0f} us wall / {inside_cpu / batches * 1e6:.0f} us CPU "
           f"per batch; writer thread {writer * 1000:.1f} ms CPU in all")
     print(f"   logging cost = (wall in progress() + writer CPU) / training time = {(inside + writer) / wall:.2%}"

@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ class Store:
     """One run-store file. Thread-safe: any thread may read or write through one instance."""
 
     def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False,
-                 linger_s: float = 0.1) -> None:
+                 linger_s: float = 0.25) -> None:
         self.path = resolve_db_path(path)
         self.read_only = read_only
         self.migrated_from: int | None = None  # the version a writer found the file at
@@ -172,6 +173,7 @@ class Store:
             raise
         self._writer = None if read_only else Writer(self._con, linger_s)
         self.closed = False
+        _EVERY_STORE.add(self)
         self.recovered: list[str] = [] if read_only else self._recover()
 
     # ------------------------------------------------------------ lifecycle
@@ -372,6 +374,7 @@ def _int_or_none(value: Any) -> int | None:
 
 _OPEN: dict[str, Store] = {}
 _OPEN_LOCK = threading.Lock()
+_EVERY_STORE: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def open_store(path: str | os.PathLike | None = None) -> Store:
@@ -410,9 +413,8 @@ def reading(path: str | os.PathLike | None = None) -> Iterator[Store]:
 
 @atexit.register
 def _close_all() -> None:
-    """Commits what is queued when the interpreter exits (job runners mark their runs first)."""
-    with _OPEN_LOCK:
-        stores = list(_OPEN.values())
-    for store in stores:
+    """Commits what is queued and closes every store when the interpreter exits (job runners,
+    whose atexit hook is registered later and so runs first, have marked their runs by then)."""
+    for store in list(_EVERY_STORE):
         with contextlib.suppress(Exception):
             store.close()
