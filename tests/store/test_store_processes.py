@@ -111,3 +111,19 @@ def test_a_second_process_gets_a_clear_message_while_the_file_is_held(tmp_path, 
     out = cli("train", "--dataset", "digits", "--epochs", "1", "--db", db)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and "is in use by process" in lines[0], out.stderr
+
+
+def test_sigterm_to_the_cli_records_the_run_as_interrupted_before_it_exits(tmp_path, background):
+    db = str(tmp_path / "lab.duckdb")
+    child = background("-m", "engine", "train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "500",
+                       "--no-latency", "--out", str(tmp_path / "ck"), "--db", db, cwd=REPO)
+    child.wait_for("epoch 1/500")
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.proc.wait(60) == 128 + signal.SIGTERM
+
+    from store import Store
+
+    with Store(db) as store:
+        (run,) = store.list_runs().to_dict("records")
+        assert store.recovered == []  # the process recorded it itself on the way out
+        assert run["status"] == "interrupted" and run["message"] == "interrupted: the process received SIGTERM"
