@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.context import RunContext
@@ -30,10 +29,13 @@ def test_each_iteration_is_a_point_on_the_geometric_schedule_and_masks_only_grow
     assert points[2]["accuracy"] > 0.5  # fine-tuning kept a 75%-sparse teacher useful
 
 
-def test_an_explicit_schedule_replaces_the_geometric_one(teacher_checkpoint):
+def test_an_explicit_schedule_replaces_the_geometric_one_and_latency_is_timed_once(teacher_checkpoint):
     points = run_task("prune.iterative", {"checkpoint": teacher_checkpoint, "schedule": [0.3, 0.6], "scope": "layer",
-                                          "latency": False, "finetune": {"mode": "none"}}, RunContext())
+                                          "finetune": {"mode": "none"}}, RunContext())
     assert [round(p["sparsity"], 3) for p in points] == [0.0, 0.3, 0.6]
+    assert points[0]["latency_ms_b1"] is not None  # timed on the unpruned model, shared by every iteration
+    assert all(p["latency_ms_b1"] == points[0]["latency_ms_b1"] for p in points)
+    assert "unpruned" in points[2]["latency_note"]
 
 
 def test_bad_iterative_settings_are_refused():
@@ -43,11 +45,3 @@ def test_bad_iterative_settings_are_refused():
         IterativeConfig(checkpoint="x", rate=1.0)
     with pytest.raises(ConfigError, match="scope must be one of layer, global"):
         IterativeConfig(checkpoint="x", scope="block")
-
-
-def test_iterative_latency_is_timed_once_on_the_unpruned_model(teacher_checkpoint):
-    points = run_task("prune.iterative", {"checkpoint": teacher_checkpoint, "iterations": 1,
-                                          "finetune": {"mode": "none"}}, RunContext())
-    assert points[0]["latency_ms_b1"] is not None
-    assert points[0]["latency_ms_b1"] == points[1]["latency_ms_b1"]
-    assert torch.isfinite(torch.tensor(points[1]["latency_ms_b32"]))

@@ -69,11 +69,11 @@ def test_json_prints_one_object_per_point_with_metrics_method_params_and_std(tea
     from engine.cli import main
 
     code = main(["prune", "--checkpoint", teacher_checkpoint, "--method", "global_unstructured",
-                 "--sparsity", "0,0.5", "--repeats", "2", "--no-latency", "--json"])
+                 "--sparsity", "0.5,0.8", "--repeats", "2", "--no-latency", "--json"])
     assert code == 0
     points = json.loads(capsys.readouterr().out)
     assert len(points) == 2
-    for p, level in zip(points, (0.0, 0.5)):
+    for p, level in zip(points, (0.5, 0.8)):
         assert set(METRIC_FIELDS) <= set(p)
         assert p["method"] == "global_unstructured" and p["params"]["sparsity"] == level
         assert p["accuracy_std"] == 0.0
