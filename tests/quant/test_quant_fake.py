@@ -61,14 +61,14 @@ def test_the_model_is_left_in_float_after_the_sweep(small, ctx):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_activation_quantization_is_optional_and_costs_accuracy_at_low_width(teacher, ctx):
-    model, data = teacher
+def test_activation_quantization_is_optional_and_costs_accuracy_at_low_width(small, ctx):
+    model, data = small
     cfg = dict(bits=(8,), latency=False, calib_batches=2)
     weights_only = quantize(model, data, FakeQuantConfig(**cfg), ctx)[0]
     a8 = quantize(model, data, FakeQuantConfig(**cfg, activation_bits=8), ctx)[0]
     a2 = quantize(model, data, FakeQuantConfig(**cfg, activation_bits=2), ctx)[0]
     assert a8["backend"] == "fp32 eager (simulated int8 weights + int8 activations; no low-bit kernel ran) cpu"
-    assert abs(a8["accuracy"] - weights_only["accuracy"]) <= 0.01
+    assert abs(a8["accuracy"] - weights_only["accuracy"]) <= 0.02
     assert a2["accuracy"] < weights_only["accuracy"] - 0.05
 
 

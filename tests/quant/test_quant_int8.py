@@ -19,6 +19,12 @@ def teacher(teacher_checkpoint):
     return model, data
 
 
+@pytest.fixture(scope="module")
+def small(digits_checkpoint):
+    model, _, data = open_checkpoint(digits_checkpoint)
+    return model, data
+
+
 def test_int8_ptq_of_the_default_cnn_keeps_accuracy_within_one_point(teacher, ctx, latency_spy, tmp_path):
     model, data = teacher
     out = tmp_path / "int8.pt"
@@ -39,8 +45,8 @@ def test_int8_ptq_of_the_default_cnn_keeps_accuracy_within_one_point(teacher, ct
     assert int8["macs"] == fp32["macs"] and int8["params_total"] == fp32["params_total"]
 
 
-def test_qnnpack_engine_converts_too(teacher, ctx):
-    model, data = teacher
+def test_qnnpack_engine_converts_too(small, ctx):
+    model, data = small
     before = torch.backends.quantized.engine
     try:
         fp32, int8 = quantize(model, data, PTQInt8Config(engine="qnnpack", calib_batches=4, latency=False), ctx)
@@ -48,7 +54,7 @@ def test_qnnpack_engine_converts_too(teacher, ctx):
     finally:
         torch.backends.quantized.engine = before
     assert int8["backend"] == "int8 torch.ao FX (qnnpack) cpu"
-    assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.01
+    assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
 
 
 def test_weights_are_per_channel(teacher):
@@ -70,13 +76,15 @@ def test_folding_batchnorm_keeps_the_outputs_and_the_layer_names(teacher):
            [n for n, m in folded.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def test_dynamic_int8_quantizes_the_linear_layers_only(teacher, ctx):
-    model, data = teacher
+def test_dynamic_int8_quantizes_the_linear_layers_only(small, ctx):
+    model, data = small
     fp32, dyn = quantize(model, data, DynamicInt8Config(latency=False), ctx)
     assert dyn["backend"] == "fp32 eager + dynamic int8 Linear (x86) cpu"
-    assert dyn["int8_layers"] == 1 and len(dyn["float_layers"]) == 5
+    assert dyn["int8_layers"] == 1 and dyn["float_layers"] == [n for n, m in model.named_modules()
+                                                               if isinstance(m, nn.Conv2d)]
     assert 8 < dyn["bits"] < 32 and dyn["size_bytes"] < fp32["size_bytes"]
-    assert abs(fp32["accuracy"] - dyn["accuracy"]) <= 0.01
+    assert abs(fp32["accuracy"] - dyn["accuracy"]) <= 0.02
+    assert any(level == "info" and "stay in float" in m for level, m in ctx.events)  # expected, not a warning
 
 
 def test_an_empty_calibration_set_is_a_clear_error(teacher):

@@ -29,7 +29,7 @@ def teacher(teacher_checkpoint):
 def greedy_path(teacher):
     model, data = teacher
     ctx = RecordingContext()
-    cfg = MixedPrecisionConfig(bits=(8, 4, 2), max_accuracy_drop=0.03, val_samples=200, latency=False)
+    cfg = MixedPrecisionConfig(bits=(8, 4), max_accuracy_drop=0.03, val_samples=200, latency=False)
     return quantize(model, data, cfg, ctx), ctx
 
 
@@ -51,7 +51,7 @@ def test_each_step_lowers_one_layer_by_one_rung_and_records_the_assignment(greed
         a, b = before["params"]["bits_per_layer"], after["params"]["bits_per_layer"]
         changed = [k for k in a if a[k] != b[k]]
         assert changed == [after["lowered"]]
-        assert b[changed[0]] == next_lower([8, 4, 2], a[changed[0]])
+        assert b[changed[0]] == next_lower([8, 4], a[changed[0]]) == 4
     assert [p["step"] for p in points] == list(range(len(points)))
     assert all(p["simulated"] and "mixed-precision" in p["backend"] for p in points)
 
@@ -63,8 +63,8 @@ def test_the_search_stops_at_the_accuracy_drop_it_was_given(greedy_path):
     assert any(m.startswith("stopped:") for _, m in ctx.events)
 
 
-def test_the_search_stops_at_a_target_average_width(teacher, ctx):
-    model, data = teacher
+def test_the_search_stops_at_a_target_average_width(digits_checkpoint, ctx):
+    model, _, data = open_checkpoint(digits_checkpoint)
     cfg = MixedPrecisionConfig(bits=(8, 4), target_bits=7.0, max_accuracy_drop=1.0, val_samples=100, latency=False)
     points = quantize(model, data, cfg, ctx)
     assert points[-1]["average_bits"] <= 7.0 < points[-2]["average_bits"]
@@ -83,3 +83,7 @@ def test_sensitivity_quantizes_one_layer_at_a_time(teacher, ctx):
     # the layers differ: 2 bits in the first conv (9 weights per filter) costs far more than in the last
     drops = {p["layer"]: p["accuracy_drop"] for p in rows}
     assert drops["features.0.0.0"] > 0.05 > drops["features.2.1.0"]
+
+
+def test_the_ladder_steps_down_one_rung_at_a_time():
+    assert next_lower([8, 6, 4, 2], 8) == 6 and next_lower([8, 6, 4, 2], 5) == 4 and next_lower([8, 6, 4, 2], 2) is None

@@ -1,0 +1,114 @@
+"""Quantization speed: fp32 vs real int8 latency, and the time of the standard 12-width sweep.
+
+1. Latency of the fp32 model as trained (eager, with BatchNorm), of the fp32 model with BatchNorm
+   folded (the ptq_int8 task's fp32 point) and of the int8 model made by the int8 backend (torch.ao
+   FX, x86 engine), at batch 1 and batch 32, for cnn_l (1x28x28) and resnet18 (3x32x32), untrained
+   weights, calibrated on random batches. The three alternate in rounds so they share the machine's
+   noise; each ratio fp32 / int8 is taken per round and the median over rounds is printed (target:
+   >= 2.5x for resnet18). The load average is printed too: on a shared machine it says how much the
+   numbers can be trusted.
+2. The wall time of `quantize_fake` with the 12 widths of seed 003 on the default teacher (cnn_l
+   trained 2 epochs on mnist5k), latency included (target: <= 30 s on 2 cores).
+
+    .venv/bin/python bench/bench_quant.py [--checkpoint DIR] [--rounds 5] [--skip-sweep] [--skip-latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.context import RunContext  # noqa: E402
+from engine.data import load_dataset  # noqa: E402
+from engine.measure import time_forward  # noqa: E402
+from engine.models import build_model  # noqa: E402
+from engine.quant.backend import INT8_BACKENDS  # noqa: E402
+from engine.quant.common import fold_batchnorm  # noqa: E402
+from engine.recipe import TrainTask, run_task  # noqa: E402
+from engine.train import TrainConfig  # noqa: E402
+
+MODELS = [("cnn_l", 1, 28), ("resnet18", 3, 32)]
+
+
+def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: float) -> dict:
+    torch.manual_seed(0)
+    trained = build_model(arch, 10, channels, side).eval()
+    model = fold_batchnorm(trained)
+    calib = [torch.randn(32, channels, side, side) for _ in range(4)]
+    t0 = time.perf_counter()
+    int8 = INT8_BACKENDS.get("fx").static(model, calib, "x86")
+    convert_s = time.perf_counter() - t0
+    out = {"convert_s": convert_s, "int8_layers": len(int8.layer_groups), "float_layers": len(int8.float_layers)}
+    for batch in (1, 32):
+        x = torch.randn(batch, channels, side, side)
+        runs = {"fp32_bn": [], "fp32": [], "int8": []}
+        for _ in range(rounds):
+            for name, fn in (("fp32_bn", trained), ("fp32", model), ("int8", int8.runner)):
+                times = time_forward(fn, x, warmup=5 if batch == 1 else 2, max_runs=100 if batch == 1 else 20,
+                                     max_seconds=seconds)
+                runs[name].append(statistics.median(times))
+        ratios = [f / q for f, q in zip(runs["fp32"], runs["int8"])]
+        ratios_bn = [f / q for f, q in zip(runs["fp32_bn"], runs["int8"])]
+        out[batch] = {"fp32_bn_ms": statistics.median(runs["fp32_bn"]), "fp32_ms": statistics.median(runs["fp32"]),
+                      "int8_ms": statistics.median(runs["int8"]), "ratio": statistics.median(ratios),
+                      "ratios": ratios, "ratio_bn": statistics.median(ratios_bn)}
+    return out
+
+
+def sweep_time(checkpoint: str | None) -> tuple[float, float, int, str]:
+    data = load_dataset("mnist5k")
+    data.test.tensors()  # a running app has the evaluation tensors cached; so does this timing
+    train_s = 0.0
+    if checkpoint is None:
+        checkpoint = tempfile.mkdtemp(prefix="bench-quant-teacher-")
+        t0 = time.perf_counter()
+        run_task("train", TrainTask(dataset="mnist5k", model="cnn_l", out=checkpoint, latency=False,
+                                    train=TrainConfig(epochs=2)), RunContext())
+        train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    points = run_task("quantize_fake", {"checkpoint": checkpoint, "latency": True}, RunContext())
+    return time.perf_counter() - t0, train_s, len(points), checkpoint
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", help="a trained cnn_l mnist5k checkpoint (default: train one, 2 epochs)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating fp32/int8 rounds per batch size")
+    ap.add_argument("--seconds", type=float, default=1.0, help="timing budget per model per round")
+    ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, engine x86, backend fx "
+          f"({INT8_BACKENDS.get('fx').description}); load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
+    if not args.skip_latency:
+        for arch, c, s in MODELS:
+            r = latency_ratios(arch, c, s, args.rounds, args.seconds)
+            print(f"{arch} {c}x{s}x{s}: converted in {r['convert_s']:.1f} s, {r['int8_layers']} int8 layers, "
+                  f"{r['float_layers']} float")
+            for b in (1, 32):
+                print(f"  batch {b:>2}: fp32 as trained {r[b]['fp32_bn_ms']:8.2f} ms  fp32 folded {r[b]['fp32_ms']:8.2f} ms"
+                      f"  int8 {r[b]['int8_ms']:8.2f} ms  ratio folded/int8 = {r[b]['ratio']:.2f}x "
+                      f"(rounds {[round(x, 2) for x in r[b]['ratios']]}), as-trained/int8 = {r[b]['ratio_bn']:.2f}x")
+    if not args.skip_sweep:
+        total, train_s, n, ck = sweep_time(args.checkpoint)
+        if train_s:
+            print(f"trained the default teacher in {train_s:.1f} s -> {ck}")
+        print(f"12-width fake-quant sweep on the default teacher: {n} points in {total:.1f} s "
+              f"(latency timed once, included; target <= 30 s); load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
