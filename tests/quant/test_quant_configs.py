@@ -88,13 +88,25 @@ RECIPES = {
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_the_job_runner_can_run_every_method_by_name_and_dict(name, digits_checkpoint, ctx):
+def test_the_job_runner_records_every_method_run_by_name_and_dict(name, digits_checkpoint, ctx, tmp_path):
+    from engine.jobs import run_sync
+    from store import open_store
+
     recipe = {"checkpoint": digits_checkpoint, "latency": False, **RECIPES[name]}
-    points = run_task(METHODS[name].task, recipe, ctx)
-    assert points and ctx.points == points
+    db = str(tmp_path / "runs.duckdb")
+    points = run_sync(METHODS[name].task, recipe, db, echo=ctx)
+    assert points
     for p in points:
         assert p["method"] == f"quantize_{name}" and p["checkpoint"] == digits_checkpoint
         assert 0.0 <= p["accuracy"] <= 1.0 and p["latency_ms_b1"] is None
         assert p["simulated"] == ("simulated" in p["backend"])
         json.dumps(p)  # a point is plain data the store can keep
-    assert ctx.fractions and ctx.fractions[-1] == 1.0
+    assert ctx.fractions and ctx.fractions[-1] == 1.0  # progress reached the runner
+    store = open_store(db)
+    try:
+        run = store.get_run(store.list_runs()["run_id"].iloc[0])
+        assert run["status"] == "finished"
+        stored = store.run_points(run["run_id"])
+        assert [p["accuracy"] for p in stored] == pytest.approx([p["accuracy"] for p in points])
+    finally:
+        store.close()
