@@ -1,0 +1,127 @@
+"""Distillation on the default pair (cnn_l teacher -> cnn_s student, mnist5k): cost and accuracy.
+
+1. Training cost of every method relative to `scratch`: one epoch each (on --time-subset training
+   images, default all), in rounds that visit every method once; the median per method is kept.
+   "fit" is the training call itself (the epoch and its validation pass), in wall seconds and in
+   CPU seconds of this process; "rest" is the rest of the run (loading, caching the teacher's
+   outputs, building adapters, measuring, saving). On a shared machine read the CPU-time ratio,
+   measured with --threads 1 (the default): wall time there moves with other people's work, and
+   with more threads spinning workers inflate CPU time.
+2. Test accuracy of kd, dkd and simkd students against scratch, with the same epochs, batch size,
+   learning rate and seeds (mean and each seed over --seeds), with torch's default threads.
+
+    .venv/bin/python bench/bench_distill.py [--teacher DIR] [--teacher-epochs 3] [--epochs 5] [--seeds 2]
+                                            [--rounds 1] [--time-subset N] [--threads 1]
+                                            [--skip-time] [--skip-accuracy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import engine.distill.task as task_module  # noqa: E402
+from engine.context import RunContext  # noqa: E402
+from engine.distill import DISTILLERS, DistillTask  # noqa: E402
+from engine.recipe import TrainTask, run_task  # noqa: E402
+from engine.train import TrainConfig  # noqa: E402
+
+ACCURACY_METHODS = ("scratch", "kd", "dkd", "simkd")
+
+
+FIT_TIMES: list[tuple[float, float]] = []  # (wall s, CPU s) of each fit call
+_real_fit = task_module.fit
+
+
+def timed_fit(*args, **kwargs):
+    """engine.train.fit, timed in wall and CPU seconds (the task calls it once per run)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    history = _real_fit(*args, **kwargs)
+    FIT_TIMES.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return history
+
+
+task_module.fit = timed_fit
+
+
+def distill(teacher: str, method: str, epochs: int, seed: int, out: Path, subset: int | None = None
+            ) -> tuple[list[dict], float, float, float]:
+    """points, fit wall s, fit CPU s, rest-of-run wall s."""
+    cfg = DistillTask(teacher=teacher, student="cnn_s", method=method, out=str(out / f"{method}-{seed}-{epochs}"),
+                      train_subset=subset, latency=False, train=TrainConfig(epochs=epochs, seed=seed))
+    t0 = time.perf_counter()
+    points = run_task("distill", cfg, RunContext())
+    total = time.perf_counter() - t0
+    wall, cpu = FIT_TIMES[-1]
+    return points, wall, cpu, total - wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", help="teacher checkpoint (default: train cnn_l here)")
+    ap.add_argument("--teacher-epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5, help="epochs for the accuracy comparison")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="timing rounds over all methods")
+    ap.add_argument("--time-subset", type=int, help="training images per timing epoch (default: all 3,500)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the timing section")
+    ap.add_argument("--skip-time", action="store_true")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-distill-"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; work dir {work}")
+    teacher = args.teacher
+    if teacher is None:
+        teacher = str(work / "teacher")
+        t0 = time.perf_counter()
+        (p,) = run_task("train", TrainTask(model="cnn_l", out=teacher, latency=False,
+                                          train=TrainConfig(epochs=args.teacher_epochs)), RunContext())
+        print(f"teacher cnn_l, {args.teacher_epochs} epochs: test accuracy {p['accuracy']:.4f} "
+              f"({time.perf_counter() - t0:.0f} s)")
+
+    if not args.skip_time:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        methods = ["scratch", *sorted(m for m in DISTILLERS.names() if m != "scratch")]
+        times: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
+        distill(teacher, "scratch", 1, 0, work, 64)  # warm-up: first-call costs are nobody's
+        for _ in range(args.rounds):
+            for m in methods:
+                _, wall, cpu, rest = distill(teacher, m, 1, 0, work, args.time_subset)
+                times[m].append((wall, cpu, rest))
+        med = {m: [statistics.median(t[i] for t in times[m]) for i in range(3)] for m in methods}
+        base_wall, base_cpu = med["scratch"][0], med["scratch"][1]
+        n = args.time_subset or "all"
+        print(f"\none epoch on {n} training images, {args.threads} thread(s), median of {args.rounds} round(s)")
+        print("| method | fit CPU (s) | CPU / scratch | fit wall (s) | wall / scratch | rest of run, wall (s) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for m in methods:
+            wall, cpu, rest = med[m]
+            print(f"| {m} | {cpu:.2f} | {cpu / base_cpu:.2f}x | {wall:.2f} | {wall / base_wall:.2f}x | {rest:.2f} |")
+        torch.set_num_threads(threads)
+
+    if not args.skip_accuracy:
+        acc: dict[str, list[float]] = {m: [] for m in ACCURACY_METHODS}
+        for seed in range(args.seeds):
+            for m in ACCURACY_METHODS:
+                points, *_ = distill(teacher, m, args.epochs, seed, work)
+                acc[m].append(points[0]["accuracy"])
+        base = statistics.mean(acc["scratch"])
+        print(f"\n| method | test accuracy, {args.epochs} epochs (mean over {args.seeds} seeds) | per seed | vs scratch |")
+        print("|---|---:|---|---:|")
+        for m in ACCURACY_METHODS:
+            mean = statistics.mean(acc[m])
+            per = ", ".join(f"{a:.4f}" for a in acc[m])
+            print(f"| {m} | {mean:.4f} | {per} | {100 * (mean - base):+.2f} pts |")
+
+
+if __name__ == "__main__":
+    main()
