@@ -29,7 +29,7 @@ from engine.config import Config, check_range
 from engine.context import RunContext
 from engine.errors import Cancelled, ConfigError, UserError
 from engine.progress import CancelToken, Progress
-from engine.recipe import TASKS, Task, run_task
+from engine.recipe import Task, get_task, run_task
 from store import Store, open_store, resolve_db_path
 
 PROGRESS_INTERVAL_S = 0.5  # at most two progress writes a second per run: the train loop reports every batch
@@ -110,7 +110,7 @@ class StoreContext(RunContext):
 
 def resolve_task(task_name: str, config: Config | dict) -> tuple[Task, Config]:
     """The task and its validated config (a dict from a page or recipe is parsed, never executed)."""
-    task = TASKS.get(task_name)
+    task = get_task(task_name)
     if isinstance(config, dict):
         config = task.config.from_dict(config)
     if not isinstance(config, task.config):

@@ -7,6 +7,7 @@ Every method family registers its tasks here (`@register_task`).
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
 from collections.abc import Callable
@@ -39,6 +40,16 @@ class Task:
 
 TASKS: Registry[Task] = Registry("task")
 
+# packages whose import registers their tasks; loaded before any lookup, so the job runner can run a
+# task by name without the caller having imported its family
+FAMILIES = ("engine.quant", "engine.prune", "engine.distill")
+
+
+def get_task(name: str) -> Task:
+    for module in FAMILIES:
+        importlib.import_module(module)
+    return TASKS.get(name)
+
 
 def register_task(name: str, config: type[Config], description: str):
     def add(fn: Callable[[Config, RunContext], list[dict]]):
@@ -49,7 +60,7 @@ def register_task(name: str, config: type[Config], description: str):
 
 
 def run_task(name: str, config: Config | dict, ctx: RunContext) -> list[dict]:
-    task = TASKS.get(name)
+    task = get_task(name)
     if isinstance(config, dict):
         config = task.config.from_dict(config)
     if not isinstance(config, task.config):
