@@ -113,6 +113,13 @@ def classifier_inputs(model: nn.Module, head: nn.Module, split: Split, batch_siz
     return torch.cat(seen)
 
 
+def head_inputs(model: nn.Module, data: Dataset, cfg: FinetuneConfig, classifier: str) -> Tensor | None:
+    """The classifier inputs that mode `last` trains on (None for other modes, or if they cannot be cached)."""
+    if cfg.mode != "last":
+        return None
+    return classifier_inputs(model, get_module(model, classifier), train_subset(data, cfg.samples).train)
+
+
 def _chain(*fns: Callable[[], None] | None) -> Callable[[], None] | None:
     todo = [f for f in fns if f is not None]
     if not todo:
@@ -127,10 +134,12 @@ def _chain(*fns: Callable[[], None] | None) -> Callable[[], None] | None:
 
 def finetune(model: nn.Module, data: Dataset, cfg: FinetuneConfig, *, classifier: str,
              masks: dict[str, Tensor] | None = None, seed: int = 0, progress: ProgressFn | None = None,
-             cancel: CancelToken | None = None, after_step: Callable[[], None] | None = None) -> list[dict]:
+             cancel: CancelToken | None = None, after_step: Callable[[], None] | None = None,
+             features: Tensor | None = None) -> list[dict]:
     """Fine-tunes in place as `cfg.mode` says, keeping masked weights at zero; returns fit's history.
 
-    `after_step` runs after each optimizer step, once the masks are re-applied.
+    `after_step` runs after each optimizer step, once the masks are re-applied. `features` are the
+    classifier inputs from `head_inputs` for mode `last`, when several runs share one frozen body.
     """
     if cfg.mode == "none":
         return []
@@ -146,7 +155,7 @@ def finetune(model: nn.Module, data: Dataset, cfg: FinetuneConfig, *, classifier
     own = {id(p) for p in head.parameters()}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
     # the body is frozen, so its outputs are fixed: compute them once instead of every batch
-    feats = classifier_inputs(model, head, data.train)
+    feats = features if features is not None else classifier_inputs(model, head, data.train)
 
     def cached(b: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = head(feats[b.index].to(b.x.device))

@@ -23,7 +23,7 @@ from engine.data import Dataset
 from engine.measure import Measurement, measure, measure_latency
 from engine.progress import Progress, scaled
 from engine.prune.common import DETERMINISTIC_NOTE, PruneTask, point_params, save_variant
-from engine.prune.finetune import finetune
+from engine.prune.finetune import finetune, head_inputs
 from engine.recipe import make_point
 
 # a level's pruned model, its masks (None after a structural cut) and extra keys for its point
@@ -77,13 +77,15 @@ def run_sweep(ctx: RunContext, cfg: PruneTask, *, method: str, model: nn.Module,
             else:
                 latency = measure_latency(variant, example)
                 shared_latency = latency
+        features = head_inputs(variant, data, cfg.finetune, classifier)  # the same frozen body for every repeat
         runs, first = [], variant
         for r in range(repeats):
             ctx.cancel.raise_if_cancelled()
             done = i * repeats + r
-            m = copy.deepcopy(variant)
+            m = variant if deterministic else copy.deepcopy(variant)  # measuring does not change a model
             finetune(m, data, cfg.finetune, classifier=classifier, masks=masks, seed=cfg.seed + r,
-                     progress=scaled(ctx.progress, done / total, (done + 1) / total), cancel=ctx.cancel)
+                     progress=scaled(ctx.progress, done / total, (done + 1) / total), cancel=ctx.cancel,
+                     features=features)
             runs.append(measure(m, data, latency=latency))
             first = m if r == 0 else first
             ctx.progress(Progress((done + 1) / total, f"{level_key} {level:g}: repeat {r + 1}/{repeats}",

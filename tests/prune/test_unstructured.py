@@ -12,7 +12,7 @@ from engine.context import RunContext
 from engine.errors import Cancelled, ConfigError
 from engine.measure import METRIC_FIELDS, prunable_weights
 from engine.prune import masks as masks_module
-from engine.prune.finetune import FinetuneConfig, finetune
+from engine.prune.finetune import FinetuneConfig, finetune, head_inputs
 from engine.prune.importance import weight_magnitudes
 from engine.prune.masks import apply_masks, rank
 from engine.prune.unstructured import UnstructuredConfig
@@ -113,12 +113,17 @@ def test_masks_stay_fixed_while_all_layers_fine_tune_with_l1(teacher_checkpoint)
 
 def test_last_layer_fine_tuning_changes_only_the_classifier(teacher_checkpoint):
     model, data, masks = masked_teacher(teacher_checkpoint)
+    twin = copy.deepcopy(model)
+    cfg = FinetuneConfig(mode="last", epochs=1, samples=256)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    finetune(model, data, FinetuneConfig(mode="last", epochs=1, samples=256), classifier="fc", masks=masks)
+    finetune(model, data, cfg, classifier="fc", masks=masks)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"fc.weight", "fc.bias"}  # BatchNorm statistics included: nothing else moved
     assert torch.equal(model.fc.weight != 0, masks["fc"])
     assert all(p.requires_grad for p in model.parameters())
+    # repeats of a sweep level share the frozen body's outputs: same result as computing them anew
+    finetune(twin, data, cfg, classifier="fc", masks=masks, features=head_inputs(twin, data, cfg, "fc"))
+    assert torch.equal(twin.fc.weight, model.fc.weight)
 
 
 @pytest.mark.parametrize("bad", [[1.2], [-0.1], [], [0.5, 1.0]])
