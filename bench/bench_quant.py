@@ -2,15 +2,17 @@
 
 1. Latency of the fp32 model as trained (eager, with BatchNorm), of the fp32 model with BatchNorm
    folded (the ptq_int8 task's fp32 point) and of the int8 model made by the int8 backend (torch.ao
-   FX, x86 engine), at batch 1 and batch 32, for cnn_l (1x28x28) and resnet18 (3x32x32), untrained
+   FX; engine x86 unless --engine says otherwise), at batch 1 and batch 32, for cnn_l (1x28x28) and resnet18 (3x32x32), untrained
    weights, calibrated on random batches. The three alternate in rounds so they share the machine's
    noise; each ratio fp32 / int8 is taken per round and the median over rounds is printed (target:
    >= 2.5x for resnet18). The load average is printed too: on a shared machine it says how much the
-   numbers can be trusted.
+   numbers can be trusted. `--cpu-time` runs on one thread and times each forward by the thread's
+   CPU time instead of wall time, which other processes on the machine barely disturb.
 2. The wall time of `quantize_fake` with the 12 widths of seed 003 on the default teacher (cnn_l
    trained 2 epochs on mnist5k), latency included (target: <= 30 s on 2 cores).
 
-    .venv/bin/python bench/bench_quant.py [--checkpoint DIR] [--rounds 5] [--skip-sweep] [--skip-latency]
+    .venv/bin/python bench/bench_quant.py [--checkpoint DIR] [--rounds 5] [--engine x86|onednn|qnnpack]
+                                          [--cpu-time | --threads N] [--skip-sweep] [--skip-latency]
 """
 
 from __future__ import annotations
@@ -39,13 +41,28 @@ from engine.train import TrainConfig  # noqa: E402
 MODELS = [("cnn_l", 1, 28), ("resnet18", 3, 32)]
 
 
-def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: float) -> dict:
+def cpu_times(fn, x: torch.Tensor, warmup: int, max_runs: int, max_seconds: float) -> list[float]:
+    """Like engine.measure.time_forward, but in ms of this thread's CPU time (use with 1 thread)."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < max_seconds):
+            t0 = time.thread_time_ns()
+            fn(x)
+            times.append((time.thread_time_ns() - t0) / 1e6)
+    return times
+
+
+def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: float, cpu_time: bool,
+                   engine: str) -> dict:
     torch.manual_seed(0)
     trained = build_model(arch, 10, channels, side).eval()
     model = fold_batchnorm(trained)
     calib = [torch.randn(32, channels, side, side) for _ in range(4)]
     t0 = time.perf_counter()
-    int8 = INT8_BACKENDS.get("fx").static(model, calib, "x86")
+    int8 = INT8_BACKENDS.get("fx").static(model, calib, engine)
     convert_s = time.perf_counter() - t0
     out = {"convert_s": convert_s, "int8_layers": len(int8.layer_groups), "float_layers": len(int8.float_layers)}
     for batch in (1, 32):
@@ -53,7 +70,7 @@ def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: fl
         runs = {"fp32_bn": [], "fp32": [], "int8": []}
         for _ in range(rounds):
             for name, fn in (("fp32_bn", trained), ("fp32", model), ("int8", int8.runner)):
-                times = time_forward(fn, x, warmup=5 if batch == 1 else 2, max_runs=100 if batch == 1 else 20,
+                times = (cpu_times if cpu_time else time_forward)(fn, x, warmup=5 if batch == 1 else 2, max_runs=100 if batch == 1 else 20,
                                      max_seconds=seconds)
                 runs[name].append(statistics.median(times))
         ratios = [f / q for f, q in zip(runs["fp32"], runs["int8"])]
@@ -87,15 +104,18 @@ def main() -> None:
     ap.add_argument("--skip-sweep", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--cpu-time", action="store_true", help="one thread, timed by thread CPU time")
+    ap.add_argument("--engine", default="x86", choices=["x86", "onednn", "qnnpack"], help="int8 kernels")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, engine x86, backend fx "
+    if args.threads or args.cpu_time:
+        torch.set_num_threads(1 if args.cpu_time else args.threads)
+    clock = "thread CPU time" if args.cpu_time else "wall time"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, engine {args.engine}, backend fx "
           f"({INT8_BACKENDS.get('fx').description}); load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
     if not args.skip_latency:
         for arch, c, s in MODELS:
-            r = latency_ratios(arch, c, s, args.rounds, args.seconds)
+            r = latency_ratios(arch, c, s, args.rounds, args.seconds, args.cpu_time, args.engine)
             print(f"{arch} {c}x{s}x{s}: converted in {r['convert_s']:.1f} s, {r['int8_layers']} int8 layers, "
                   f"{r['float_layers']} float")
             for b in (1, 32):

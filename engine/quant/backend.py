@@ -9,8 +9,9 @@ torchao's PT2E flow, but shipped with torch 2.14.1). On this project's 2-core x8
 3x over fp32 for resnet18, while PT2E + X86InductorQuantizer + torch.compile failed on resnet18 and
 gave 1.7x on vgg11 after an 18 s compile. A new backend is one subclass registered in INT8_BACKENDS.
 
-The quantized engine (`x86` = fbgemm with oneDNN, or `qnnpack`) is a process-wide torch setting;
-the runner sets it before every forward so models made for different engines can coexist.
+The quantized engine (`x86`: fbgemm, choosing oneDNN where it judges it faster; `onednn`; or
+`qnnpack`, the mobile kernels) is a process-wide torch setting; the runner sets it before every
+forward so models made for different engines can coexist.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from engine.measure import prunable_weights
 from engine.progress import CancelToken
 from engine.registry import Registry
 
-ENGINES = ("x86", "qnnpack")
+ENGINES = ("x86", "qnnpack", "onednn")
 
 
 class Int8ConversionError(UserError):
@@ -112,6 +113,23 @@ def int8_layers(qmodel: nn.Module) -> dict[str, int]:
     return out
 
 
+def without_identities(model: nn.Module) -> nn.Module:
+    """The model as an FX graph with Identity calls (folded BatchNorms) bypassed, so conv+relu fuse.
+
+    Module paths are kept, so the int8 layers keep the float layers' names."""
+    from torch import fx
+
+    graph_module = fx.symbolic_trace(model)
+    modules = dict(graph_module.named_modules())
+    for node in list(graph_module.graph.nodes):
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Identity) and node.args:
+            node.replace_all_uses_with(node.args[0])
+            graph_module.graph.erase_node(node)
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return graph_module
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"
@@ -127,9 +145,9 @@ class FxBackend(Int8Backend):
         from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
         from torch.ao.quantization.observer import HistogramObserver, default_per_channel_weight_observer
 
-        if engine == "x86":
-            # per-channel weights; activations use a 7-bit range so AVX2 int16 accumulation cannot overflow
-            return get_default_qconfig_mapping("x86")
+        if engine in ("x86", "onednn"):
+            # per-channel weights; x86 keeps activations to 7 bits so AVX2 int16 accumulation cannot overflow
+            return get_default_qconfig_mapping(engine)
         # qnnpack's default is per-tensor weights; the issue asks for per-channel, which qnnpack runs
         return QConfigMapping().set_global(QConfig(activation=HistogramObserver.with_args(reduce_range=False),
                                                    weight=default_per_channel_weight_observer))
@@ -148,7 +166,7 @@ class FxBackend(Int8Backend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice on every call
             try:
-                prepared = prepare_fx(float_model, self.qconfig_mapping(engine), (first[:1],))
+                prepared = prepare_fx(without_identities(float_model), self.qconfig_mapping(engine), (first[:1],))
             except Exception as e:  # noqa: BLE001 - FX raises TraceError, TypeError, ... for untraceable code
                 raise Int8ConversionError(
                     f"the {self.name} int8 backend cannot trace {type(model).__name__} ({_first_line(e)}); "

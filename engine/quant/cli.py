@@ -88,7 +88,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--activation-bits", type=int, help="fake: also quantize each layer's input at this width")
     p.add_argument("--calib-batches", type=int, help="int8 / activations: calibration batches (default 10)")
     p.add_argument("--calib-batch-size", type=int, help="images per calibration batch (default 32)")
-    p.add_argument("--engine", choices=["x86", "qnnpack"], help="int8 kernels (default x86)")
+    p.add_argument("--engine", choices=["x86", "onednn", "qnnpack"], help="int8 kernels (default x86)")
     p.add_argument("--backend", help="int8 backend implementation (default fx)")
     p.add_argument("--fallback", choices=["error", "dynamic_int8"],
                    help="ptq_int8: what to do if the model cannot be converted (default error)")

@@ -22,7 +22,7 @@ from engine.recipe import measure_point
 
 @dataclass
 class DynamicInt8Config(QuantRun):
-    engine: str = "x86"  # quantized kernels: x86 (fbgemm + oneDNN) | qnnpack
+    engine: str = "x86"  # quantized kernels: x86 (fbgemm, or oneDNN where faster) | onednn | qnnpack
     backend: str = "fx"  # the int8 backend implementation (see engine/quant/backend.py)
     out: str | None = None  # also write the int8 model (torch.save of its state_dict) to this file
 

@@ -34,7 +34,7 @@ FALLBACKS = ("error", "dynamic_int8")
 
 @dataclass
 class PTQInt8Config(QuantRun):
-    engine: str = "x86"  # quantized kernels: x86 (fbgemm + oneDNN) | qnnpack
+    engine: str = "x86"  # quantized kernels: x86 (fbgemm, or oneDNN where faster) | onednn | qnnpack
     backend: str = "fx"  # the int8 backend implementation (see engine/quant/backend.py)
     calib_batches: int = 10  # N batches of the calibration split that set the activation ranges
     calib_batch_size: int = 32

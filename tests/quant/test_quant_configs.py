@@ -47,7 +47,7 @@ def test_every_config_round_trips_through_a_plain_dict(name):
     (lambda: FakeQuantConfig(observer="kl"), r"observer must be one of minmax, percentile, mse"),
     (lambda: QATConfig(bits=16), r"bits must be a whole number of bits in \[2, 8\], got 16"),
     (lambda: PTQInt8Config(calib_batches=0), r"calib_batches must be in \[1, 10000\], got 0"),
-    (lambda: PTQInt8Config(engine="arm"), r"engine must be one of x86, qnnpack"),
+    (lambda: PTQInt8Config(engine="arm"), r"engine must be one of x86, qnnpack, onednn"),
     (lambda: PTQInt8Config(backend="tensorrt"), r"backend must be one of fx"),
     (lambda: MixedPrecisionConfig(max_accuracy_drop=2), r"max_accuracy_drop must be in \[0, 1\]"),
 ])

@@ -57,6 +57,22 @@ def test_qnnpack_engine_converts_too(small, ctx):
     assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
 
 
+def test_onednn_engine_converts_too(small, ctx):
+    model, data = small
+    fp32, int8 = quantize(model, data, PTQInt8Config(engine="onednn", calib_batches=4, latency=False), ctx)
+    assert int8["backend"] == "int8 torch.ao FX (onednn) cpu"
+    assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
+
+
+def test_conv_and_relu_are_fused_after_batchnorm_is_folded(small):
+    import torch.ao.nn.intrinsic.quantized as nniq
+
+    model, data = small
+    int8 = INT8_BACKENDS.get("fx").static(fold_batchnorm(model), [data.val.tensors()[0][:32]], "x86")
+    fused = [m for m in int8.runner.modules() if isinstance(m, nniq.ConvReLU2d)]
+    assert len(fused) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def test_weights_are_per_channel(teacher):
     model, data = teacher
     folded = fold_batchnorm(model)
