@@ -9,7 +9,8 @@
    numbers can be trusted. `--cpu-time` runs on one thread and times each forward by the thread's
    CPU time instead of wall time, which other processes on the machine barely disturb.
 2. The wall time of `quantize_fake` with the 12 widths of seed 003 on the default teacher (cnn_l
-   trained 2 epochs on mnist5k), latency included (target: <= 30 s on 2 cores).
+   trained 2 epochs on mnist5k), latency included (target: <= 30 s on 2 cores), and the CPU time
+   the process used (all threads), which a busy machine disturbs less.
 
     .venv/bin/python bench/bench_quant.py [--checkpoint DIR] [--rounds 5] [--engine x86|onednn|qnnpack]
                                           [--cpu-time | --threads N] [--skip-sweep] [--skip-latency]
@@ -81,7 +82,7 @@ def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: fl
     return out
 
 
-def sweep_time(checkpoint: str | None) -> tuple[float, float, int, str]:
+def sweep_time(checkpoint: str | None) -> tuple[float, float, float, int, str]:
     data = load_dataset("mnist5k")
     data.test.tensors()  # a running app has the evaluation tensors cached; so does this timing
     train_s = 0.0
@@ -91,9 +92,9 @@ def sweep_time(checkpoint: str | None) -> tuple[float, float, int, str]:
         run_task("train", TrainTask(dataset="mnist5k", model="cnn_l", out=checkpoint, latency=False,
                                     train=TrainConfig(epochs=2)), RunContext())
         train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     points = run_task("quantize_fake", {"checkpoint": checkpoint, "latency": True}, RunContext())
-    return time.perf_counter() - t0, train_s, len(points), checkpoint
+    return time.perf_counter() - t0, time.process_time() - c0, train_s, len(points), checkpoint
 
 
 def main() -> None:
@@ -123,11 +124,12 @@ def main() -> None:
                       f"  int8 {r[b]['int8_ms']:8.2f} ms  ratio folded/int8 = {r[b]['ratio']:.2f}x "
                       f"(rounds {[round(x, 2) for x in r[b]['ratios']]}), as-trained/int8 = {r[b]['ratio_bn']:.2f}x")
     if not args.skip_sweep:
-        total, train_s, n, ck = sweep_time(args.checkpoint)
+        total, cpu, train_s, n, ck = sweep_time(args.checkpoint)
         if train_s:
             print(f"trained the default teacher in {train_s:.1f} s -> {ck}")
-        print(f"12-width fake-quant sweep on the default teacher: {n} points in {total:.1f} s "
-              f"(latency timed once, included; target <= 30 s); load average {os.getloadavg()[0]:.1f}")
+        print(f"12-width fake-quant sweep on the default teacher: {n} points in {total:.1f} s wall, "
+              f"{cpu:.1f} s CPU (latency timed once, included; target <= 30 s); "
+              f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
