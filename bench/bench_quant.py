@@ -8,7 +8,7 @@
    >= 2.5x for resnet18). The load average is printed too: on a shared machine it says how much the
    numbers can be trusted. `--cpu-time` runs on one thread and times each forward by the thread's
    CPU time instead of wall time, which other processes on the machine barely disturb.
-2. The wall time of `quantize_fake` with the 12 widths of seed 003 on the default teacher (cnn_l
+2. The wall time of `quantize.fake` with the 12 widths of seed 003 on the default teacher (cnn_l
    trained 2 epochs on mnist5k), latency included (target: <= 30 s on 2 cores), and the CPU time
    the process used (all threads), which a busy machine disturbs less.
 
@@ -93,7 +93,7 @@ def sweep_time(checkpoint: str | None) -> tuple[float, float, float, int, str]:
                                     train=TrainConfig(epochs=2)), RunContext())
         train_s = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), time.process_time()
-    points = run_task("quantize_fake", {"checkpoint": checkpoint, "latency": True}, RunContext())
+    points = run_task("quantize.fake", {"checkpoint": checkpoint, "latency": True}, RunContext())
     return time.perf_counter() - t0, time.process_time() - c0, train_s, len(points), checkpoint
 
 

@@ -1,5 +1,5 @@
 """Quantization: real int8 PTQ, dynamic int8, simulated sweeps, greedy mixed precision, per-layer
-sensitivity and QAT. Importing this package registers every method and its task (`quantize_<name>`).
+sensitivity and QAT. Importing this package registers every method and its task (`quantize.<name>`).
 
 One entry point, `quantize(model, data, config)`, dispatches on the config's type (as torchao's
 `quantize_` does); the job runner runs the same methods as tasks by name and plain dict.

@@ -93,13 +93,13 @@ METHODS: dict[str, QuantMethod] = {}
 
 
 def quant_method(name: str, config: type[QuantRun], description: str):
-    """Registers a method under its CLI name, and the task `quantize_<name>` the job runner runs.
+    """Registers a method under its CLI name, and the task `quantize.<name>` the job runner runs.
 
     `fn(model, data, config, ctx)` gets the float model as trained; the task opens the checkpoint.
     """
 
     def add(fn: Callable[[nn.Module, Dataset, QuantRun, RunContext], list[dict]]):
-        task = f"quantize_{name}"
+        task = f"quantize.{name}"
         METHODS[name] = QuantMethod(name, task, config, fn, description)
 
         @register_task(task, config, description)

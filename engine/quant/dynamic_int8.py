@@ -36,11 +36,11 @@ def dynamic_int8(model: nn.Module, data: Dataset, cfg: DynamicInt8Config, ctx: R
     folded = fold_batchnorm(model)
     params = cfg.method_params()
     report(ctx, 0.0, "measuring fp32")
-    reference = measure_point(ctx, folded, data, method="quantize_dynamic_int8", params=params, stage="fp32",
+    reference = measure_point(ctx, folded, data, method="dynamic_int8", params=params, stage="fp32",
                               latency=cfg.latency, **point_extras(cfg))
     report(ctx, 0.5, "quantizing Linear layers")
     int8 = INT8_BACKENDS.get(cfg.backend).dynamic(folded, cfg.engine)
-    point = measure_int8(ctx, folded, data, int8, method="quantize_dynamic_int8", params=params, stage="int8",
+    point = measure_int8(ctx, folded, data, int8, method="dynamic_int8", params=params, stage="int8",
                          latency=cfg.latency, out=cfg.out, float_expected=True, **point_extras(cfg))
     report(ctx, 1.0, "done")
     return [reference, point]

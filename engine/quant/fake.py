@@ -71,7 +71,7 @@ def fake_quant_sweep(model: nn.Module, data: Dataset, cfg: FakeQuantConfig, ctx:
                          weight_bits=bits, quant_groups=weights.groups(bits), simulated=simulated)
         params = {**cfg.method_params(), "sweep": list(cfg.bits), "bits": bits, "scheme": cfg.scheme()}
         with acts if acts is not None else nullcontext():
-            points.append(measure_point(ctx, model, data, method="quantize_fake", params=params, form=form,
+            points.append(measure_point(ctx, model, data, method="fake", params=params, form=form,
                                         stage=f"{bits}bit", latency=latency, **point_extras(cfg)))
     weights.apply(maths.FLOAT_BITS)
     report(ctx, 1.0, "done")

@@ -78,7 +78,7 @@ def greedy_mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionC
         form = ModelForm(backend=simulated_backend("mixed-precision"), weight_bits=dict(assignment),
                          quant_groups=weights.groups(assignment), simulated=True)
         m = measure(model, data, form, latency=latency)
-        point = make_point(m, method="quantize_mixed", stage=f"step {step}",
+        point = make_point(m, method="mixed", stage=f"step {step}",
                            params={**cfg.method_params(), "step": step, "bits_per_layer": dict(assignment)},
                            step=step, average_bits=avg, lowered=lowered, val_accuracy=val["accuracy"],
                            val_loss=val["loss"], **point_extras(cfg))

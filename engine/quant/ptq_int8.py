@@ -72,7 +72,7 @@ def ptq_int8(model: nn.Module, data: Dataset, cfg: PTQInt8Config, ctx: RunContex
     folded = fold_batchnorm(model)
     params = cfg.method_params()
     report(ctx, 0.0, "measuring fp32")
-    reference = measure_point(ctx, folded, data, method="quantize_ptq_int8", params=params, stage="fp32",
+    reference = measure_point(ctx, folded, data, method="ptq_int8", params=params, stage="fp32",
                               latency=cfg.latency, **point_extras(cfg))
     report(ctx, 0.4, f"calibrating on {cfg.calib_batches} batches")
     batches = calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed)
@@ -87,7 +87,7 @@ def ptq_int8(model: nn.Module, data: Dataset, cfg: PTQInt8Config, ctx: RunContex
         int8.backend += " (fallback: static int8 failed)"
         params = {**params, "fallback_reason": str(e)}
     report(ctx, 0.7, "measuring int8")
-    point = measure_int8(ctx, folded, data, int8, method="quantize_ptq_int8", params=params, stage="int8",
+    point = measure_int8(ctx, folded, data, int8, method="ptq_int8", params=params, stage="int8",
                          latency=cfg.latency, out=cfg.out, **point_extras(cfg))
     report(ctx, 1.0, "done")
     return [reference, point]

@@ -96,7 +96,7 @@ def ptq_point(ctx: RunContext, model: nn.Module, data: Dataset, cfg: QATConfig, 
     weights = LayerWeights(model, cfg.quantizer())
     weights.apply(cfg.bits)
     try:
-        return measure_point(ctx, model, data, method="quantize_qat", params=cfg.method_params(), form=form,
+        return measure_point(ctx, model, data, method="qat", params=cfg.method_params(), form=form,
                              stage=stage, latency=latency, **point_extras(cfg))
     finally:
         weights.apply(maths.FLOAT_BITS)
@@ -130,14 +130,14 @@ def quantization_aware_training(model: nn.Module, data: Dataset, cfg: QATConfig,
     for row in history:
         ctx.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     report(ctx, 0.85, "measuring QAT model")
-    trained = measure_point(ctx, model, data, method="quantize_qat", params=params, form=form, stage="qat",
+    trained = measure_point(ctx, model, data, method="qat", params=params, form=form, stage="qat",
                             latency=latency, ptq_accuracy=baseline["accuracy"], **point_extras(cfg))
     points.append(trained)
     if cfg.bits == 8:
         report(ctx, 0.9, "converting to int8")
         batches = calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed)
         int8 = INT8_BACKENDS.get(cfg.backend).static(model, batches, cfg.engine, ctx.cancel)
-        points.append(measure_int8(ctx, model, data, int8, method="quantize_qat", params=params, stage="qat_int8",
+        points.append(measure_int8(ctx, model, data, int8, method="qat", params=params, stage="qat_int8",
                                    latency=cfg.latency, **point_extras(cfg)))
     report(ctx, 1.0, "done")
     return points

@@ -45,7 +45,7 @@ def layer_sensitivity(model: nn.Module, data: Dataset, cfg: SensitivityConfig, c
     weights = LayerWeights(model, cfg.quantizer())
     base = cfg.method_params()
     report(ctx, 0.0, "fp32 reference")
-    reference = measure_point(ctx, model, data, method="quantize_sensitivity",
+    reference = measure_point(ctx, model, data, method="sensitivity",
                               params={**base, "layer": None, "layer_bits": maths.FLOAT_BITS}, stage="fp32",
                               latency=latency, layer=None, layer_bits=maths.FLOAT_BITS, accuracy_drop=0.0,
                               **point_extras(cfg))
@@ -58,7 +58,7 @@ def layer_sensitivity(model: nn.Module, data: Dataset, cfg: SensitivityConfig, c
         form = ModelForm(backend=simulated_backend(f"int{bits} {name}"), weight_bits=assignment,
                          quant_groups=weights.groups(assignment), simulated=bits < maths.FLOAT_BITS)
         m = measure(model, data, form, latency=latency)
-        point = make_point(m, method="quantize_sensitivity", params={**base, "layer": name, "layer_bits": bits},
+        point = make_point(m, method="sensitivity", params={**base, "layer": name, "layer_bits": bits},
                            stage=f"{name}@{bits}", layer=name, layer_bits=bits,
                            accuracy_drop=reference["accuracy"] - m.accuracy, **point_extras(cfg))
         ctx.log_point(point)

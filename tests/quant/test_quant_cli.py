@@ -17,7 +17,7 @@ def test_quantize_prints_a_json_list_of_points(digits_checkpoint, capsys):
     points = json.loads(capsys.readouterr().out)
     assert [p["params"]["bits"] for p in points] == [4, 8]
     for p in points:
-        assert set(METRIC_FIELDS) <= set(p) and p["method"] == "quantize_fake"
+        assert set(METRIC_FIELDS) <= set(p) and p["method"] == "fake"
         assert p["params"]["symmetric"] is False and p["params"]["granularity"] == "per_tensor"
 
 
@@ -26,7 +26,7 @@ def test_int8_from_the_cli_reports_both_points(digits_checkpoint, capsys):
                  "--engine", "x86", "--no-latency"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("quantize_ptq_int8[fp32]") and lines[1].startswith("quantize_ptq_int8[int8]")
+    assert lines[0].startswith("ptq_int8[fp32]") and lines[1].startswith("ptq_int8[int8]")
     assert "[int8 torch.ao FX (x86) cpu]" in lines[1]
 
 

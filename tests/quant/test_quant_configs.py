@@ -58,11 +58,11 @@ def test_bad_settings_are_refused_naming_the_field_and_the_allowed_values(make, 
 
 def test_a_dict_from_the_browser_is_validated_like_a_config():
     with pytest.raises(ConfigError, match=r"bits must be a whole number of bits in \[2, 32\], got 64"):
-        run_task("quantize_fake", {"checkpoint": "x", "bits": [4, 64]}, None)
+        run_task("quantize.fake", {"checkpoint": "x", "bits": [4, 64]}, None)
     with pytest.raises(ConfigError, match="has no field colour"):
-        run_task("quantize_fake", {"checkpoint": "x", "colour": "red"}, None)
+        run_task("quantize.fake", {"checkpoint": "x", "colour": "red"}, None)
     with pytest.raises(ConfigError, match="checkpoint must name a checkpoint directory"):
-        run_task("quantize_fake", {}, None)
+        run_task("quantize.fake", {}, None)
 
 
 def test_the_one_entry_point_refuses_a_config_it_does_not_know(digits):
@@ -97,7 +97,7 @@ def test_the_job_runner_records_every_method_run_by_name_and_dict(name, digits_c
     points = run_sync(METHODS[name].task, recipe, db, echo=ctx)
     assert points
     for p in points:
-        assert p["method"] == f"quantize_{name}" and p["checkpoint"] == digits_checkpoint
+        assert p["method"] == name and p["checkpoint"] == digits_checkpoint
         assert 0.0 <= p["accuracy"] <= 1.0 and p["latency_ms_b1"] is None
         assert p["simulated"] == ("simulated" in p["backend"])
         json.dumps(p)  # a point is plain data the store can keep
