@@ -87,7 +87,8 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_the_next_open(tmp_pa
         assert store.recovered == [run["run_id"]]
         assert run["status"] == "interrupted" and run["pid"] == child.proc.pid
         assert f"its process {child.proc.pid} ended without finishing it" in run["message"]
-        assert run["ended_at"] is not None and 0 < run["progress"] < 0.01
+        # progress rows are group-committed (up to 0.25 s), so a SIGKILL may beat the first one: only bound it
+        assert run["ended_at"] is not None and 0 <= run["progress"] < 0.01
         # what the killed process had committed survives it: epoch 1's per-batch losses at least
         assert (store.metric_history(run["run_id"]).key == "batch_loss").sum() >= 21
         assert "marked interrupted" in " ".join(store.events(run["run_id"]).message)
