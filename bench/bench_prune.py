@@ -1,7 +1,5 @@
 """Pruning speed: what structured and unstructured pruning do to CPU latency, and how long a sweep takes.
 
-    .venv/bin/python bench/bench_prune.py [--checkpoint DIR] [--rounds 3]
-
 1. dense vs structured (50% of channels removed, Torch-Pruning) latency ratio, resnet18 and vgg11_bn
    at 3x32x32 with untrained weights (latency does not depend on the weight values);
 2. dense vs unstructured (50% of weights zeroed) latency ratio on the same models: expect about 1.0x,
@@ -10,13 +8,20 @@
    (cnn_l on mnist5k), latency timed once as the sweep does. Target: 60 s or less.
 
 Timings on a shared machine are noisy: each ratio alternates the two models over several rounds
-and divides medians taken in the same run.
+and divides medians taken in the same run, and the load average is printed beside them. With more
+runnable processes than cores, two OpenMP threads stall each other on every small op: `--threads 1`
+avoids that, and `--cpu-time` (one thread, timed by the thread's CPU time) is barely disturbed by
+other processes at all. The sweep prints its process CPU time beside its wall time for the same reason.
+
+    .venv/bin/python bench/bench_prune.py [--checkpoint DIR] [--rounds 3] [--cpu-time | --threads N]
+                                          [--skip-latency] [--skip-sweep]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -38,19 +43,37 @@ from engine.prune.masks import apply_masks, rank  # noqa: E402
 from engine.recipe import run_task  # noqa: E402
 
 
-def alternate_latency(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, rounds: int) -> dict[str, float]:
+def cpu_times(fn, x: torch.Tensor, warmup: int, max_runs: int, max_seconds: float) -> list[float]:
+    """Like engine.measure.time_forward, but each forward timed by this thread's CPU time (ms)."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < max_seconds):
+            t0 = time.thread_time_ns()
+            fn(x)
+            times.append((time.thread_time_ns() - t0) / 1e6)
+    return times
+
+
+def alternate_latency(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, rounds: int,
+                      cpu_time: bool) -> dict[str, float]:
     """Median b1/b32 forward times (ms) of a and b, timed in alternation so both see the same machine load."""
+    timer = cpu_times if cpu_time else time_forward
     times: dict[str, list[float]] = {}
     for _ in range(rounds):
         for tag, model in (("a", a.eval()), ("b", b.eval())):
             for batch in (1, 32):
-                runs = time_forward(model, x[:batch], warmup=3, max_runs=40 if batch == 1 else 10, max_seconds=1.0)
+                runs = timer(model, x[:batch], warmup=3, max_runs=40 if batch == 1 else 10, max_seconds=1.0)
                 times.setdefault(f"{tag}{batch}", []).extend(runs)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_latency(rounds: int) -> None:
-    print(f"== latency ratios, dense / pruned (torch threads: {torch.get_num_threads()}, {rounds} rounds)")
+def bench_latency(rounds: int, cpu_time: bool) -> None:
+    clock = "thread CPU time" if cpu_time else "wall time"
+    print(f"== latency ratios, dense / pruned ({clock}, torch threads: {torch.get_num_threads()}, {rounds} rounds, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     x = torch.randn(32, 3, 32, 32)
     for arch in ("resnet18", "vgg11_bn"):
         torch.manual_seed(0)
@@ -63,7 +86,7 @@ def bench_latency(rounds: int) -> None:
         macs = count_macs(structured, x[:1]) / count_macs(dense, x[:1])
         params = storage(structured)["params_total"] / storage(dense)["params_total"]
         for label, pruned in (("structured 50% channels", structured), ("unstructured 50% weights", unstructured)):
-            t = alternate_latency(dense, pruned, x, rounds)
+            t = alternate_latency(dense, pruned, x, rounds, cpu_time)
             extra = f"MACs x{macs:.2f}, params x{params:.2f}" if pruned is structured else \
                 f"sparsity {storage(pruned)['sparsity']:.2f}, same MACs"
             print(f"{arch:9s} {label:25s} speed-up b1 {t['a1'] / t['b1']:4.2f}x  b32 {t['a32'] / t['b32']:4.2f}x  "
@@ -82,11 +105,12 @@ def bench_sweep(checkpoint: str | None) -> None:
                                                                     data.class_names)).as_posix()
             print("  (an untrained cnn_l: the time does not depend on the weights; pass --checkpoint for a trained one)")
         load_dataset("mnist5k").test.tensors()  # load the data outside the timed part, as the app's process has
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         points = run_task("prune.global_unstructured", {"checkpoint": checkpoint, "repeats": 3}, RunContext())
-        elapsed = time.perf_counter() - t0
-    print(f"  {len(points)} points x 3 repeats in {elapsed:.1f} s (target <= 60 s): "
-          f"{'OK' if elapsed <= 60 else 'OVER'}; accuracy at 0%/50%/90%: "
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"  {len(points)} points x 3 repeats in {elapsed:.1f} s wall (target <= 60 s): "
+          f"{'OK' if elapsed <= 60 else 'OVER'}; {cpu:.1f} s CPU over {torch.get_num_threads()} thread(s), "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; accuracy at 0%/50%/90%: "
           f"{points[0]['accuracy']:.3f}/{points[5]['accuracy']:.3f}/{points[9]['accuracy']:.3f}")
 
 
@@ -95,13 +119,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="the teacher checkpoint for the sweep (default: an untrained cnn_l)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per pair of models")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread, each forward timed by the thread's CPU time (robust on a busy machine)")
     parser.add_argument("--skip-latency", action="store_true", help="only time the sweep")
     parser.add_argument("--skip-sweep", action="store_true", help="only time the latency ratios")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.cpu_time:
+        torch.set_num_threads(1 if args.cpu_time else args.threads)
     if not args.skip_latency:
-        bench_latency(args.rounds)
+        bench_latency(args.rounds, args.cpu_time)
     if not args.skip_sweep:
         bench_sweep(args.checkpoint)
 
