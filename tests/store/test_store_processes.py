@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,6 +74,7 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_the_next_open(tmp_pa
     child = background("-m", "engine", "train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "500",
                        "--no-latency", "--out", str(tmp_path / "ck"), "--db", db, cwd=REPO)
     child.wait_for("epoch 2/500")  # mid-run: the progress bar has reached the second epoch
+    time.sleep(1.0)  # past the writer's 0.25 s group commit, so batch metrics and progress are on disk
     child.proc.send_signal(signal.SIGKILL)
     child.proc.wait(30)
 
@@ -87,8 +89,7 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_the_next_open(tmp_pa
         assert store.recovered == [run["run_id"]]
         assert run["status"] == "interrupted" and run["pid"] == child.proc.pid
         assert f"its process {child.proc.pid} ended without finishing it" in run["message"]
-        # progress rows are group-committed (up to 0.25 s), so a SIGKILL may beat the first one: only bound it
-        assert run["ended_at"] is not None and 0 <= run["progress"] < 0.01
+        assert run["ended_at"] is not None and 0 < run["progress"] < 0.05
         # what the killed process had committed survives it: epoch 1's per-batch losses at least
         assert (store.metric_history(run["run_id"]).key == "batch_loss").sum() >= 21
         assert "marked interrupted" in " ".join(store.events(run["run_id"]).message)
