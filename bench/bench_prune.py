@@ -43,29 +43,15 @@ from engine.prune.masks import apply_masks, rank  # noqa: E402
 from engine.recipe import run_task  # noqa: E402
 
 
-def cpu_times(fn, x: torch.Tensor, warmup: int, max_runs: int, max_seconds: float) -> list[float]:
-    """Like engine.measure.time_forward, but each forward timed by this thread's CPU time (ms)."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < max_seconds):
-            t0 = time.thread_time_ns()
-            fn(x)
-            times.append((time.thread_time_ns() - t0) / 1e6)
-    return times
-
-
 def alternate_latency(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, rounds: int,
                       cpu_time: bool) -> dict[str, float]:
     """Median b1/b32 forward times (ms) of a and b, timed in alternation so both see the same machine load."""
-    timer = cpu_times if cpu_time else time_forward
     times: dict[str, list[float]] = {}
     for _ in range(rounds):
         for tag, model in (("a", a.eval()), ("b", b.eval())):
             for batch in (1, 32):
-                runs = timer(model, x[:batch], warmup=3, max_runs=40 if batch == 1 else 10, max_seconds=1.0)
+                runs = time_forward(model, x[:batch], warmup=3, max_runs=40 if batch == 1 else 10, max_seconds=1.0,
+                                    cpu_time=cpu_time)
                 times.setdefault(f"{tag}{batch}", []).extend(runs)
     return {k: statistics.median(v) for k, v in times.items()}
 

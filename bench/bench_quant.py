@@ -42,20 +42,6 @@ from engine.train import TrainConfig  # noqa: E402
 MODELS = [("cnn_l", 1, 28), ("resnet18", 3, 32)]
 
 
-def cpu_times(fn, x: torch.Tensor, warmup: int, max_runs: int, max_seconds: float) -> list[float]:
-    """Like engine.measure.time_forward, but in ms of this thread's CPU time (use with 1 thread)."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < max_seconds):
-            t0 = time.thread_time_ns()
-            fn(x)
-            times.append((time.thread_time_ns() - t0) / 1e6)
-    return times
-
-
 def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: float, cpu_time: bool,
                    engine: str) -> dict:
     torch.manual_seed(0)
@@ -71,8 +57,8 @@ def latency_ratios(arch: str, channels: int, side: int, rounds: int, seconds: fl
         runs = {"fp32_bn": [], "fp32": [], "int8": []}
         for _ in range(rounds):
             for name, fn in (("fp32_bn", trained), ("fp32", model), ("int8", int8.runner)):
-                times = (cpu_times if cpu_time else time_forward)(fn, x, warmup=5 if batch == 1 else 2, max_runs=100 if batch == 1 else 20,
-                                     max_seconds=seconds)
+                times = time_forward(fn, x, warmup=5 if batch == 1 else 2, max_runs=100 if batch == 1 else 20,
+                                     max_seconds=seconds, cpu_time=cpu_time)
                 runs[name].append(statistics.median(times))
         ratios = [f / q for f, q in zip(runs["fp32"], runs["int8"])]
         ratios_bn = [f / q for f, q in zip(runs["fp32_bn"], runs["int8"])]
