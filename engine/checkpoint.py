@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,11 @@ from engine.models import build_model
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lineage steps and a weights format; 1: "history" (read as lineage)
+READABLE_VERSIONS = (1, 2)
+WEIGHT_FORMATS = ("float", "int8", "packed")  # how model.safetensors stores the weights (see README)
+MAX_CLASSES = 100_000
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass
@@ -39,7 +43,12 @@ class CheckpointMeta:
     train_config: dict = field(default_factory=dict)
     # "shape" = rebuild modules from the stored tensor shapes (structurally pruned models)
     layer_shapes: str = "arch"
-    history: list[dict] = field(default_factory=list)  # what produced it: [{"method": ..., "params": ...}]
+    # what produced it, oldest first: [{"family", "method", "params", "input_checkpoint"}, ...]
+    lineage: list[dict] = field(default_factory=list)
+    # "float": a plain state_dict; "int8": a converted int8 model; "packed": low-bit weights packed at
+    # their width (see engine/quant/formats.py); `quant` then says how to rebuild the model
+    weights_format: str = "float"
+    quant: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
 
@@ -48,11 +57,72 @@ class CheckpointMeta:
 
     @classmethod
     def from_dict(cls, d: dict) -> CheckpointMeta:
-        known = {f for f in cls.__dataclass_fields__}
+        """Validates meta.json like a config: types, limits and a known format version."""
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{META} must hold a JSON object, got {type(d).__name__}")
         missing = {"arch", "num_classes", "in_channels", "image_size", "dataset", "class_names"} - set(d)
         if missing:
             raise CheckpointError(f"{META} lacks {', '.join(sorted(missing))}")
+        version = d.get("format_version", 1)
+        if version not in READABLE_VERSIONS:
+            raise CheckpointError(f"{META} has format_version {version!r}; this code reads versions "
+                                  f"{', '.join(map(str, READABLE_VERSIONS))} (a newer Compression Lab wrote it?)")
+        d = dict(d)
+        if "history" in d:  # format 1
+            d.setdefault("lineage", d.pop("history"))
+        _check_type("arch", d["arch"], str)
+        _check_type("dataset", d["dataset"], str)
+        for name, hi in (("num_classes", MAX_CLASSES), ("in_channels", 64), ("image_size", MAX_IMAGE_SIZE)):
+            _check_type(name, d[name], int)
+            if not 1 <= d[name] <= hi:
+                raise CheckpointError(f"{META}: {name} must be in [1, {hi}], got {d[name]}")
+        if not isinstance(d["class_names"], list) or not all(isinstance(c, str) for c in d["class_names"]):
+            raise CheckpointError(f"{META}: class_names must be a list of names")
+        if len(d["class_names"]) not in (0, d["num_classes"]):
+            raise CheckpointError(f"{META}: class_names has {len(d['class_names'])} names for "
+                                  f"{d['num_classes']} classes")
+        if "width" in d:
+            _check_type("width", d["width"], (int, float))
+            if not 0 < d["width"] <= 16:
+                raise CheckpointError(f"{META}: width must be in (0, 16], got {d['width']}")
+        for name, kind in (("train_config", dict), ("lineage", list), ("quant", dict), ("layer_shapes", str),
+                           ("weights_format", str)):
+            if name in d:
+                _check_type(name, d[name], kind)
+        if d.get("layer_shapes", "arch") not in ("arch", "shape"):
+            raise CheckpointError(f"{META}: layer_shapes must be arch or shape, got {d['layer_shapes']!r}")
+        if d.get("weights_format", "float") not in WEIGHT_FORMATS:
+            raise CheckpointError(f"{META}: weights_format must be one of {', '.join(WEIGHT_FORMATS)}, "
+                                  f"got {d['weights_format']!r}")
+        known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def derived(self, *, family: str, method: str, params: dict, input_checkpoint: str, level: float | None = None,
+                level_name: str = "", **changes) -> CheckpointMeta:
+        """The meta of a model made from this one by a method: the same data, one lineage step more."""
+        step = {"family": family, "method": method, "params": params, "input_checkpoint": input_checkpoint}
+        if level is not None:
+            step.update(level=level, level_name=level_name)
+        return replace(self, lineage=[*self.lineage, step], created=time.time(), format_version=FORMAT_VERSION,
+                       **changes)
+
+
+def _check_type(name: str, value, kind) -> None:
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
+    if not ok:
+        want = {int: "a whole number", str: "text", dict: "an object", list: "a list"}.get(kind, "a number")
+        raise CheckpointError(f"{META}: {name} must be {want}, got {value!r}")
+
+
+def describe_lineage(meta: CheckpointMeta) -> str:
+    """'train -> kd -> global_unstructured (sparsity 0.5) -> ptq_int8': how the model was made."""
+    words = []
+    for step in meta.lineage:
+        method = step.get("method", "?")
+        level = step.get("level")
+        words.append(f"{method} ({step.get('level_name', 'level')} {level:g})" if isinstance(level, int | float)
+                     else str(method))
+    return " -> ".join(words) or "(no recorded lineage)"
 
 
 def state_dict_bytes(model: nn.Module) -> bytes:
@@ -77,12 +147,16 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{d} is not a checkpoint: it needs {WEIGHTS} and {META}")
     try:
         return CheckpointMeta.from_dict(json.loads((d / META).read_text()))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{d / META} is not valid JSON: {e}") from None
 
 
 def load_checkpoint(directory: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """A float checkpoint's model (eval mode) and meta; engine.artifacts.load_variant reads every format."""
     meta = read_meta(directory)
+    if meta.weights_format != "float":
+        raise CheckpointError(f"{directory} holds {meta.weights_format} weights: open it with "
+                              f"engine.artifacts.load_variant")
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.image_size, meta.width)
     sd = read_state_dict((Path(directory) / WEIGHTS).read_bytes(), WEIGHTS)
     if meta.layer_shapes == "shape":

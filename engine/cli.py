@@ -19,21 +19,26 @@ from engine.data import DEFAULT_ROOT
 from engine.data import catalog as data_catalog
 from engine.errors import Cancelled, UserError
 from engine.models import catalog as model_catalog
-from engine.recipe import MeasureTask, TrainTask, run_task
-from engine.train import TrainConfig
+from engine.options import OptionSet
+from engine.point import Point, json_safe
+from engine.tasks import MeasureTask, TrainTask, run_task
 
 # modules that define `add_commands(subparsers)` for a family of methods
 FAMILY_COMMANDS: list[str] = ["engine.runs_cli", "engine.prune.cli", "engine.quant.cli", "engine.distill.cli"]
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    """The options every task command shares."""
+    """The options every task command shares (its config's own options are generated)."""
     p.add_argument("--db", help="record the run in this DuckDB file (e.g. compression_lab.duckdb)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON, no progress bar")
-    p.add_argument("--data-root", default=DEFAULT_ROOT, help=f"where torchvision datasets live (default {DEFAULT_ROOT})")
+    p.add_argument("--json", action="store_true", help="print the result as strict JSON (NaN as null), no progress bar")
 
 
-def execute(args: argparse.Namespace, task: str, config: Config, *, single: bool = False) -> list[dict]:
+def print_json(value) -> None:
+    """Strict JSON on stdout: NaN and infinities are written as null."""
+    print(json.dumps(json_safe(value), indent=2, default=str, allow_nan=False))
+
+
+def execute(args: argparse.Namespace, task: str, config: Config, *, single: bool = False) -> list[Point]:
     """Runs a task from the CLI: in the store when --db is given, else in this process; prints --json."""
     console = ConsoleContext(quiet=args.json)
     try:
@@ -45,10 +50,11 @@ def execute(args: argparse.Namespace, task: str, config: Config, *, single: bool
             points = run_task(task, config, console)
     finally:
         console.close()
+    rows = [p.to_dict() for p in points]
     if args.json:
-        print(json.dumps(points[-1] if single else points, indent=2, default=str))
+        print_json(rows[-1] if single else rows)
     else:
-        for p in points:
+        for p in rows:
             print(format_point(p))
     return points
 
@@ -57,10 +63,13 @@ def format_point(p: dict) -> str:
     lat = p.get("latency_ms_b1")
     lat_s = f"{lat:.3f} ms (b1)" if lat is not None else "not timed"
     where = f"  -> {p['artifact']}" if p.get("artifact") else ""
-    return (f"{p.get('method', '')}[{p.get('stage', '')}] acc {p['accuracy']:.4f}  params {p['params_total']:,} "
-            f"nonzero {p['params_nonzero']:,}  sparsity {p['sparsity']:.3f}  bits {p['bits']:.2f}  "
-            f"size {p['size_bytes']:,} B  file {p['file_bytes']:,} B  MACs {p['macs']:,}  latency {lat_s} "
-            f"[{p['backend']}{', simulated' if p.get('simulated') else ''}]{where}")
+    level = p.get("level")
+    level_s = f" {p.get('level_name') or 'level'}={level:g}" if isinstance(level, int | float) else ""
+    role = f" {p['role']}" if p.get("role") else ""
+    return (f"{p.get('method', '')}[{p.get('stage', '')}{level_s}{role}] acc {p['accuracy']:.4f}  "
+            f"params {p['params_total']:,} nonzero {p['params_nonzero']:,}  sparsity {p['sparsity']:.3f}  "
+            f"bits {p['bits']:.2f}  size {p['size_bytes']:,} B  file {p['file_bytes']:,} B  MACs {p['macs']:,}  "
+            f"latency {lat_s} [{p['backend']}{', simulated' if p.get('simulated') else ''}]{where}")
 
 
 # ---------------------------------------------------------------- core commands
@@ -69,7 +78,7 @@ def format_point(p: dict) -> str:
 def cmd_datasets(args: argparse.Namespace) -> None:
     rows = data_catalog(args.data_root)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     for r in rows:
         print(f"{r['name']:<20} {r['availability']:<40} {r['description']}")
@@ -78,24 +87,24 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def cmd_models(args: argparse.Namespace) -> None:
     rows = model_catalog()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     for r in rows:
         print(f"{r['name']:<20} {r['description']}")
 
 
+TRAIN_OPTIONS = OptionSet.of({"train": TrainTask})
+MEASURE_OPTIONS = OptionSet.of({"measure": MeasureTask})
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                     schedule=args.schedule, seed=args.seed, augment=args.augment)
-    cfg = TrainTask(dataset=args.dataset, model=args.model, width=args.width, data_root=args.data_root,
-                    download=args.download, image_size=args.image_size, out=args.out,
-                    latency=not args.no_latency, train=tc)
-    execute(args, "train", cfg, single=True)
+    execute(args, "train", TrainTask.from_dict(TRAIN_OPTIONS.values(args, "train")), single=True)
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
-    cfg = MeasureTask(checkpoint=args.checkpoint, data_root=args.data_root, latency=not args.no_latency)
-    execute(args, "measure", cfg, single=True)
+    points = execute(args, "measure", MeasureTask.from_dict(MEASURE_OPTIONS.values(args, "measure")), single=True)
+    if not args.json and points:
+        print(f"lineage: {points[-1].extra.get('lineage_text', '')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,26 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a model and save a checkpoint directory")
-    p.add_argument("--dataset", default="mnist5k", help="dataset name or imagefolder:<path>")
-    p.add_argument("--model", default="cnn_l", help="architecture (see `models`)")
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--augment", action="store_true", help="random shifts (and flips where valid)")
-    p.add_argument("--image-size", type=int, help="resize imagefolder images to this side (default 64)")
-    p.add_argument("--download", action="store_true", help="download a missing torchvision dataset")
-    p.add_argument("--out", help="checkpoint directory (default checkpoints/<model>-<dataset>-<time>)")
-    p.add_argument("--no-latency", action="store_true", help="skip timing the final model")
+    TRAIN_OPTIONS.add_to(p)
     add_run_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("measure", help="measure a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    p.add_argument("--no-latency", action="store_true")
+    p = sub.add_parser("measure", help="measure a checkpoint directory of any format, and show its lineage")
+    MEASURE_OPTIONS.add_to(p)
     add_run_args(p)
     p.set_defaults(func=cmd_measure)
 

@@ -8,8 +8,12 @@ draws a tqdm bar; the base class records points in memory and nothing else.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from engine.progress import CancelToken, Progress
+
+if TYPE_CHECKING:
+    from engine.point import Point
 
 
 class RunContext:
@@ -17,7 +21,7 @@ class RunContext:
 
     def __init__(self, cancel: CancelToken | None = None) -> None:
         self.cancel = cancel or CancelToken()
-        self.points: list[dict] = []
+        self.points: list[Point] = []
 
     def progress(self, p: Progress) -> None:
         """Called often (every batch): implementations must be cheap."""
@@ -25,8 +29,8 @@ class RunContext:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Per-step or per-epoch history: {key: value} at `step`."""
 
-    def log_point(self, point: dict) -> None:
-        """One evaluated model variant: measure() fields plus method, params, stage, artifact."""
+    def log_point(self, point: Point) -> None:
+        """One evaluated model variant (engine/point.py)."""
         self.points.append(point)
 
     def log_event(self, message: str, level: str = "info") -> None:

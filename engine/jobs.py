@@ -28,8 +28,9 @@ from typing import Any
 from engine.config import Config, check_range
 from engine.context import RunContext
 from engine.errors import Cancelled, ConfigError, UserError
+from engine.point import Point
 from engine.progress import CancelToken, Progress
-from engine.recipe import Task, get_task, run_task
+from engine.tasks import Task, get_task, run_task
 from store import Store, open_store, resolve_db_path
 
 PROGRESS_INTERVAL_S = 0.5  # at most two progress writes a second per run: the train loop reports every batch
@@ -90,7 +91,7 @@ class StoreContext(RunContext):
         if self.echo is not None:
             self.echo.log_metrics(metrics, step)
 
-    def log_point(self, point: dict) -> None:
+    def log_point(self, point: Point) -> None:
         super().log_point(point)
         self.store.add_point(self.run_id, point)
 
@@ -166,7 +167,7 @@ def create_run(store: Store, task_name: str, config: Config, name: str | None = 
                             seed=find_seed(d), code_version=code_version(), device=device_name())
 
 
-def execute_run(store: Store, run_id: str, task_name: str, config: Config, ctx: StoreContext) -> list[dict]:
+def execute_run(store: Store, run_id: str, task_name: str, config: Config, ctx: StoreContext) -> list[Point]:
     """Runs a created run to its end status; re-raises what stopped it."""
     if not store.start_run(run_id):
         raise Cancelled(f"run {run_id} was no longer queued")
@@ -220,7 +221,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def run_sync(task_name: str, config: Config | dict, db_path: str | None, *, echo: RunContext | None = None,
-             name: str | None = None, parent: str | None = None) -> list[dict]:
+             name: str | None = None, parent: str | None = None) -> list[Point]:
     """Runs a task in the calling thread and records it in the store at `db_path` (default path if None)."""
     _, cfg = resolve_task(task_name, config)
     store = open_store(db_path)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import Config, check_choice, check_range
+from engine.config import Config, param
 from engine.data import Dataset, Split
 from engine.errors import TrainingDiverged
 from engine.progress import CancelToken, Eta, Progress, ProgressFn
@@ -27,24 +27,18 @@ from engine.progress import CancelToken, Eta, Progress, ProgressFn
 
 @dataclass
 class TrainConfig(Config):
-    epochs: int = 3  # passes over the training split
-    batch_size: int = 64
-    optimizer: str = "sgd"  # sgd | adam
-    lr: float = 0.05  # peak learning rate
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step (x0.1 at 50% and 75%) | constant
-    seed: int = 0  # seeds init, shuffling and augmentation: same seed, same run on the CPU
-    augment: bool = False  # random shifts (and flips where the dataset allows them)
+    """How a model is trained; every method that trains (train, distill, QAT, fine-tuning) nests one."""
 
-    def validate(self) -> None:
-        check_range("epochs", self.epochs, 0, 10_000)
-        check_range("batch_size", self.batch_size, 1, 65_536)
-        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
-        check_range("lr", self.lr, 0, 10, lo_open=True)
-        check_range("momentum", self.momentum, 0, 1, hi_open=True)
-        check_range("weight_decay", self.weight_decay, 0, 1)
-        check_choice("schedule", self.schedule, ("cosine", "step", "constant"))
+    epochs: int = param(3, "passes over the training split", lo=0, hi=10_000)
+    batch_size: int = param(64, "images per batch", lo=1, hi=65_536)
+    optimizer: str = param("sgd", "optimizer", choices=("sgd", "adam"))
+    lr: float = param(0.05, "peak learning rate", lo=0, hi=10, lo_open=True)
+    momentum: float = param(0.9, "SGD momentum", lo=0, hi=1, hi_open=True)
+    weight_decay: float = param(5e-4, "L2 weight decay", lo=0, hi=1)
+    schedule: str = param("cosine", "learning-rate schedule: cosine, step (x0.1 at 50% and 75%) or constant",
+                          choices=("cosine", "step", "constant"))
+    seed: int = param(0, "seeds init, shuffling and augmentation: same seed, same run on the CPU", lo=0, hi=2**32 - 1)
+    augment: bool = param(False, "random shifts (and flips where the dataset allows them)")
 
 
 @dataclass

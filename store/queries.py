@@ -17,10 +17,10 @@ import pandas as pd
 from engine.config import check_choice
 from engine.measure import METRIC_FIELDS
 from store.errors import RunNotFound
-from store.schema import RUN_STATUSES
+from store.schema import CONTRACT_COLUMNS, RUN_STATUSES
 
 RUN_TIME_COLUMNS = ("created_at", "started_at", "ended_at", "heartbeat_at")
-POINT_KEYS = ("method", "params", "stage", "artifact")  # what make_point adds besides the metrics
+POINT_KEYS = ("method", "params", "stage", "artifact", *CONTRACT_COLUMNS)  # the point fields besides the metrics
 
 
 def as_list(values: str | Iterable[str] | None) -> list[str] | None:
@@ -116,7 +116,7 @@ def points(cur, run_ids: str | Iterable[str] | None = None, expand: bool = True)
            + (" WHERE p.run_id IN (SELECT unnest(?::VARCHAR[]))" if ids is not None else "")
            + " ORDER BY p.point_id")
     df = cur.execute(sql, [ids] if ids is not None else []).df()
-    first = ["point_id", "run_id", "run_name", "run_kind", "stage", "method"]
+    first = ["point_id", "run_id", "run_name", "run_kind", "family", "method", "stage", "level", "level_name", "role"]
     last = ["artifact", "params", "extra", "created_at"]
     middle = [c for c in df.columns if c not in first and c not in last]
     df = _datetimes(df[first + middle + last], ["created_at"])
@@ -150,6 +150,9 @@ def run_points(cur, run_id: str) -> list[dict]:
     for row in cur.fetchall():
         r = dict(zip(names, row))
         point = {name: r.get(name) for name in METRIC_FIELDS}
+        point.update({name: r.get(name) for name in CONTRACT_COLUMNS if name in r})
+        if point.get("accuracy_runs") is not None:
+            point["accuracy_runs"] = json.loads(point["accuracy_runs"])
         point.update(method=r["method"], params=json.loads(r["params"]), stage=r["stage"], artifact=r["artifact"])
         point.update(json.loads(r.get("extra") or "{}"))
         out.append(point)

@@ -18,6 +18,9 @@ from engine.measure import METRIC_FIELDS, Measurement
 
 RUN_STATUSES: tuple[str, ...] = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")  # a process still owns these
+# the typed point's fields (engine/point.py) stored as their own columns since version 3
+CONTRACT_COLUMNS: tuple[str, ...] = ("family", "level", "level_name", "role", "input_checkpoint", "accuracy_std",
+                                     "accuracy_runs")
 
 _STATUS_LIST = ", ".join(f"'{s}'" for s in RUN_STATUSES)
 
@@ -108,7 +111,71 @@ V2 = [
     "UPDATE points SET extra = '{}' WHERE extra IS NULL",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: V1, 2: V2}
+
+def fill_point_contract(cur) -> None:
+    """Version 3's columns for points recorded before it, read from their run's task, stage and extras."""
+    import pandas as pd
+
+    rows = cur.execute("SELECT p.point_id, p.stage, p.method, p.params, p.extra, r.kind FROM points p "
+                       "LEFT JOIN runs r USING (run_id)").fetchall()
+    if not rows:
+        return
+    filled = [old_point_contract(*row) for row in rows]
+    cur.register("v3_fill", pd.DataFrame(filled))
+    cur.execute("""UPDATE points SET family = f.family, stage = f.stage, level = f.level, level_name = f.level_name,
+                   role = f.role, input_checkpoint = f.input_checkpoint, accuracy_std = f.accuracy_std,
+                   accuracy_runs = f.accuracy_runs FROM v3_fill f WHERE points.point_id = f.point_id""")
+    cur.unregister("v3_fill")
+
+
+def old_point_contract(point_id: int, stage: str | None, method: str | None, params: str | None, extra: str | None,
+                       kind: str | None) -> dict:
+    """The contract fields of a point written by schema version 2 (see engine/point.py)."""
+    import json
+
+    params_d = json.loads(params or "{}")
+    extra_d = json.loads(extra or "{}")
+    family = (kind or "").split(".", 1)[0] or "measure"
+    stage = stage or ""
+    level, level_name = None, ""
+    new_stage = "variant"
+    if stage in ("trained", "measured", "fp32", "dense") or (family == "train"):
+        new_stage = "baseline"
+    elif stage.startswith("step") or stage in ("iteration", "round"):
+        new_stage = "step"
+    if stage.endswith("bit") and stage[:-3].isdigit():
+        level, level_name = float(stage[:-3]), "bits"
+        new_stage = "baseline" if level >= 32 else "variant"
+    elif "average_bits" in extra_d:
+        level, level_name = extra_d["average_bits"], "average_bits"
+    elif isinstance(extra_d.get("level"), int | float):
+        level, level_name = extra_d["level"], "channel_ratio" if method == "structured" else "sparsity"
+    elif isinstance(extra_d.get("sparsity"), int | float):
+        level, level_name = extra_d["sparsity"], "sparsity"
+    # before version 3, `checkpoint` meant the output for train and distill but the input elsewhere
+    input_checkpoint = "" if family in ("train", "distill") else str(extra_d.get("checkpoint") or "")
+    if family == "distill":
+        input_checkpoint = str(params_d.get("teacher") or extra_d.get("teacher") or "")
+    runs = extra_d.get("accuracy_runs")
+    return {"point_id": point_id, "family": family, "stage": new_stage, "level": level, "level_name": level_name,
+            "role": "student" if family == "distill" else "", "input_checkpoint": input_checkpoint,
+            "accuracy_std": extra_d.get("accuracy_std"), "accuracy_runs": json.dumps(runs) if runs is not None else None}
+
+
+# Version 3: the typed point's contract (engine/point.py) as columns, filled for older points.
+V3 = [
+    "ALTER TABLE points ADD COLUMN family VARCHAR",
+    "ALTER TABLE points ADD COLUMN level DOUBLE",
+    "ALTER TABLE points ADD COLUMN level_name VARCHAR",
+    "ALTER TABLE points ADD COLUMN role VARCHAR",
+    "ALTER TABLE points ADD COLUMN input_checkpoint VARCHAR",
+    "ALTER TABLE points ADD COLUMN accuracy_std DOUBLE",
+    "ALTER TABLE points ADD COLUMN accuracy_runs VARCHAR",
+    fill_point_contract,
+]
+
+# each step is SQL text or a function of a cursor (a data fill that SQL says less clearly)
+MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -131,7 +198,7 @@ def migrate(cur, now: float) -> tuple[int, int]:
         cur.execute("BEGIN TRANSACTION")
         try:
             for statement in MIGRATIONS[version]:
-                cur.execute(statement)
+                statement(cur) if callable(statement) else cur.execute(statement)
             cur.execute("INSERT INTO schema_version VALUES (?, ?)", [version, now])
             cur.execute("COMMIT")
         except BaseException:

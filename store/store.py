@@ -34,7 +34,15 @@ from engine.measure import METRIC_FIELDS
 from store import queries
 from store.errors import StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
 from store.process import process_alive, this_process
-from store.schema import ACTIVE_STATUSES, RUN_STATUSES, SCHEMA_VERSION, migrate, read_version, table_columns
+from store.schema import (
+    ACTIVE_STATUSES,
+    CONTRACT_COLUMNS,
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    migrate,
+    read_version,
+    table_columns,
+)
 from store.writer import Writer
 
 DEFAULT_DB_PATH = "./compression_lab.duckdb"
@@ -291,14 +299,18 @@ class Store:
         check_choice("level", level, EVENT_LEVELS)
         self.writer.defer_row("events", (run_id, time.time(), level, str(message)))
 
-    def add_point(self, run_id: str, point: Mapping[str, Any]) -> int:
-        """Stores one evaluated variant: the metric columns, stage, method, params, artifact, and
-        every other key in `extra`. Returns its point_id."""
+    def add_point(self, run_id: str, point: Any) -> int:
+        """Stores one evaluated variant (an engine.point.Point, or its dict): the contract and metric
+        columns, and every other key in `extra`. Returns its point_id."""
+        if hasattr(point, "to_dict"):
+            point = point.to_dict()
         cols = {"run_id": run_id, "created_at": time.time()}
-        for name in METRIC_FIELDS:
-            if name in self._point_columns:
+        for name in (*METRIC_FIELDS, *CONTRACT_COLUMNS):
+            if name in self._point_columns and name in point:
                 value = point.get(name)
                 cols[name] = value.item() if hasattr(value, "item") else value
+        if cols.get("accuracy_runs") is not None:
+            cols["accuracy_runs"] = to_json(cols["accuracy_runs"])
         cols.update(stage=point.get("stage"), method=point.get("method"), params=to_json(point.get("params") or {}),
                     artifact=None if point.get("artifact") is None else str(point["artifact"]))
         extra = {k: v for k, v in point.items() if k not in cols and k not in METRIC_FIELDS}

@@ -27,7 +27,7 @@ def digits():
 
 def _train_checkpoint(tmp_path_factory, arch: str, epochs: int, seed: int = 0) -> str:
     from engine.context import RunContext
-    from engine.recipe import TrainTask, run_task
+    from engine.tasks import TrainTask, run_task
     from engine.train import TrainConfig
 
     out = str(tmp_path_factory.mktemp(f"ckpt-{arch}"))

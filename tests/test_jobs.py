@@ -17,7 +17,7 @@ from engine.context import RunContext
 from engine.errors import Cancelled, ConfigError
 from engine.jobs import JobRunner, StoreContext, get_runner, run_sync
 from engine.progress import Progress
-from engine.recipe import TASKS, register_task
+from engine.tasks import TASKS, register_task
 from engine.train import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +122,7 @@ def test_cancelling_a_queued_job_is_immediate_and_a_running_one_stops_within_a_s
 
 
 def test_a_real_training_job_reports_progress_and_is_cancelled_within_a_batch(runner):
-    from engine.recipe import TrainTask
+    from engine.tasks import TrainTask
 
     cfg = TrainTask(dataset="digits", model="cnn_s", latency=False, train=TrainConfig(epochs=200))
     run_id = runner.submit("train", cfg)

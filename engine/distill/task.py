@@ -24,7 +24,7 @@ from engine.distill.base import DISTILLERS, DistillSetup
 from engine.errors import ConfigError
 from engine.models import MODELS, build_model
 from engine.progress import Progress, scaled
-from engine.recipe import check_dataset_name, default_out_dir, measure_point, open_checkpoint, register_task
+from engine.tasks import check_dataset_name, default_out_dir, measure_point, open_checkpoint, register_task
 from engine.train import TrainConfig, evaluate, fit, pick_device, seed_everything
 
 

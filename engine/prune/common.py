@@ -17,7 +17,7 @@ from engine.errors import ConfigError
 from engine.measure import prunable_weights
 from engine.models import MODELS
 from engine.prune.channels import first_conv
-from engine.recipe import open_checkpoint
+from engine.tasks import open_checkpoint
 
 DETERMINISTIC_NOTE = ("one-shot pruning without fine-tuning is deterministic: every repeat builds the same "
                       "model, so accuracy_std is 0 by nature, not by assumption")

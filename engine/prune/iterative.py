@@ -21,7 +21,7 @@ from engine.prune.importance import weight_magnitudes
 from engine.prune.masks import SCOPES, apply_masks, rank
 from engine.prune.schedule import check_schedule, geometric
 from engine.prune.sweep import shared_latency_note
-from engine.recipe import make_point, register_task
+from engine.tasks import make_point, register_task
 
 
 @dataclass

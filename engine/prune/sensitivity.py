@@ -25,7 +25,7 @@ from engine.prune.common import PruneTask, open_for_pruning, point_params
 from engine.prune.importance import CHANNEL_IMPORTANCE, weight_magnitudes
 from engine.prune.masks import apply_masks, rank
 from engine.prune.schedule import check_levels
-from engine.recipe import make_point, register_task
+from engine.tasks import make_point, register_task
 
 
 @dataclass

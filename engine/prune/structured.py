@@ -22,7 +22,7 @@ from engine.prune.finetune import FinetuneConfig
 from engine.prune.importance import CHANNEL_IMPORTANCE
 from engine.prune.schedule import DEFAULT_LEVELS, check_levels
 from engine.prune.sweep import Variant, run_sweep
-from engine.recipe import register_task
+from engine.tasks import register_task
 
 
 @dataclass

@@ -24,7 +24,7 @@ from engine.measure import Measurement, measure, measure_latency
 from engine.progress import Progress, scaled
 from engine.prune.common import DETERMINISTIC_NOTE, PruneTask, point_params, save_variant
 from engine.prune.finetune import finetune, head_inputs
-from engine.recipe import make_point
+from engine.tasks import make_point
 
 # a level's pruned model, its masks (None after a structural cut) and extra keys for its point
 Variant = tuple[nn.Module, dict[str, Tensor] | None, dict]

@@ -20,7 +20,7 @@ from engine.prune.importance import weight_magnitudes
 from engine.prune.masks import apply_masks, mask_sparsity, rank
 from engine.prune.schedule import DEFAULT_LEVELS, check_levels
 from engine.prune.sweep import Variant, run_sweep
-from engine.recipe import register_task
+from engine.tasks import register_task
 
 
 @dataclass

@@ -23,7 +23,7 @@ from engine.errors import ConfigError
 from engine.measure import measure_latency, prunable_weights
 from engine.progress import Progress
 from engine.quant import maths
-from engine.recipe import open_checkpoint, register_task
+from engine.tasks import open_checkpoint, register_task
 from engine.train import scores
 
 # ---------------------------------------------------------------- configs

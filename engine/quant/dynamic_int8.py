@@ -17,7 +17,7 @@ from engine.data import Dataset
 from engine.quant.backend import ENGINES, INT8_BACKENDS
 from engine.quant.common import QuantRun, fold_batchnorm, point_extras, quant_method, report
 from engine.quant.ptq_int8 import measure_int8
-from engine.recipe import measure_point
+from engine.tasks import measure_point
 
 
 @dataclass

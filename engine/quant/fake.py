@@ -31,7 +31,7 @@ from engine.quant.common import (
     report,
     simulated_backend,
 )
-from engine.recipe import measure_point
+from engine.tasks import measure_point
 
 
 @dataclass

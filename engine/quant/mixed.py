@@ -30,7 +30,7 @@ from engine.quant.common import (
     report,
     simulated_backend,
 )
-from engine.recipe import make_point
+from engine.tasks import make_point
 
 
 @dataclass

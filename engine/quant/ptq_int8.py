@@ -27,7 +27,7 @@ from engine.quant.common import (
     quant_method,
     report,
 )
-from engine.recipe import measure_point
+from engine.tasks import measure_point
 
 FALLBACKS = ("error", "dynamic_int8")
 

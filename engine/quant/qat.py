@@ -36,7 +36,7 @@ from engine.quant.common import (
     simulated_backend,
 )
 from engine.quant.ptq_int8 import measure_int8
-from engine.recipe import measure_point
+from engine.tasks import measure_point
 from engine.train import TrainConfig, fit
 
 

@@ -26,7 +26,7 @@ from engine.quant.common import (
     report,
     simulated_backend,
 )
-from engine.recipe import make_point, measure_point
+from engine.tasks import make_point, measure_point
 
 
 @dataclass

@@ -77,7 +77,7 @@ class MethodRuns:
     def _run(self, method: str, params: dict, name: str) -> dict:
         import engine.distill.task as task_module
         from engine.distill import DistillTask
-        from engine.recipe import open_checkpoint, run_task
+        from engine.tasks import open_checkpoint, run_task
         from engine.train import TrainConfig
 
         seen: dict = {"modes": [], "teachers": []}

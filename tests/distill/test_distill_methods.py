@@ -11,7 +11,7 @@ import torch
 from engine.checkpoint import load_checkpoint, read_meta
 from engine.distill import DISTILLERS, DistillTask
 from engine.errors import Cancelled
-from engine.recipe import open_checkpoint, run_task
+from engine.tasks import open_checkpoint, run_task
 from engine.train import TrainConfig, evaluate
 
 CHANCE = 0.1  # ten digit classes

@@ -8,7 +8,7 @@ import engine.distill.task as task_module
 from engine.context import RunContext
 from engine.distill import DistillTask
 from engine.errors import ConfigError
-from engine.recipe import run_task
+from engine.tasks import run_task
 from engine.train import TrainConfig
 
 

@@ -9,7 +9,7 @@ import pytest
 def digits_checkpoint(tmp_path_factory) -> str:
     """cnn_s trained 2 epochs on scikit-learn's 8x8 digits (seconds, not minutes)."""
     from engine.context import RunContext
-    from engine.recipe import TrainTask, run_task
+    from engine.tasks import TrainTask, run_task
     from engine.train import TrainConfig
 
     out = str(tmp_path_factory.mktemp("ckpt-digits-cnn_s"))

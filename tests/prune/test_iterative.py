@@ -9,7 +9,7 @@ from engine.context import RunContext
 from engine.errors import ConfigError
 from engine.measure import prunable_weights
 from engine.prune.iterative import IterativeConfig
-from engine.recipe import run_task
+from engine.tasks import run_task
 
 
 def test_each_iteration_is_a_point_on_the_geometric_schedule_and_masks_only_grow(teacher_checkpoint, tmp_path):

@@ -12,7 +12,7 @@ from engine.prune import lottery_ticket as lt
 from engine.prune.finetune import FinetuneConfig, finetune
 from engine.prune.importance import weight_magnitudes
 from engine.prune.masks import rank
-from engine.recipe import open_checkpoint, run_task
+from engine.tasks import open_checkpoint, run_task
 
 
 def test_rewinding_restores_exactly_the_stored_initial_values_of_surviving_weights(digits_checkpoint):

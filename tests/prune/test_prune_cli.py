@@ -11,7 +11,7 @@ from engine.errors import ConfigError
 from engine.measure import METRIC_FIELDS
 from engine.prune import METHODS, task_name
 from engine.prune.cli import build_config, parse_layer_ratios, parse_levels
-from engine.recipe import TASKS
+from engine.tasks import TASKS
 
 
 def parse(*argv: str):

@@ -7,7 +7,7 @@ import pytest
 from engine.context import RunContext
 from engine.errors import ConfigError
 from engine.measure import prunable_weights
-from engine.recipe import open_checkpoint, run_task
+from engine.tasks import open_checkpoint, run_task
 
 
 def test_each_layer_is_pruned_alone_at_each_ratio(digits_checkpoint):

@@ -13,7 +13,7 @@ from engine.measure import count_macs, storage
 from engine.models import MODELS, build_model
 from engine.prune.channels import prune_channels
 from engine.prune.importance import FilterNorm, channel_importance
-from engine.recipe import run_task
+from engine.tasks import run_task
 
 
 def meta_for(arch: str, in_channels: int, size: int) -> CheckpointMeta:

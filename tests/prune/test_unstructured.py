@@ -16,7 +16,7 @@ from engine.prune.finetune import FinetuneConfig, finetune, head_inputs
 from engine.prune.importance import weight_magnitudes
 from engine.prune.masks import apply_masks, rank
 from engine.prune.unstructured import UnstructuredConfig
-from engine.recipe import open_checkpoint, run_task
+from engine.tasks import open_checkpoint, run_task
 
 
 @pytest.mark.parametrize("method", ["l1_unstructured", "global_unstructured"])

@@ -63,7 +63,7 @@ def latency_spy(monkeypatch):
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> str:
     """cnn_s trained 1 epoch on the 8x8 digits: a checkpoint every method can run on in seconds."""
-    from engine.recipe import TrainTask, run_task
+    from engine.tasks import TrainTask, run_task
     from engine.train import TrainConfig
 
     out = str(tmp_path_factory.mktemp("quant-digits"))

@@ -10,7 +10,7 @@ import pytest
 from engine.errors import ConfigError, UserError
 from engine.quant import METHODS, FakeQuantConfig, MixedPrecisionConfig, PTQInt8Config, QATConfig, quantize
 from engine.quant.backend import INT8_BACKENDS
-from engine.recipe import TASKS, run_task
+from engine.tasks import TASKS, run_task
 from engine.train import TrainConfig
 
 

@@ -11,7 +11,7 @@ from engine.measure import measure
 from engine.quant import FakeQuantConfig, quantize
 from engine.quant.common import fold_batchnorm
 from engine.quant.maths import SWEEP_BITS
-from engine.recipe import open_checkpoint
+from engine.tasks import open_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from engine.errors import UserError
 from engine.quant import DynamicInt8Config, PTQInt8Config, quantize
 from engine.quant.backend import INT8_BACKENDS, EngineRunner, Int8ConversionError
 from engine.quant.common import fold_batchnorm
-from engine.recipe import open_checkpoint
+from engine.tasks import open_checkpoint
 
 
 @pytest.fixture(scope="module")

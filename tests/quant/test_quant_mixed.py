@@ -7,7 +7,7 @@ import pytest
 from engine.context import RunContext
 from engine.quant import MixedPrecisionConfig, SensitivityConfig, quantize
 from engine.quant.mixed import next_lower
-from engine.recipe import open_checkpoint
+from engine.tasks import open_checkpoint
 
 
 class RecordingContext(RunContext):

@@ -13,7 +13,7 @@ from engine.measure import prunable_weights
 from engine.quant import QATConfig, maths, quantize
 from engine.quant.common import fold_batchnorm
 from engine.quant.qat import add_fake_quant, bake_fake_quant
-from engine.recipe import open_checkpoint
+from engine.tasks import open_checkpoint
 from engine.train import TrainConfig, fit
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from engine.measure import Measurement
-from engine.recipe import make_point
+from engine.tasks import make_point
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import pytest
 
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.recipe import TASKS, TrainTask, get_task
+from engine.tasks import TASKS, TrainTask, get_task
 
 
 def test_family_tasks_are_found_by_name_without_importing_the_family():
-    code = "from engine.recipe import get_task; print(get_task('distill').name, get_task('prune.structured').name)"
+    code = "from engine.tasks import get_task; print(get_task('distill').name, get_task('prune.structured').name)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["distill", "prune.structured"]
