@@ -152,6 +152,8 @@ def old_point_contract(point_id: int, stage: str | None, method: str | None, par
         level, level_name = extra_d["level"], "channel_ratio" if method == "structured" else "sparsity"
     elif isinstance(extra_d.get("sparsity"), int | float):
         level, level_name = extra_d["sparsity"], "sparsity"
+    if family == "prune" and level == 0 and new_stage == "variant":
+        new_stage = "baseline"  # nothing pruned: the sweep's uncompressed reference
     # before version 3, `checkpoint` meant the output for train and distill but the input elsewhere
     input_checkpoint = "" if family in ("train", "distill") else str(extra_d.get("checkpoint") or "")
     if family == "distill":

@@ -28,20 +28,42 @@ def test_train_then_measure_print_the_metric_names(tmp_path):
     out = run_cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--out", str(ck), "--json")
     assert out.returncode == 0, out.stderr
     trained = json.loads(out.stdout)
-    assert set(METRIC_FIELDS) <= set(trained) and trained["checkpoint"] == str(ck)
+    assert set(METRIC_FIELDS) <= set(trained) and trained["artifact"] == str(ck)
+    assert trained["family"] == "train" and trained["stage"] == "baseline" and trained["input_checkpoint"] == ""
     assert trained["latency_ms_b1"] > 0 and trained["accuracy"] > 0.3
     out = run_cli("measure", "--checkpoint", str(ck), "--json", "--no-latency")
     assert out.returncode == 0, out.stderr
     measured = json.loads(out.stdout)
     assert measured["accuracy"] == trained["accuracy"] and measured["params_total"] == trained["params_total"]
+    assert measured["input_checkpoint"] == str(ck) and measured["lineage_text"] == "train"
+    # a second train into the same directory is refused, and the first checkpoint is untouched
+    again = run_cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--out", str(ck))
+    assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    replaced = run_cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--seed", "3",
+                       "--out", str(ck), "--overwrite", "--no-latency", "--json")
+    assert replaced.returncode == 0, replaced.stderr  # this tool made it, so --overwrite may replace it
+    assert json.loads(replaced.stdout)["params"]["seed"] == 3
+
+
+def test_json_output_is_strict_json_with_null_for_missing_numbers(tmp_path):
+    ck = tmp_path / "ck"
+    out = run_cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "0", "--out", str(ck),
+                  "--no-latency", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "NaN" not in out.stdout and "Infinity" not in out.stdout
+    point = json.loads(out.stdout, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert point["latency_ms_b1"] is None
 
 
 def test_errors_exit_nonzero_with_one_line(tmp_path):
     for args, words in [(("measure", "--checkpoint", str(tmp_path / "nope")), "does not exist"),
                         (("train", "--dataset", "cifar10", "--data-root", str(tmp_path)), "--download"),
                         (("train", "--model", "resnet9"), "unknown architecture 'resnet9'"),
-                        (("train", "--dataset", "digits", "--lr", "-1"), "lr must be in")]:
+                        (("train", "--dataset", "digits", "--lr", "-1"), "lr must be in"),
+                        (("train", "--dataset", "digits", "--epochs", "three"), "--epochs must be a whole number"),
+                        (("train", "--seed", "99999999999999999999999"), "seed must be in"),
+                        (("measure", "--checkpoint", str(tmp_path), "--epochs", "2"), "unrecognized arguments")]:
         out = run_cli(*args)
-        assert out.returncode == 2
+        assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], out.stderr

@@ -39,8 +39,9 @@ def fake_measurement(**overrides) -> Measurement:
 
 @pytest.fixture
 def point() -> dict:
-    return make_point(fake_measurement(), method="prune", params={"sparsity": 0.4, "schedule": {"steps": 3}},
-                      stage="pruned", artifact="checkpoints/x", accuracy_std=0.002, checkpoint="checkpoints/x")
+    return make_point(fake_measurement(), family="prune", method="prune", params={"sparsity": 0.4, "schedule": {"steps": 3}},
+                      stage="variant", level=0.4, level_name="sparsity", artifact="checkpoints/x", accuracy_std=0.002,
+                      input_checkpoint="checkpoints/in", note="x").to_dict()
 
 
 class Background:

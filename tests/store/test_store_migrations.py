@@ -109,3 +109,58 @@ def test_a_metric_field_missing_from_an_old_points_table_is_added(db_path):
         store.add_point(run_id, {"accuracy": 0.5, "top5": 0.8, "method": "m", "params": {}})
         assert store.run_points(run_id)[0]["top5"] == 0.8
         assert json.loads(store.points(run_id).iloc[0]["extra"]) == {}
+
+
+# Version 2 added who runs a run and an `extra` column; points then kept "checkpoint" in extra, meaning the
+# output for train and distill but the input for prune and quantize, and stages were family words.
+V2_STEPS = [
+    "ALTER TABLE runs ADD COLUMN pid INTEGER",
+    "ALTER TABLE runs ADD COLUMN process_started VARCHAR",
+    "ALTER TABLE runs ADD COLUMN host VARCHAR",
+    "ALTER TABLE runs ADD COLUMN heartbeat_at DOUBLE",
+    "ALTER TABLE points ADD COLUMN extra VARCHAR DEFAULT '{}'",
+    "UPDATE points SET extra = '{}' WHERE extra IS NULL",
+    "INSERT INTO schema_version VALUES (2, 1700000300)",
+    "INSERT INTO runs (run_id, name, kind, status, config, created_at, progress) VALUES "
+    "('prunesweep01', 'prune', 'prune.global_unstructured', 'finished', '{}', 1700000400, 1.0), "
+    "('quantfake001', 'quantize', 'quantize.fake', 'finished', '{}', 1700000500, 1.0), "
+    "('distilled001', 'distill', 'distill', 'finished', '{}', 1700000600, 1.0)",
+    "INSERT INTO points (run_id, stage, method, params, artifact, created_at, accuracy, extra) VALUES "
+    "('prunesweep01', 'pruned', 'global_unstructured', '{\"sparsity\": 0.0}', NULL, 1700000401, 0.97, "
+    "'{\"level\": 0.0, \"checkpoint\": \"ck/teacher\", \"accuracy_std\": 0.0, \"accuracy_runs\": [0.97]}'), "
+    "('prunesweep01', 'pruned', 'global_unstructured', '{\"sparsity\": 0.5}', NULL, 1700000402, 0.95, "
+    "'{\"level\": 0.5, \"checkpoint\": \"ck/teacher\", \"accuracy_std\": 0.004, \"accuracy_runs\": [0.946, 0.954]}'), "
+    "('quantfake001', '4bit', 'fake', '{\"bits\": 4}', NULL, 1700000501, 0.96, '{\"checkpoint\": \"ck/teacher\"}'), "
+    "('quantfake001', '32bit', 'fake', '{\"bits\": 32}', NULL, 1700000502, 0.97, '{\"checkpoint\": \"ck/teacher\"}'), "
+    "('distilled001', 'distilled', 'kd', '{\"teacher\": \"ck/teacher\"}', 'ck/student', 1700000601, 0.94, "
+    "'{\"checkpoint\": \"ck/student\", \"teacher\": \"ck/teacher\"}')",
+]
+
+
+def test_a_version_2_file_migrates_to_3_with_its_points_intact_and_their_contract_filled(db_path):
+    from store import SCHEMA_VERSION, Store
+
+    write_v1_file(db_path)
+    con = duckdb.connect(db_path)
+    for statement in V2_STEPS:
+        con.execute(statement)
+    con.close()
+    with Store(db_path) as store:
+        assert store.migrated_from == 2 and SCHEMA_VERSION >= 3
+        pts = store.points().set_index(["run_id", "point_id"]).sort_index()
+        assert len(pts) == 6  # the v1 train point and the five v2 points, none lost
+        prune = store.run_points("prunesweep01")
+        assert [p["accuracy"] for p in prune] == [0.97, 0.95]
+        assert [(p["family"], p["stage"], p["level"], p["level_name"]) for p in prune] == [
+            ("prune", "baseline", 0.0, "sparsity"), ("prune", "variant", 0.5, "sparsity")]
+        assert prune[1]["accuracy_std"] == 0.004 and prune[1]["accuracy_runs"] == [0.946, 0.954]
+        assert prune[1]["input_checkpoint"] == "ck/teacher"
+        fake = store.run_points("quantfake001")
+        assert [(p["stage"], p["level"], p["level_name"]) for p in fake] == [("variant", 4.0, "bits"),
+                                                                            ("baseline", 32.0, "bits")]
+        (kd,) = store.run_points("distilled001")
+        # "checkpoint" was the student (the output) here: the input is the teacher
+        assert kd["family"] == "distill" and kd["role"] == "student" and kd["input_checkpoint"] == "ck/teacher"
+        assert kd["artifact"] == "ck/student" and kd["stage"] == "variant"
+        (trained,) = store.run_points("oldfinished1")
+        assert trained["family"] == "train" and trained["stage"] == "baseline" and trained["accuracy"] == 0.93

@@ -69,7 +69,8 @@ def test_a_point_comes_back_as_the_dict_that_was_logged(store, point):
     row = df.iloc[0]
     assert row["accuracy"] == point["accuracy"] and row["macs"] == point["macs"] and row["method"] == "prune"
     assert row["params.sparsity"] == 0.4 and row["params.schedule.steps"] == 3
-    assert row["accuracy_std"] == 0.002 and row["checkpoint"] == "checkpoints/x"
+    assert row["accuracy_std"] == 0.002 and row["input_checkpoint"] == "checkpoints/in" and row["note"] == "x"
+    assert row["family"] == "prune" and row["stage"] == "variant" and row["level"] == 0.4
     assert pd.isna(row["latency_ms_b1"])  # not timed is stored as NULL, never as a number
 
 
