@@ -97,3 +97,86 @@ def test_not_a_checkpoint_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="is not a checkpoint"):
         load_checkpoint(tmp_path / "empty")
+
+
+def _write_meta(tmp_path, text: str):
+    model = build_model("cnn_s", 10, 1, 28).eval()
+    d = tmp_path / "ck"
+    save_checkpoint(d, model, _meta())
+    (d / "meta.json").write_text(text)
+    return d
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"num_classes": "10"}, "num_classes must be a whole number, got '10'"),
+    ({"num_classes": None}, "num_classes must be a whole number, got None"),
+    ({"image_size": 100000}, "image_size must be in [1, 1024], got 100000"),
+    ({"in_channels": True}, "in_channels must be a whole number"),
+    ({"class_names": "0123456789"}, "class_names must be a list of names"),
+    ({"format_version": 99}, "format_version 99; this code reads versions 1, 2"),
+    ({"weights_format": "fp8"}, "weights_format must be one of float, int8, packed"),
+    ({"layer_shapes": "guess"}, "layer_shapes must be arch or shape"),
+])
+def test_meta_json_is_validated_like_a_config(tmp_path, change, words):
+    import json
+
+    d = _write_meta(tmp_path, json.dumps({**_meta().to_dict(), **change}))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    assert words in str(e.value)
+
+
+def test_meta_json_holding_null_or_a_list_is_refused(tmp_path):
+    for text in ("null", "[1, 2]", '"text"'):
+        d = _write_meta(tmp_path, text)
+        with pytest.raises(CheckpointError, match="must hold a JSON object"):
+            load_checkpoint(d)
+
+
+def test_a_format_1_checkpoint_reads_its_history_as_lineage(tmp_path):
+    import json
+
+    old = {k: v for k, v in _meta().to_dict().items() if k not in ("lineage", "weights_format", "quant")}
+    old.update(format_version=1, history=[{"method": "train", "params": {"epochs": 2}}])
+    d = _write_meta(tmp_path, json.dumps(old))
+    _, meta = load_checkpoint(d)
+    assert meta.lineage == [{"method": "train", "params": {"epochs": 2}}] and meta.weights_format == "float"
+
+
+def test_a_derived_meta_adds_one_lineage_step_and_says_it_in_words():
+    from engine.checkpoint import describe_lineage
+
+    base = _meta(lineage=[{"family": "train", "method": "train", "params": {}, "input_checkpoint": ""}])
+    pruned = base.derived(family="prune", method="global_unstructured", params={"sparsity": 0.5},
+                          input_checkpoint="ck/kd", level=0.5, level_name="sparsity", layer_shapes="arch")
+    assert len(pruned.lineage) == 2 and base.lineage == pruned.lineage[:1]
+    assert pruned.lineage[-1]["input_checkpoint"] == "ck/kd"
+    assert describe_lineage(pruned) == "train -> global_unstructured (sparsity 0.5)"
+
+
+def test_output_directories_never_overwrite_an_input_or_a_foreign_folder(tmp_path):
+    from engine.artifacts import MARKER, check_output, claim_output
+    from engine.errors import ConfigError
+
+    ck = tmp_path / "ck"
+    save_checkpoint(ck, build_model("cnn_s", 10, 1, 28), _meta())
+    for out in (ck, ck / "model.safetensors", ck / "sub"):
+        with pytest.raises(ConfigError, match="input checkpoint"):
+            check_output(str(out), [str(ck)], overwrite=True)
+    with pytest.raises(ConfigError, match="contains the input checkpoint"):
+        check_output(str(tmp_path), [str(ck)], overwrite=True)
+    mine = tmp_path / "mine"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    with pytest.raises(ConfigError, match="not created by Compression Lab"):
+        check_output(str(foreign), [], overwrite=True)
+    with claim_output(str(mine), [str(ck)]) as root:
+        (root / "x").write_text("1")
+    assert (mine / MARKER).is_file()
+    with pytest.raises(ConfigError, match="already exists"):
+        check_output(str(mine), [])
+    check_output(str(mine), [], overwrite=True)  # ours: may be replaced
+    with pytest.raises(RuntimeError), claim_output(str(tmp_path / "failed"), []):
+        raise RuntimeError("the run failed before writing")
+    assert not (tmp_path / "failed").exists()  # an empty claim is given back
+    load_checkpoint(ck)  # the input is intact
