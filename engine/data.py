@@ -9,7 +9,11 @@ when asked: `mnist`, `fashion_mnist`, `cifar10`, `cifar100`, `svhn`. A user's ow
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,14 +241,19 @@ def _torchvision_loader(name: str, build: Callable[[str, bool, bool], tuple[np.n
     def load(root: Path, download: bool, image_size: int | None) -> Dataset:
         if not download and not all(f.exists() for f in files(root)):
             raise _torchvision_missing(name, root, files(root))
+        chatter = io.StringIO()  # torchvision prints each mirror it tries; the one message below says it all
         try:
-            x_tr, y_tr, classes = build(str(root), True, download)
-            x_te, y_te, _ = build(str(root), False, download)
-        except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-            raise DatasetError(f"dataset '{name}' under {root} could not be read ({e}); "
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                x_tr, y_tr, classes = build(str(root), True, download)
+                x_te, y_te, _ = build(str(root), False, download)
+        except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found or corrupted", or a failed fetch
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if download:
+                listed = ", ".join(str(f) for f in files(root))
+                raise DatasetError(f"could not download '{name}' into {root} ({first}); check the network "
+                                   f"connection, or put the files there yourself: {listed}") from None
+            raise DatasetError(f"dataset '{name}' under {root} could not be read ({first}); "
                                f"re-download it with --download") from None
-        except OSError as e:  # the download itself failed
-            raise DatasetError(f"could not download '{name}' into {root}: {e}") from None
         return _from_arrays(name, x_tr, y_tr, x_te, y_te, class_names=classes, mean=mean, std=std,
                             hflip=hflip, val_size=0.1, info={"source": f"torchvision, root {root}"})
 
@@ -317,12 +326,31 @@ def _read_images(paths: list[Path], size: int) -> Tensor:
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(paths):
         try:
-            with Image.open(p) as im:
-                im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-                out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        except (UnidentifiedImageError, OSError) as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, do not decode
+                with Image.open(p) as im:
+                    im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+                    out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise DatasetError(f"image {p} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels; it is refused as a "
+                               f"possible decompression bomb (resize it first)") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
             raise DatasetError(f"unreadable image {p}: {e}") from None
     return out
+
+
+def images_needed_per_class(n_classes: int, fractions: list[float]) -> int:
+    """The fewest images per class for which carving each fraction in turn leaves every split with at least
+    one image per class (as scikit-learn's stratified split requires)."""
+    for per_class in range(1, 10_000):
+        n, ok = per_class * n_classes, True
+        for frac in fractions:
+            taken = math.ceil(frac * n)
+            ok = ok and taken >= n_classes and n - taken >= n_classes
+            n -= taken
+        if ok:
+            return per_class
+    return 10_000
 
 
 def _load_imagefolder(path: Path, image_size: int | None) -> Dataset:
@@ -369,6 +397,14 @@ def _load_imagefolder(path: Path, image_size: int | None) -> Dataset:
         return (x[np.sort(a)], y[np.sort(a)]), (x[np.sort(b)], y[np.sort(b)])
 
     (x_tr, y_tr) = (x_all, y_all)
+    fractions = [f for f, given in ((0.2, test), (0.1, val)) if given is None]
+    need = images_needed_per_class(len(classes), fractions)
+    if fractions and counts.min() < need:
+        fewest = classes[int(counts.argmin())]
+        carved = " and ".join(name for name, given in (("test", test), ("val", val)) if given is None)
+        raise DatasetError(f"{train_dir} has {int(counts.min())} image(s) in class '{fewest}': carving the {carved} "
+                           f"split(s) from train/ needs at least {need} images per class; add images, or give "
+                           f"{' and '.join(f'{n}/' for n in carved.split(' and '))} folders of their own")
     if test is None:
         (x_tr, y_tr), test = carve(x_tr, y_tr, 0.2)
     if val is None:

@@ -186,6 +186,53 @@ def test_bad_image_folders_are_named(tmp_path, setup, message):
         load_dataset(f"imagefolder:{root}", image_size=8)
 
 
+def _bomb_png(path: Path, side: int = 20000) -> None:
+    """A tiny file whose header declares side x side pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
+    root = _folder(tmp_path / "birds")
+    _bomb_png(root / "train" / "wren" / "huge.png")
+    with pytest.raises(DatasetError, match=r"huge.png declares more than .* pixels"):
+        load_dataset(f"imagefolder:{root}", image_size=8)
+
+
+def test_too_few_images_per_class_says_how_many_are_needed(tmp_path):
+    root = _folder(tmp_path / "birds", per_class=3)
+    with pytest.raises(DatasetError, match=r"3 image\(s\) in class 'sparrow'.* needs at least 7 images per class"):
+        load_dataset(f"imagefolder:{root}", image_size=8)
+    enough = load_dataset(f"imagefolder:{_folder(tmp_path / 'seven', per_class=7)}", image_size=8)
+    assert min(len(enough.train), len(enough.val), len(enough.test)) >= 2  # the stated minimum really works
+    given = _folder(tmp_path / "more", per_class=6, splits=("train", "test"))
+    assert len(load_dataset(f"imagefolder:{given}", image_size=8).val) >= 2  # only val is carved: 6 are enough
+
+
+def test_a_failed_download_says_so_once_instead_of_asking_for_download(tmp_path, capsys):
+    from engine.data import DATASETS, _torchvision_loader
+
+    def offline(root: str, train: bool, download: bool):
+        for i in range(6):
+            print(f"Downloading mirror {i} ... failed")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    spec = DATASETS.get("mnist")
+    loader = _torchvision_loader("mnist", offline, spec.files, (0.5,), (0.5,), False)
+    with pytest.raises(DatasetError) as e:
+        loader.load(tmp_path, True, None)
+    message = str(e.value)
+    assert "could not download 'mnist'" in message and "network" in message and "--download" not in message
+    assert capsys.readouterr().out == ""  # torchvision's mirror-by-mirror lines are not shown
+
+
 def test_unknown_dataset_lists_the_names():
     with pytest.raises(Exception, match="choose from: mnist5k"):
         load_dataset("imagenet")
