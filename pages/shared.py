@@ -10,12 +10,29 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.jobs import JobRunner, get_runner
-from store import Store, default_db_path, resolve_db_path
+from store import Store, StoreError, default_db_path, resolve_db_path
+from store.paths import choose_store_file
+
+
+def choose_store() -> str:
+    """Resolves the store file typed in Settings (sidebar): a file typed in the browser must lie in the
+    configured store directory (store/paths.py); a refused one is reported in the sidebar and the
+    default ($COMPRESSION_LAB_DB, else ./compression_lab.duckdb) is used. Called once per rerun by app.py."""
+    default = resolve_db_path(default_db_path())
+    chosen = st.session_state.get("db_path")
+    path = default
+    if chosen and resolve_db_path(chosen) != default:
+        try:
+            path = choose_store_file(chosen)
+        except StoreError as e:
+            st.sidebar.error(str(e), icon=":material/error:")
+    st.session_state["store_file"] = path
+    return path
 
 
 def db_path() -> str:
-    """The store file chosen in Settings (sidebar), else $COMPRESSION_LAB_DB, else ./compression_lab.duckdb."""
-    return resolve_db_path(st.session_state.get("db_path") or default_db_path())
+    """The run-store file this session uses (see choose_store)."""
+    return st.session_state.get("store_file") or resolve_db_path(default_db_path())
 
 
 @st.cache_resource(show_spinner=False)

@@ -60,3 +60,27 @@ def test_bad_input_on_the_train_page_is_a_message_not_a_traceback(db):
     assert runner.wait(timeout=60)
     run = runner.store.list_runs().iloc[0]
     assert run["status"] == "failed" and "does not exist" in run["error"]
+
+
+def test_a_store_path_typed_in_the_browser_cannot_reach_outside_the_store_directory(db, tmp_path, monkeypatch):
+    from store import StoreError
+    from store.paths import choose_store_file
+
+    base = tmp_path / "stores"
+    base.mkdir()
+    monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(base))
+    outside = tmp_path / "elsewhere" / "new-folder" / "x.duckdb"
+    # AppTest drops entrypoint sidebar widgets on a rerun, so the choice is made before the first run
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["db_path"] = str(outside)
+    at.run()
+    assert not at.exception
+    assert any("only inside" in e.value for e in at.sidebar.error)
+    assert at.session_state["store_file"] == db  # the operator's default is used instead
+    assert not (tmp_path / "elsewhere").exists()  # nothing created on the server
+    for bad, words in (("../escape.duckdb", "only inside"), ("notes.txt", "is a .duckdb file"),
+                       ("missing/x.duckdb", "does not exist")):
+        with pytest.raises(StoreError, match=words):
+            choose_store_file(bad, base)
+    assert choose_store_file("team.duckdb", base) == str(base / "team.duckdb")
+    assert not (base / "team.duckdb").exists() and not (tmp_path / "escape.duckdb").exists()
