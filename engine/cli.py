@@ -8,6 +8,7 @@ Each method family adds its commands from its own module (listed in FAMILY_COMMA
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
@@ -150,8 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            return _unexpected(e, args.debug)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {DISK_ERRORS[e.errno]}{where}: free space or choose another --out / --db", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - the CLI's promise is a one-line message
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _unexpected(e, args.debug)
+
+
+# file-system failures a user can act on, with what to say
+DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted"}
+
+
+def _unexpected(e: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    text = " ".join(str(e).split())
+    print(f"error: {type(e).__name__}: {text} (rerun with --debug for the traceback)", file=sys.stderr)
+    return 1

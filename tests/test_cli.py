@@ -67,3 +67,18 @@ def test_errors_exit_nonzero_with_one_line(tmp_path):
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], out.stderr
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_exit_2(monkeypatch, capsys):
+    import errno
+
+    import engine.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "checkpoints/x/model.safetensors")
+
+    monkeypatch.setattr(cli, "cmd_models", full)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: no space left on the device (checkpoints/x/model.safetensors): free space or choose "
+                   "another --out / --db"]
