@@ -4,7 +4,7 @@ import streamlit as st
 
 from engine.data import DATASETS, DEFAULT_ROOT
 from engine.models import MODELS
-from engine.recipe import TrainTask
+from engine.tasks import TrainTask
 from engine.train import TrainConfig
 from pages.shared import open_runner_or_stop, show_error
 
