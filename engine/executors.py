@@ -57,8 +57,12 @@ class Executor(ABC):
         """Stops a unit: a queued one never starts, a running one stops at its next batch.
         With a `reason` (a shutdown, Ctrl-C) the run is recorded as interrupted rather than cancelled."""
 
+    @abstractmethod
+    def run_id(self, handle) -> str:
+        """The child run a handle runs."""
+
     def shutdown(self) -> None:
-        """Releases workers once every handle has ended."""
+        """Releases the workers; a unit still inside a step that ignores its token is not waited for."""
         return None
 
 
@@ -135,8 +139,11 @@ class LocalExecutor(Executor):
             self.store.end_run(handle.run_id, status, message=f"{status}: {reason}" if reason else
                                "cancelled before it started")
 
+    def run_id(self, handle: _LocalHandle) -> str:
+        return handle.run_id
+
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @register_executor("ray")
@@ -157,4 +164,7 @@ class RayExecutor(Executor):
         raise NotImplementedError
 
     def cancel(self, handle, reason: str | None = None) -> None:
+        raise NotImplementedError
+
+    def run_id(self, handle) -> str:
         raise NotImplementedError

@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import json
 import re
+import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ RECIPE_KEYS = ("name", "dataset", "data_root", "out", "model", "teacher", "stage
 # fields the runner sets: a recipe names them through `from:`/`teacher:`, the recipe's dataset and `out`
 RUNNER_FIELDS = ("out", "overwrite", "checkpoint", "teacher", "student_init")
 KEY_IGNORES = ("out", "overwrite", "data_root")  # where things are, not what is computed
+# the smallest useful recipe (train the default model), so RecipeTask() is valid like every task config
+DEFAULT_RECIPE = {"dataset": "mnist5k", "model": "cnn_l", "stages": [{"task": "train"}]}
 KEY_TAG = re.compile(r"\bkey=([0-9a-f]{16})\b")
 
 
@@ -233,7 +236,8 @@ class Recipe:
 def load_recipe(source: str | Path) -> Recipe:
     """A recipe from a file path or from YAML/JSON text; YAML tags that would build objects are refused."""
     text = str(source)
-    if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml", ".json"))):
+    if isinstance(source, Path) or ("\n" not in text and (text.endswith((".yaml", ".yml", ".json"))
+                                                          or Path(text).is_file())):
         try:
             text = Path(source).read_text(encoding="utf-8")
         except OSError as e:
@@ -335,11 +339,9 @@ def expand(recipe: Recipe) -> list[Unit]:
         except ConfigError as e:
             raise ConfigError(f"{where} ({task}): {e}") from None
         for f, k in linked.items():
-            if not units[k].config.get("save", True):
-                raise ConfigError(f"{where} takes its {f} from stage '{units[k].stage}', which has save: false; "
-                                  f"a stage that feeds another must save its model")
-        if task == "distill":
-            arch = config["student"]
+            check_feed(units[k], task, f, where)
+        if task in ("train", "distill"):
+            arch = config["model" if task == "train" else "student"]
         key = unit_key(task, config, recipe.dataset, linked)
         if key not in units:
             if "out" in names_of:
@@ -407,8 +409,8 @@ def expand(recipe: Recipe) -> list[Unit]:
                         ins["student_init"] = student
                     elif source == MODEL:
                         values.setdefault("width", recipe.model.settings.get("width", 1.0))
-            elif stage.task == "train":
-                arch = values.get("model")
+            elif stage.task == "train" and recipe.model.arch is not None:
+                values.setdefault("model", recipe.model.arch)  # a train stage trains the recipe's model by default
             elif student is not None:
                 ins[field_in] = student
             upstream_axes = {k: v for o in (student, teacher) if o is not None for k, v in o.axes.items()}
@@ -416,6 +418,19 @@ def expand(recipe: Recipe) -> list[Unit]:
         outputs[stage.name] = produced
         names.append(stage.name)
     return list(units.values())
+
+
+def check_feed(upstream: Unit, task: str, field_name: str, where: str) -> None:
+    """Refuses, before anything runs, an input that cannot exist or cannot be started from."""
+    up = f"stage '{upstream.stage}' ({upstream.task})"
+    if upstream.task != "measure" and "save" not in upstream.config:
+        raise ConfigError(f"{where} takes its {field_name} from {up}, which saves no model; choose another from:")
+    if not upstream.config.get("save", True):
+        raise ConfigError(f"{where} takes its {field_name} from {up}, which has save: false; a stage that feeds "
+                          f"another must save its model")
+    if upstream.task.startswith("quantize.") and task != "measure":
+        raise ConfigError(f"{where} takes its {field_name} from {up}: a quantized model; compression methods start "
+                          f"from a float checkpoint, so quantize last in a chain (or pick another stage with from:)")
 
 
 def sweep_grid(stage: Stage, cls: type[Config]) -> list[tuple[dict, dict]]:
@@ -526,7 +541,8 @@ def as_point(d: dict) -> Point:
 
 @dataclass
 class RecipeTask(Config):
-    recipe: dict[str, Any] = param(default_factory=dict, help="the recipe document (see examples/)", cli=False)
+    recipe: dict[str, Any] = param(default_factory=lambda: copy.deepcopy(DEFAULT_RECIPE),
+                                   help="the recipe document (see examples/)", cli=False)
     executor: str = param("local", "where the units run: local (this process); ray comes later")
     workers: int = param(1, "units the local executor runs at once (PyTorch already uses every core)", lo=1, hi=64)
 
@@ -580,12 +596,12 @@ def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
         ctx.log_event(f"{unit.run_name(recipe.name)}: reusing finished run {run_id}")
     total = len(units)
     ctx.log_event(f"recipe {recipe.name}: {total} unit(s), {len(results)} already in the store")
-    running: dict[Any, Unit] = {}
+    running: dict[Any, Unit] = {}  # handle -> unit
     try:
         while True:
             ctx.cancel.raise_if_cancelled()
             for unit in units:
-                if unit.key in results or any(h_unit.key == unit.key for h_unit in running.values()):
+                if unit.key in results or unit.key in {u.key for u in running.values()}:
                     continue
                 ups = [results.get(k) for k in unit.inputs.values()]
                 if any(r is not None and r.status not in ("finished", "reused") for r in ups):
@@ -608,13 +624,7 @@ def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
                 done = sum(r.status in ("finished", "reused") for r in results.values())
                 ctx.progress(Progress(done / total, f"{done}/{total} units done: {unit.stage}"))
     except BaseException as e:
-        reason = None if isinstance(e, Cancelled) else (
-            "the process received SIGTERM" if isinstance(e, SystemExit) else "interrupted by Ctrl-C"
-            if isinstance(e, KeyboardInterrupt) else f"the recipe driver failed: {type(e).__name__}")
-        for handle in running:
-            executor.cancel(handle, reason)
-        for outcome in executor.wait(list(running), timeout=None):
-            running.pop(outcome.handle, None)
+        _stop(store, executor, running, e)
         raise
     bad = [r for r in results.values() if r.status not in ("finished", "reused")]
     if bad:
@@ -623,6 +633,24 @@ def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
         raise UserError(f"{len(bad)} of {total} recipe units did not finish ({listed}{'; ...' if len(bad) > 5 else ''})"
                         f"; the other units' results are in the store, and running the recipe again runs only these")
     return [results[u.key] for u in units]
+
+
+def _stop(store, executor, running: dict, error: BaseException) -> None:
+    """Cancels every running child. A user's cancel waits for them to stop; a shutdown (SIGTERM, Ctrl-C)
+    waits SHUTDOWN_GRACE_S and then records the ones still inside a step as interrupted, as the job runner does."""
+    from engine.jobs import SHUTDOWN_GRACE_S
+
+    reason = None if isinstance(error, Cancelled) else (
+        "the process received SIGTERM" if isinstance(error, SystemExit) else "interrupted by Ctrl-C"
+        if isinstance(error, KeyboardInterrupt) else f"the recipe driver failed: {type(error).__name__}")
+    for handle in running:
+        executor.cancel(handle, reason)
+    deadline = None if reason is None else time.monotonic() + SHUTDOWN_GRACE_S
+    while running and (deadline is None or time.monotonic() < deadline):
+        for outcome in executor.wait(list(running), timeout=0.5):
+            running.pop(outcome.handle, None)
+    for handle in running:
+        store.end_run(executor.run_id(handle), "interrupted", message=f"interrupted: {reason}")
 
 
 def _submit(store, executor, recipe: Recipe, unit: Unit, paths: dict[str, str], parent: str,

@@ -139,6 +139,15 @@ def test_from_picks_an_earlier_stage_instead_of_the_previous_one(tmp_path):
     assert int8.inputs == {"checkpoint": distil.key}
 
 
+def test_a_stage_after_a_quantize_stage_is_refused_unless_it_measures(tmp_path):
+    doc = kd_then_prune(str(tmp_path))
+    doc["stages"].insert(1, {"name": "int8", "task": "quantize.dynamic_int8", "config": {"latency": False}})
+    with pytest.raises(ConfigError, match="stage 'prune' takes its checkpoint from stage 'int8'.*quantize last"):
+        Recipe.from_dict(doc)
+    doc["stages"][2] = {"name": "check", "task": "measure", "config": {"latency": False}}
+    assert Recipe.from_dict(doc).grid()["check"] == 1
+
+
 def test_the_ray_executor_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(UserError, match="ray executor is not installed yet"):
         RecipeTask(recipe=kd_then_prune(str(tmp_path)), executor="ray")
@@ -147,7 +156,7 @@ def test_the_ray_executor_is_refused_before_anything_runs(tmp_path):
 # ---------------------------------------------------------------- running: reuse and resume
 
 
-def test_a_sweep_after_a_distil_stage_trains_the_teacher_once_and_distils_once(tmp_path):
+def test_a_sweep_after_a_distil_stage_trains_the_teacher_once_and_distils_once(tmp_path, capsys):
     db = str(tmp_path / "runs.duckdb")
     out = str(tmp_path / "ckpt")
     points = run_sync(RECIPE_TASK, RecipeTask(recipe=kd_then_prune(out)), db)
@@ -160,12 +169,15 @@ def test_a_sweep_after_a_distil_stage_trains_the_teacher_once_and_distils_once(t
     distilled = next(p for p in points if p.extra["recipe_stage"] == "distil" and p.role == "student").artifact
     assert {p.input_checkpoint for p in points if p.family == "prune"} == {distilled}
 
-    # another recipe asking for the same teacher and student, pruned at a new level, reuses both
-    points = run_sync(RECIPE_TASK, RecipeTask(recipe=kd_then_prune(out, sparsities=(0.5, 0.7))), db)
+    # another recipe asking for the same teacher and student, pruned at a new level, reuses both (from the CLI)
+    path = tmp_path / "again.json"
+    path.write_text(json.dumps(kd_then_prune(out, sparsities=(0.5, 0.7))))
+    cli("run", str(path), "--db", db, "--json")
+    rows = json.loads(capsys.readouterr().out)
     assert len(runs_of(db, "train")) == 1
     assert len(runs_of(db, "distill")) == 1
     assert len(runs_of(db, "prune.l1_unstructured")) == 4  # 0.5 reused, 0.7 new
-    assert sorted((p.extra["recipe_stage"], p.extra["reused"]) for p in points if p.stage != "baseline") == [
+    assert sorted((p["recipe_stage"], p["reused"]) for p in rows if p["stage"] != "baseline") == [
         ("distil", True), ("prune", False), ("prune", True)]
 
 
@@ -222,3 +234,22 @@ def test_every_example_is_a_valid_recipe():
     assert len(examples) >= 4
     for path in examples:
         assert load_recipe(path).units, path
+
+
+def test_a_failed_child_leaves_its_siblings_results_and_skips_what_depends_on_it(tmp_path):
+    db = str(tmp_path / "runs.duckdb")
+    doc = {"name": "one-fails", "dataset": "digits", "out": str(tmp_path / "ckpt"), "model": SMALL_TEACHER,
+           "stages": [
+               {"name": "kd", "task": "distill", "teacher": "model", "from": "none",
+                "config": {"student": "cnn_s", "width": 0.25, "latency": False, "train": QUICK},
+                "sweep": {"train_subset": [64, 100_000]}},  # digits has fewer training images: that child fails
+               {"name": "prune", "task": "prune.l1_unstructured", "config": {"latency": False, "sparsities": [0.5]}},
+           ]}
+    message = r"2 of 5 recipe units did not finish.*train_subset=100000 key=\w+: failed: train_subset must be"
+    with pytest.raises(UserError, match=message):
+        run_sync(RECIPE_TASK, RecipeTask(recipe=doc), db)
+    assert list(runs_of(db, RECIPE_TASK)["status"]) == ["failed"]
+    runs = runs_of(db).query("kind != @RECIPE_TASK")
+    status = dict(zip(runs["name"].str.split(" key=").str[0], runs["status"], strict=True))
+    assert status == {"one-fails/model": "finished", "one-fails/kd train_subset=64": "finished",
+                      "one-fails/kd train_subset=100000": "failed", "one-fails/prune train_subset=64": "finished"}
