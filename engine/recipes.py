@@ -56,6 +56,7 @@ from engine.prune.finetune import FinetuneConfig, finetune, finetune_training
 from engine.tasks import (
     COMPRESSING,
     TASKS,
+    TrainTask,
     get_task,
     measure_point,
     open_checkpoint,
@@ -115,12 +116,15 @@ class ModelSource:
                 raise ConfigError(f"{where}.checkpoint {checkpoint!r} is not a checkpoint directory "
                                   f"(it needs weights and meta.json)")
             return cls(checkpoint=checkpoint)
-        if not isinstance(arch, str):
-            raise ConfigError(f"{where}.arch must be text, got {arch!r}")
-        MODELS.get(arch)
+        if not isinstance(arch, str) or arch not in MODELS:
+            raise ConfigError(f"{where}.arch must be an architecture ({', '.join(MODELS.names())}), got {arch!r}")
         for name in ("dataset", "model", *RUNNER_FIELDS, "save"):
             if name in rest:
                 raise ConfigError(f"{where}.{name} is set by the recipe, not here")
+        try:
+            TrainTask.from_dict({**rest, "model": arch})
+        except ConfigError as e:
+            raise ConfigError(f"{where} (train): {e}") from None
         return cls(arch=arch, settings=rest)
 
     def to_value(self) -> dict:
