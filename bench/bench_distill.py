@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -30,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine.distill.task as task_module  # noqa: E402
 from engine.context import RunContext  # noqa: E402
-from engine.distill import DISTILLERS, DistillTask  # noqa: E402
-from engine.recipe import TrainTask, run_task  # noqa: E402
+from engine.distill import DistillTask  # noqa: E402
+from engine.methods import family_methods  # noqa: E402
+from engine.point import Point  # noqa: E402
+from engine.tasks import TrainTask, run_task  # noqa: E402
 from engine.train import TrainConfig  # noqa: E402
 
 ACCURACY_METHODS = ("scratch", "kd", "dkd", "simkd")
@@ -50,13 +53,15 @@ def timed_fit(*args, **kwargs):
 
 
 task_module.fit = timed_fit
+RUN_NUMBER = itertools.count(1)  # each run saves into a new directory (an existing one is refused)
 
 
 def distill(teacher: str, method: str, epochs: int, seed: int, out: Path, subset: int | None = None
-            ) -> tuple[list[dict], float, float, float]:
-    """points, fit wall s, fit CPU s, rest-of-run wall s."""
-    cfg = DistillTask(teacher=teacher, student="cnn_s", method=method, out=str(out / f"{method}-{seed}-{epochs}"),
-                      train_subset=subset, latency=False, train=TrainConfig(epochs=epochs, seed=seed))
+            ) -> tuple[list[Point], float, float, float]:
+    """points (the teacher's, then the student's), fit wall s, fit CPU s, rest-of-run wall s."""
+    run_dir = out / f"{method}-{seed}-{epochs}-{next(RUN_NUMBER)}"
+    cfg = DistillTask(teacher=teacher, student="cnn_s", method=method, out=str(run_dir), train_subset=subset,
+                      latency=False, train=TrainConfig(epochs=epochs, seed=seed))
     t0 = time.perf_counter()
     points = run_task("distill", cfg, RunContext())
     total = time.perf_counter() - t0
@@ -84,13 +89,13 @@ def main() -> None:
         t0 = time.perf_counter()
         (p,) = run_task("train", TrainTask(model="cnn_l", out=teacher, latency=False,
                                           train=TrainConfig(epochs=args.teacher_epochs)), RunContext())
-        print(f"teacher cnn_l, {args.teacher_epochs} epochs: test accuracy {p['accuracy']:.4f} "
+        print(f"teacher cnn_l, {args.teacher_epochs} epochs: test accuracy {p.accuracy:.4f} "
               f"({time.perf_counter() - t0:.0f} s)")
 
     if not args.skip_time:
         threads = torch.get_num_threads()
         torch.set_num_threads(args.threads)
-        methods = ["scratch", *sorted(m for m in DISTILLERS.names() if m != "scratch")]
+        methods = ["scratch", *sorted(m for m in family_methods("distill").names() if m != "scratch")]
         times: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
         distill(teacher, "scratch", 1, 0, work, 64)  # warm-up: first-call costs are nobody's
         for _ in range(args.rounds):
@@ -113,7 +118,7 @@ def main() -> None:
         for seed in range(args.seeds):
             for m in ACCURACY_METHODS:
                 points, *_ = distill(teacher, m, args.epochs, seed, work)
-                acc[m].append(points[0]["accuracy"])
+                acc[m].append(points[-1].accuracy)
         base = statistics.mean(acc["scratch"])
         print(f"\n| method | test accuracy, {args.epochs} epochs (mean over {args.seeds} seeds) | per seed | vs scratch |")
         print("|---|---:|---|---:|")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.config import check_range
-from engine.distill.base import Distiller, FeatureLayers, check_weight, paired_features, register_distiller
+from engine.config import param
+from engine.distill.base import Distiller, FeatureLayers, paired_features, register_distiller, weight_param
 from engine.errors import ConfigError
 from engine.train import Batch
 
@@ -42,12 +42,8 @@ def at_loss(feats_student: Sequence[Tensor], feats_teacher: Sequence[Tensor], p:
 
 @dataclass
 class ATConfig(FeatureLayers):
-    beta: float = 1000.0  # weight of the attention term (the paper's beta; 1000 in mdistiller)
-    p: float = 2.0  # attention = mean over channels of |f|^p
-
-    def validate(self) -> None:
-        check_weight("beta", self.beta)
-        check_range("p", self.p, 0, 8, lo_open=True)
+    beta: float = weight_param(1000.0, "weight of the attention term (the paper's beta; 1000 in mdistiller)")
+    p: float = param(2.0, "attention = mean over channels of |f|^p", lo=0, hi=8, lo_open=True, flag="attention-p")
 
 
 @register_distiller("at")

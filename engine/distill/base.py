@@ -1,7 +1,8 @@
 """What every distillation method shares: the registry, the setup it receives and the frozen teacher.
 
 A method is one `Distiller` subclass in its own file (as in mdistiller), registered by name with
-its config class. It answers one call, `step(batch) -> (logits, {term: loss})`, which
+its config class (fields declared with `param(...)`); the registration also enters it in
+`engine.methods`, which the `distill` command, `distill-methods` and the app's forms read. It answers one call, `step(batch) -> (logits, {term: loss})`, which
 `engine.train.fit` sums and optimises. `model` is what fit trains and evaluates, `extra_modules`
 are its learned helpers (adapters, projectors, embeddings, peer students), and `finish()` returns
 the students it delivers. A method's extra needs (sample indices, epochs) come through the
@@ -12,14 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from engine.config import Config, check_range
+from engine.config import Config, param
 from engine.data import Dataset, Split
 from engine.distill.features import FeatureHooks, feature_shapes, pair_layers
+from engine.methods import register_method
 from engine.models import ModelSpec
 from engine.registry import Registry
 from engine.train import Batch, TrainConfig
@@ -89,30 +91,42 @@ DISTILLERS: Registry[type[Distiller]] = Registry("distillation method")
 
 
 def register_distiller(name: str):
+    """Registers a Distiller class under `name`; its docstring's first line (the paper) describes it."""
+
     def add(cls: type[Distiller]) -> type[Distiller]:
         cls.name = name
-        return DISTILLERS.register(name)(cls)
+        DISTILLERS.register(name)(cls)
+        register_method("distill", name, cls.config, paper_of(cls), task="distill")
+        return cls
 
     return add
 
 
+def paper_of(cls: type[Distiller]) -> str:
+    return (cls.__doc__ or cls.name).strip().splitlines()[0]
+
+
 # ---------------------------------------------------------------- configs shared by several methods
+
+
+def temperature_param(default: float, help: str) -> Any:  # noqa: A002 - param()'s own word
+    """A softmax temperature setting, in (0, 100]."""
+    return param(default, help, lo=0, hi=100, lo_open=True)
+
+
+def weight_param(default: float, help: str) -> Any:  # noqa: A002
+    """The weight of a loss term, in [0, 1,000,000]."""
+    return param(default, help, lo=0, hi=1_000_000)
 
 
 @dataclass
 class FeatureLayers(Config):
     """Which layers to distil between: module paths, or empty for the models' feature stages."""
 
-    student_layers: tuple[str, ...] = ()  # e.g. ("features.1", "features.2"); empty = stages
-    teacher_layers: tuple[str, ...] = ()  # paired in order with student_layers
-
-
-def check_temperature(value: float) -> None:
-    check_range("temperature", value, 0, 100, lo_open=True)
-
-
-def check_weight(name: str, value: float) -> None:
-    check_range(name, value, 0, 1e6)
+    student_layers: tuple[str, ...] = param((), "student module paths to distil from, e.g. features.1,features.2 "
+                                                "(default: the feature stages)")
+    teacher_layers: tuple[str, ...] = param((), "teacher module paths, paired in order with student_layers "
+                                                "(default: the feature stages)")
 
 
 # ---------------------------------------------------------------- the frozen teacher

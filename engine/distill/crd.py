@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import Config, check_range
-from engine.distill.base import Distiller, check_weight, classifier_inputs, register_distiller
+from engine.config import Config, param
+from engine.distill.base import Distiller, classifier_inputs, register_distiller, weight_param
 from engine.errors import ConfigError
 from engine.train import Batch
 
@@ -71,18 +71,12 @@ class ContrastMemory(nn.Module):
 
 @dataclass
 class CRDConfig(Config):
-    beta: float = 0.8  # weight of the contrastive term (mdistiller's value)
-    feat_dim: int = 128  # embedding size of the contrast space
-    nce_k: int = 1024  # negatives per sample; must be below the number of training images
-    nce_t: float = 0.07  # temperature of the scores
-    momentum: float = 0.5  # memory bank update momentum
-
-    def validate(self) -> None:
-        check_weight("beta", self.beta)
-        check_range("feat_dim", self.feat_dim, 1, 8192)
-        check_range("nce_k", self.nce_k, 1, 1_000_000)
-        check_range("nce_t", self.nce_t, 0, 10, lo_open=True)
-        check_range("momentum", self.momentum, 0, 1, hi_open=True)
+    beta: float = weight_param(0.8, "weight of the contrastive term (mdistiller's value)")
+    feat_dim: int = param(128, "embedding size of the contrast space", lo=1, hi=8192)
+    nce_k: int = param(1024, "negatives per sample; must be below the number of training images", lo=1, hi=1_000_000)
+    nce_t: float = param(0.07, "temperature of the scores", lo=0, hi=10, lo_open=True)
+    # --nce-momentum: the training config's --momentum is SGD's
+    momentum: float = param(0.5, "memory bank update momentum", lo=0, hi=1, hi_open=True, flag="nce-momentum")
 
 
 @register_distiller("crd")

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.config import Config, check_range
-from engine.distill.base import Distiller, check_temperature, check_weight, register_distiller
+from engine.config import Config, param
+from engine.distill.base import Distiller, register_distiller, temperature_param, weight_param
 from engine.train import Batch
 
 
@@ -72,16 +72,11 @@ def warmup_weight(epochs_done: float, warmup_epochs: float) -> float:
 
 @dataclass
 class DKDConfig(Config):
-    alpha: float = 1.0  # weight of TCKD
-    beta: float = 8.0  # weight of NCKD (the paper's CIFAR-100 value)
-    temperature: float = 4.0
-    warmup_epochs: float = 1.0  # the DKD weight ramps from 0 to 1 over this many epochs; 0 = none
-
-    def validate(self) -> None:
-        check_weight("alpha", self.alpha)
-        check_weight("beta", self.beta)
-        check_temperature(self.temperature)
-        check_range("warmup_epochs", self.warmup_epochs, 0, 10_000)
+    alpha: float = weight_param(1.0, "weight of TCKD (the target-class term)")
+    beta: float = weight_param(8.0, "weight of NCKD (the non-target-class term; the paper's CIFAR-100 value)")
+    temperature: float = temperature_param(4.0, "softens both distributions")
+    warmup_epochs: float = param(1.0, "the DKD weight ramps from 0 to 1 over this many epochs; 0 = none",
+                                 lo=0, hi=10_000)
 
 
 @register_distiller("dkd")

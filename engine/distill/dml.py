@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import Config, check_range
-from engine.distill.base import Distiller, check_temperature, check_weight, register_distiller
+from engine.config import Config, param
+from engine.distill.base import Distiller, register_distiller, temperature_param, weight_param
 from engine.distill.kd import kd_loss
 from engine.train import Batch
 
@@ -31,14 +31,9 @@ def mutual_loss(logits: Sequence[Tensor], i: int, temperature: float) -> Tensor:
 
 @dataclass
 class DMLConfig(Config):
-    students: int = 2  # how many students learn together (the first is the run's student)
-    temperature: float = 1.0  # the paper compares plain softmax outputs (T = 1)
-    teacher_alpha: float = 0.0  # weight of a KD term from the teacher (at T = temperature); 0 = no teacher
-
-    def validate(self) -> None:
-        check_range("students", self.students, 2, 8)
-        check_temperature(self.temperature)
-        check_weight("teacher_alpha", self.teacher_alpha)
+    students: int = param(2, "how many students learn together (the first is the run's student)", lo=2, hi=8)
+    temperature: float = temperature_param(1.0, "the paper compares plain softmax outputs (T = 1)")
+    teacher_alpha: float = weight_param(0.0, "weight of a KD term from the teacher (at T = temperature); 0 = no teacher")
 
 
 @register_distiller("dml")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.distill.adapters import FeatureAdapter
-from engine.distill.base import Distiller, FeatureLayers, check_weight, paired_features, register_distiller
+from engine.distill.base import Distiller, FeatureLayers, paired_features, register_distiller, weight_param
 from engine.train import Batch
 
 
@@ -27,10 +27,7 @@ def hint_loss(adapted_student: Tensor, feat_teacher: Tensor) -> Tensor:
 
 @dataclass
 class FitNetConfig(FeatureLayers):
-    beta: float = 100.0  # weight of the hint term (mdistiller's FitNet weight)
-
-    def validate(self) -> None:
-        check_weight("beta", self.beta)
+    beta: float = weight_param(100.0, "weight of the hint term (mdistiller's FitNet weight)")
 
 
 @register_distiller("fitnet")

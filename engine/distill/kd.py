@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import Config
-from engine.distill.base import Distiller, check_temperature, check_weight, register_distiller
+from engine.distill.base import Distiller, register_distiller, temperature_param, weight_param
 from engine.train import Batch
 
 
@@ -26,12 +26,8 @@ def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float) 
 
 @dataclass
 class KDConfig(Config):
-    temperature: float = 4.0  # softens both distributions; 4 as in mdistiller and seed 002
-    alpha: float = 0.9  # weight of the soft (teacher) term; the hard CE term has weight 1
-
-    def validate(self) -> None:
-        check_temperature(self.temperature)
-        check_weight("alpha", self.alpha)
+    temperature: float = temperature_param(4.0, "softens both distributions; 4 as in mdistiller and seed 002")
+    alpha: float = weight_param(0.9, "weight of the soft (teacher) term; the hard CE term has weight 1")
 
 
 @register_distiller("kd")

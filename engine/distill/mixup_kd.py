@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.config import Config, check_range
-from engine.distill.base import Distiller, check_temperature, check_weight, register_distiller
+from engine.config import Config, param
+from engine.distill.base import Distiller, register_distiller, temperature_param, weight_param
 from engine.distill.kd import kd_loss
 from engine.train import Batch
 
@@ -34,14 +34,10 @@ def mixed_cross_entropy(logits: Tensor, y_a: Tensor, y_b: Tensor, lam: float) ->
 
 @dataclass
 class MixupKDConfig(Config):
-    temperature: float = 4.0  # KD temperature
-    alpha: float = 0.9  # weight of the KD term
-    mixup_alpha: float = 0.4  # lam ~ Beta(mixup_alpha, mixup_alpha); small values mix little
-
-    def validate(self) -> None:
-        check_temperature(self.temperature)
-        check_weight("alpha", self.alpha)
-        check_range("mixup_alpha", self.mixup_alpha, 0, 100, lo_open=True)
+    temperature: float = temperature_param(4.0, "KD temperature")
+    alpha: float = weight_param(0.9, "weight of the KD term")
+    mixup_alpha: float = param(0.4, "lam ~ Beta(mixup_alpha, mixup_alpha); small values mix little",
+                               lo=0, hi=100, lo_open=True)
 
 
 @register_distiller("mixup_kd")

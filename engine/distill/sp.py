@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.distill.base import Distiller, FeatureLayers, check_weight, paired_features, register_distiller
+from engine.distill.base import Distiller, FeatureLayers, paired_features, register_distiller, weight_param
 from engine.train import Batch
 
 
@@ -36,10 +36,7 @@ def sp_loss(feats_student: Sequence[Tensor], feats_teacher: Sequence[Tensor]) ->
 
 @dataclass
 class SPConfig(FeatureLayers):
-    beta: float = 3000.0  # weight of the similarity term (the paper's gamma; 3000 in mdistiller)
-
-    def validate(self) -> None:
-        check_weight("beta", self.beta)
+    beta: float = weight_param(3000.0, "weight of the similarity term (the paper's gamma; 3000 in mdistiller)")
 
 
 @register_distiller("sp")

@@ -1,90 +1,78 @@
-"""The "distill" task: a teacher checkpoint, a student architecture and a method in; trained
-students out, each saved as a checkpoint directory and measured.
+"""The "distill" task: a teacher checkpoint, a student architecture and a method in; the teacher's
+baseline point and one point per trained student out, each student saved as a checkpoint directory.
 
 Everything a user can get wrong is rejected before any training: an unknown method or setting,
-a teacher trained on another dataset, a teacher and student that disagree on the classes, and
-layer names that do not exist (checked when the method is built).
+a teacher trained on another dataset, a teacher and student that disagree on the classes, an output
+directory that would overwrite an input, and layer names that do not exist (checked when the
+method is built).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-import engine.distill  # noqa: F401 - registers every method before a config names one
-from engine.checkpoint import CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
-from engine.config import Config, check_range
+from engine.artifacts import SaveOptions, claim_output, default_out_dir
+from engine.checkpoint import CheckpointMeta, read_meta
+from engine.config import Config, param
 from engine.context import RunContext
 from engine.data import DEFAULT_ROOT, Dataset
 from engine.distill.base import DISTILLERS, DistillSetup
 from engine.errors import ConfigError
 from engine.models import MODELS, build_model
+from engine.point import Point
 from engine.progress import Progress, scaled
-from engine.tasks import check_dataset_name, default_out_dir, measure_point, open_checkpoint, register_task
-from engine.train import TrainConfig, evaluate, fit, pick_device, seed_everything
+from engine.tasks import check_dataset_name, measure_point, open_checkpoint, register_task, save_float_variant
+from engine.train import TrainConfig, fit, pick_device, seed_everything
 
 
 @dataclass
-class DistillTask(Config):
-    teacher: str = ""  # teacher checkpoint directory
-    student: str = "cnn_s"  # student architecture from the zoo
-    method: str = "kd"  # distillation method (see `python -m engine distill-methods`)
-    params: dict = field(default_factory=dict)  # the method's settings, e.g. {"temperature": 4.0}; missing = default
-    dataset: str | None = None  # defaults to the teacher's dataset; any other is rejected
-    student_init: str | None = None  # start the student from this checkpoint (same architecture and classes)
-    width: float = 1.0  # student width multiplier, where the architecture has one
-    train_subset: int | None = None  # train on this many training images (a seeded sample), for quick runs
-    data_root: str = DEFAULT_ROOT
-    out: str | None = None  # checkpoint directory; default checkpoints/<student>-<dataset>-<method>-<time>
-    latency: bool = True  # time the final students (off for quick tests)
-    train: TrainConfig = field(default_factory=TrainConfig)  # the same budget for every method
+class DistillTask(SaveOptions):
+    teacher: str = param("", "teacher checkpoint directory (required: no default)")
+    student: str = param("cnn_s", "student architecture from the zoo (see `models`)")
+    method: str = param("kd", "distillation method (see `distill-methods`)", cli=False)
+    # the method's own config (KDConfig, DKDConfig, ...); a mapping in recipes; missing settings take defaults
+    settings: Any = param(None, "the method's settings, e.g. {temperature: 4.0}; missing = default", cli=False)
+    dataset: str | None = param(None, "dataset to distil on (default: the teacher's; any other is rejected)")
+    student_init: str | None = param(None, "start the student from this checkpoint, of the same architecture and classes "
+                                                "(default: a fresh student)")
+    width: float = param(1.0, "student width multiplier, where the architecture has one", lo=0.05, hi=16)
+    train_subset: int | None = param(None, "train on this many training images (a seeded sample; default: all), for quick runs",
+                                     lo=1, hi=10_000_000)
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
+    latency: bool = param(True, "time the teacher and the students (--no-latency: latency fields stay empty)")
+    train: TrainConfig = param(default_factory=TrainConfig)  # the same budget for every method
+
+    def __post_init__(self) -> None:
+        self.settings = method_settings(self.method, self.settings)
+        super().__post_init__()
 
     def validate(self) -> None:
         if not self.teacher:
             raise ConfigError("teacher must name a teacher checkpoint directory")
         MODELS.get(self.student)
-        self.method_config()
         if self.dataset is not None:
             check_dataset_name(self.dataset)
-        if self.train_subset is not None:
-            check_range("train_subset", self.train_subset, 1, 10_000_000)
-
-    def method_config(self) -> Config:
-        """The method's own validated config, built from `params` (missing settings take defaults)."""
-        cls = DISTILLERS.get(self.method).config
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(self.params) - known)
-        if unknown:
-            raise ConfigError(f"method '{self.method}' has no setting {', '.join(unknown)}; its settings are: "
-                              f"{', '.join(sorted(known)) or 'none'}")
-        return cls.from_dict(typed_params(cls, self.params))
 
 
-def typed_params(cls: type[Config], params: dict) -> dict:
-    """Checks each setting against its declared type (a recipe or --param may carry text);
-    a comma-separated string is accepted for a list of layer names."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for name, value in params.items():
-        hint = hints.get(name)
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if hint is float and not is_number:
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        if hint is int and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise ConfigError(f"{name} must be a whole number, got {value!r}")
-        if hint is bool and not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-        if typing.get_origin(hint) is tuple:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{name} must be a list of layer names, got {value!r}")
-        out[name] = value
-    return out
+def method_settings(method: str, settings: Any) -> Config:
+    """The method's validated config: from a mapping (missing = default), None (all defaults) or an instance."""
+    cls = DISTILLERS.get(method).config
+    if settings is None:
+        settings = {}
+    if isinstance(settings, cls):
+        return settings
+    if isinstance(settings, Config):
+        raise ConfigError(f"settings is a {type(settings).__name__} but method '{method}' takes a {cls.__name__}")
+    try:
+        return cls.from_dict(settings)
+    except ConfigError as e:
+        raise ConfigError(f"settings of method '{method}': {e}") from None
 
 
 # ---------------------------------------------------------------- checks made before training
@@ -119,12 +107,17 @@ def with_train_subset(data: Dataset, n: int, seed: int) -> Dataset:
     return dataclasses.replace(data, train=data.train.subset(idx))
 
 
+def run_params(cfg: DistillTask) -> dict:
+    """What produced a student: the method's settings, the student and the training budget."""
+    return {**cfg.settings.to_dict(), "teacher": cfg.teacher, "student": cfg.student, "width": cfg.width,
+            "student_init": cfg.student_init, "train_subset": cfg.train_subset, "train": cfg.train.to_dict()}
+
+
 # ---------------------------------------------------------------- the task
 
 
 @register_task("distill", DistillTask, "distil a teacher checkpoint into a student with one of the distillation methods")
-def distill_task(cfg: DistillTask, ctx: RunContext) -> list[dict]:
-    method_cfg = cfg.method_config()
+def distill_task(cfg: DistillTask, ctx: RunContext) -> list[Point]:
     teacher_meta = read_meta(cfg.teacher)
     check_teacher_dataset(teacher_meta, cfg.dataset or teacher_meta.dataset)
     init_meta = read_meta(cfg.student_init) if cfg.student_init else None
@@ -133,19 +126,29 @@ def distill_task(cfg: DistillTask, ctx: RunContext) -> list[dict]:
     teacher, _, data = open_checkpoint(cfg.teacher, cfg.data_root)
     check_same_classes(teacher_meta.num_classes, data.num_classes, f"the dataset '{data.name}'")
     train_data = with_train_subset(data, cfg.train_subset, cfg.train.seed) if cfg.train_subset else data
+    out = cfg.out or default_out_dir(cfg.student, data.name, f"distill-{cfg.method}")
+    claim = (claim_output(out, [cfg.teacher, cfg.student_init], cfg.overwrite,
+                          describe={"task": "distill", "method": cfg.method}) if cfg.save else contextlib.nullcontext())
+    with claim:
+        return _distill(cfg, ctx, teacher, teacher_meta, init_meta, data, train_data, Path(out))
+
+
+def _distill(cfg: DistillTask, ctx: RunContext, teacher: torch.nn.Module, teacher_meta: CheckpointMeta,
+             init_meta: CheckpointMeta | None, data: Dataset, train_data: Dataset, out: Path) -> list[Point]:
     c, h, _ = data.input_shape
     width = init_meta.width if init_meta is not None else cfg.width
+    params = run_params(cfg)
 
     def new_student(seed: int):
         seed_everything(seed)
         return build_model(cfg.student, data.num_classes, c, h, width)
 
-    student = load_checkpoint(cfg.student_init)[0] if cfg.student_init else new_student(cfg.train.seed)
+    student = open_checkpoint(cfg.student_init, cfg.data_root)[0] if cfg.student_init else new_student(cfg.train.seed)
     device = pick_device()
     setup = DistillSetup(student, teacher, MODELS.get(cfg.student), MODELS.get(teacher_meta.arch), train_data,
                          cfg.train, device, new_student)
     ctx.progress(Progress(0.0, "preparing the teacher"))
-    distiller = DISTILLERS.get(cfg.method)(method_cfg, setup)
+    distiller = DISTILLERS.get(cfg.method)(cfg.settings, setup)
     ctx.log_event(f"{cfg.method}: {teacher_meta.arch} -> {cfg.student} on {data.name}, "
                   f"{len(train_data.train)} training images, {cfg.train.epochs} epochs")
     history = fit(distiller.model, train_data, cfg.train, step=distiller.step, extra_modules=distiller.extra_modules,
@@ -154,25 +157,26 @@ def distill_task(cfg: DistillTask, ctx: RunContext) -> list[dict]:
     for row in history:
         ctx.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-    ctx.progress(Progress(0.9, "measuring"))
-    teacher_accuracy = evaluate(teacher, data.test)["accuracy"]
-    params = {**method_cfg.to_dict(), "teacher": cfg.teacher, "student": cfg.student,
-              "student_init": cfg.student_init, "train_subset": cfg.train_subset, "train": cfg.train.to_dict()}
-    out = Path(cfg.out or default_out_dir(cfg.student, data.name, cfg.method))
-    points = []
+    ctx.progress(Progress(0.9, "measuring the teacher and the students"))
+    common = {"family": "distill", "method": cfg.method, "params": params, "input_checkpoint": cfg.teacher,
+              "latency": cfg.latency}
+    teacher_point = measure_point(ctx, teacher, data, stage="baseline", role="teacher", artifact=cfg.teacher,
+                                  **common)
+    fresh = CheckpointMeta(arch=cfg.student, num_classes=data.num_classes, in_channels=c, image_size=h,
+                           dataset=data.name, class_names=data.class_names, width=width)
+    points = [teacher_point]
     for i, model in enumerate(students, start=1):
-        path = str(out / f"student{i}") if len(students) > 1 else str(out)
-        meta = CheckpointMeta(
-            arch=cfg.student, num_classes=data.num_classes, in_channels=c, image_size=h, dataset=data.name,
-            class_names=data.class_names, width=width, train_config=cfg.train.to_dict(),
-            layer_shapes=init_meta.layer_shapes if init_meta is not None and i == 1 else "arch",
-            history=[*(init_meta.history if init_meta is not None and i == 1 else []),
-                     {"method": cfg.method, "params": params}])
-        save_checkpoint(path, model, meta)
-        ctx.log_artifact(path, "checkpoint")
+        artifact = ""
+        if cfg.save:
+            # the run's student continues student_init's lineage; dml's other students start fresh
+            base = init_meta if init_meta is not None and i == 1 else fresh
+            path = out / f"student{i}" if len(students) > 1 else out
+            artifact = save_float_variant(str(path), model, dataclasses.replace(base, train_config=cfg.train.to_dict()),
+                                          family="distill", method=cfg.method, params=params,
+                                          input_checkpoint=cfg.teacher)
+            ctx.log_artifact(artifact, "checkpoint")
         extra = {"student_index": i} if len(students) > 1 else {}
-        points.append(measure_point(ctx, model, data, method=cfg.method, params=params, stage="distilled",
-                                    artifact=path, latency=cfg.latency, checkpoint=path, teacher=cfg.teacher,
-                                    teacher_accuracy=teacher_accuracy, **extra))
+        points.append(measure_point(ctx, model, data, stage="variant", role="student", artifact=artifact,
+                                    teacher_accuracy=teacher_point.accuracy, **extra, **common))
     ctx.progress(Progress(1.0, "done"))
     return points

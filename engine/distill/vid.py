@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import check_range
+from engine.config import param
 from engine.distill.adapters import check_same_kind, match_spatial
-from engine.distill.base import Distiller, FeatureLayers, check_weight, paired_features, register_distiller
+from engine.distill.base import Distiller, FeatureLayers, paired_features, register_distiller, weight_param
 from engine.train import Batch
 
 VAR_EPS = 1e-5
@@ -57,12 +57,8 @@ def vid_loss(heads: Sequence[VIDHead], feats_student: Sequence[Tensor], feats_te
 
 @dataclass
 class VIDConfig(FeatureLayers):
-    beta: float = 1.0  # weight of the VID term (mdistiller's value)
-    init_var: float = 5.0  # starting variance of every channel
-
-    def validate(self) -> None:
-        check_weight("beta", self.beta)
-        check_range("init_var", self.init_var, 1e-3, 1e3)
+    beta: float = weight_param(1.0, "weight of the VID term (mdistiller's value)")
+    init_var: float = param(5.0, "starting variance of every channel", lo=1e-3, hi=1e3)
 
 
 @register_distiller("vid")

@@ -1,9 +1,11 @@
-"""Every method trains the default student on mnist5k with the session teacher, as a user runs it.
+"""Every method trains the default student on digits with the session teacher, as a user runs it.
 
-Each method runs once (`method_runs`: one epoch on 2,000 training images); the tests read those runs.
+Each method runs once (`method_runs`: one epoch on digits' 1,293 training images); the tests read those runs.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 from engine.checkpoint import load_checkpoint, read_meta
 from engine.distill import DISTILLERS, DistillTask
 from engine.errors import Cancelled
+from engine.methods import family_methods
 from engine.tasks import open_checkpoint, run_task
 from engine.train import TrainConfig, evaluate
 
@@ -18,17 +21,20 @@ CHANCE = 0.1  # ten digit classes
 
 
 @pytest.mark.parametrize("method", DISTILLERS.names())
-def test_every_method_trains_one_epoch_and_beats_chance(method, method_runs, mnist5k):
+def test_every_method_trains_one_epoch_and_beats_chance(method, method_runs, digits, digits_teacher):
     run = method_runs.get(method)
-    points = run["points"]
-    assert len(points) == (2 if method == "dml" else 1)
-    for p in points:
-        assert p["method"] == method and p["stage"] == "distilled"
-        assert p["accuracy"] > 2 * CHANCE, f"{method}: {p['accuracy']}"
+    teacher, *students = run["points"]
+    assert len(students) == (2 if method == "dml" else 1)
+    assert (teacher.family, teacher.method, teacher.stage, teacher.role) == ("distill", method, "baseline", "teacher")
+    assert teacher.input_checkpoint == teacher.artifact == digits_teacher
+    for p in students:
+        assert (p.family, p.method, p.stage, p.role) == ("distill", method, "variant", "student")
+        assert p.input_checkpoint == digits_teacher and p.extra["teacher_accuracy"] == teacher.accuracy
+        assert p.accuracy > 2 * CHANCE, f"{method}: {p.accuracy}"
         # the saved student is a plain checkpoint of the student architecture with the same predictions
-        model, meta = load_checkpoint(p["checkpoint"])
-        assert meta.arch == "cnn_s" and meta.history[-1]["method"] == method
-        assert evaluate(model, mnist5k.test)["accuracy"] == pytest.approx(p["accuracy"], abs=1e-6)
+        model, meta = load_checkpoint(p.artifact)
+        assert meta.arch == "cnn_s" and meta.lineage[-1]["method"] == method
+        assert evaluate(model, digits.test)["accuracy"] == pytest.approx(p.accuracy, abs=1e-6)
     # per-epoch metrics: each loss term and the accuracy
     ((step, row),) = run["ctx"].metrics
     assert step == 1 and "val_accuracy" in row and "train_accuracy" in row
@@ -36,12 +42,12 @@ def test_every_method_trains_one_epoch_and_beats_chance(method, method_runs, mni
 
 
 @pytest.mark.parametrize("method", DISTILLERS.names())
-def test_the_teacher_stays_in_eval_mode_and_is_never_updated(method, method_runs, teacher_checkpoint):
+def test_the_teacher_stays_in_eval_mode_and_is_never_updated(method, method_runs, digits_teacher):
     run = method_runs.get(method)
     (teacher,) = run["teachers"]
     assert run["modes"] and not any(run["modes"])  # every forward pass of the teacher was in eval mode
     assert all(p.grad is None for p in teacher.parameters())
-    original, _ = load_checkpoint(teacher_checkpoint)
+    original, _ = load_checkpoint(digits_teacher)
     for k, v in original.state_dict().items():
         assert torch.equal(v, teacher.state_dict()[k]), k
 
@@ -54,64 +60,92 @@ def test_loss_terms_are_logged_by_name(method_runs):
 
 
 def test_kd_with_alpha_zero_is_exactly_scratch(method_runs):
-    kd0 = method_runs.get("kd", {"alpha": 0.0})["points"][0]
-    scratch = method_runs.get("scratch")["points"][0]
-    assert kd0["accuracy"] == scratch["accuracy"]
-    kd_model, _ = load_checkpoint(kd0["checkpoint"])
-    scratch_model, _ = load_checkpoint(scratch["checkpoint"])
+    kd0 = method_runs.get("kd", {"alpha": 0.0})["points"][-1]
+    scratch = method_runs.get("scratch")["points"][-1]
+    assert kd0.accuracy == scratch.accuracy
+    kd_model, _ = load_checkpoint(kd0.artifact)
+    scratch_model, _ = load_checkpoint(scratch.artifact)
     for k, v in scratch_model.state_dict().items():
         assert torch.equal(v, kd_model.state_dict()[k]), k
     # and the default alpha does change the student
-    kd_model, _ = load_checkpoint(method_runs.get("kd")["points"][0]["checkpoint"])
+    kd_model, _ = load_checkpoint(method_runs.get("kd")["points"][-1].artifact)
     assert not torch.equal(kd_model.fc.weight, scratch_model.fc.weight)
 
 
 def test_dml_saves_one_checkpoint_per_student_from_different_starts(method_runs):
-    points = method_runs.get("dml")["points"]
-    assert [p["student_index"] for p in points] == [1, 2]
-    assert [p["checkpoint"].rsplit("/", 1)[1] for p in points] == ["student1", "student2"]
-    a, _ = load_checkpoint(points[0]["checkpoint"])
-    b, _ = load_checkpoint(points[1]["checkpoint"])
+    students = method_runs.get("dml")["points"][1:]
+    assert [p.extra["student_index"] for p in students] == [1, 2]
+    assert [p.artifact.rsplit("/", 1)[1] for p in students] == ["student1", "student2"]
+    a, meta_a = load_checkpoint(students[0].artifact)
+    b, meta_b = load_checkpoint(students[1].artifact)
     assert not torch.equal(a.features[0][0][0].weight, b.features[0][0][0].weight)
+    assert [s["method"] for s in meta_a.lineage] == [s["method"] for s in meta_b.lineage] == ["dml"]
 
 
-def test_the_point_names_the_method_settings_and_the_checkpoint(method_runs, teacher_checkpoint):
+def test_the_point_and_the_lineage_name_the_settings_and_the_teacher(method_runs, digits_teacher):
     run = method_runs.get("kd")
-    p = run["points"][0]
-    assert p["params"]["temperature"] == 4.0 and p["params"]["alpha"] == 0.9  # defaults filled in
-    assert p["params"]["teacher"] == teacher_checkpoint and p["teacher_accuracy"] > 0.9
-    assert p["checkpoint"] == p["artifact"] and run["ctx"].artifacts == [p["checkpoint"]]
-    meta = read_meta(p["checkpoint"])
-    assert meta.dataset == "mnist5k" and meta.history[-1] == {"method": "kd", "params": p["params"]}
+    teacher, p = run["points"]
+    assert p.params["temperature"] == 4.0 and p.params["alpha"] == 0.9  # defaults filled in
+    assert p.params["student"] == "cnn_s" and p.params["train"]["epochs"] == 1
+    assert p.extra["teacher_accuracy"] == teacher.accuracy > 0.9
+    assert run["ctx"].artifacts == [p.artifact]
+    meta = read_meta(p.artifact)
+    assert meta.dataset == "digits" and meta.weights_format == "float"
+    assert meta.lineage == [{"family": "distill", "method": "kd", "params": json.loads(json.dumps(p.params)),
+                             "input_checkpoint": digits_teacher}]
 
 
-def test_a_student_can_start_from_a_checkpoint(teacher_checkpoint, student_checkpoint, tmp_path, recording_context):
-    model, _, data = open_checkpoint(student_checkpoint)
+def test_a_student_can_start_from_a_checkpoint(digits_teacher, digits_student, tmp_path, recording_context):
+    model, init_meta, data = open_checkpoint(digits_student)
     before = evaluate(model, data.test)["accuracy"]
-    cfg = DistillTask(teacher=teacher_checkpoint, method="kd", student_init=student_checkpoint,
+    cfg = DistillTask(teacher=digits_teacher, method="kd", student_init=digits_student,
                       out=str(tmp_path / "init"), latency=False, train=TrainConfig(epochs=0))
-    (point,) = run_task("distill", cfg, recording_context)
-    assert point["accuracy"] == before  # zero epochs: exactly the student it started from
-    assert [h["method"] for h in read_meta(point["checkpoint"]).history] == ["train", "kd"]
+    _, point = run_task("distill", cfg, recording_context)
+    assert point.accuracy == before  # zero epochs: exactly the student it started from
+    lineage = read_meta(point.artifact).lineage
+    assert lineage[:-1] == init_meta.lineage and [s["family"] for s in lineage] == ["train", "distill"]
+    assert lineage[-1]["params"]["student_init"] == digits_student
+    assert lineage[-1]["input_checkpoint"] == digits_teacher
 
 
-def test_a_cancelled_run_stops_in_the_loop_and_saves_nothing(teacher_checkpoint, tmp_path, recording_context):
+def test_no_save_measures_the_students_and_writes_nothing(digits_teacher, tmp_path, recording_context):
+    cfg = DistillTask(teacher=digits_teacher, method="dml", out=str(tmp_path / "none"), save=False, latency=False,
+                      train_subset=64, train=TrainConfig(epochs=0))
+    points = run_task("distill", cfg, recording_context)
+    assert [p.role for p in points] == ["teacher", "student", "student"]
+    assert [p.artifact for p in points[1:]] == ["", ""] and points[0].artifact == digits_teacher
+    assert not (tmp_path / "none").exists() and recording_context.artifacts == []
+
+
+def test_a_cancelled_run_stops_in_the_loop_and_saves_nothing(digits_teacher, tmp_path, recording_context):
     recording_context.cancel.cancel()
-    cfg = DistillTask(teacher=teacher_checkpoint, method="kd", train_subset=300, out=str(tmp_path / "c"),
+    cfg = DistillTask(teacher=digits_teacher, method="kd", train_subset=300, out=str(tmp_path / "c"),
                       latency=False, train=TrainConfig(epochs=1))
     with pytest.raises(Cancelled):
         run_task("distill", cfg, recording_context)
     assert not (tmp_path / "c").exists() and recording_context.points == []
 
 
-def test_every_method_config_round_trips_through_a_plain_dict():
-    for name, cls in DISTILLERS.items():
-        cfg = cls.config()
-        assert cls.config.from_dict(cfg.to_dict()) == cfg, name
-    task = DistillTask(teacher="t", method="at", params={"student_layers": ["features.1"], "beta": 10},
-                       train=TrainConfig(epochs=2))
-    again = DistillTask.from_dict(task.to_dict())
-    assert again == task and again.method_config().student_layers == ("features.1",)
+def _changed(value):
+    """A value of the same type other than the default (and inside every method's declared range)."""
+    if isinstance(value, tuple):
+        return ["features.1"]
+    if isinstance(value, int):
+        return value + 1
+    return value / 2 if value > 0 else 0.25
+
+
+@pytest.mark.parametrize("method", family_methods("distill").names())
+def test_the_task_round_trips_with_each_methods_typed_settings(method):
+    config = family_methods("distill").get(method).config
+    settings = {k: _changed(v) for k, v in config().to_dict().items()}
+    task = DistillTask.from_dict({"teacher": "t", "method": method, "settings": settings, "train": {"epochs": 2}})
+    assert isinstance(task.settings, config) and task.train.epochs == 2 and task.train.lr == TrainConfig().lr
+    plain = json.loads(json.dumps(task.to_dict()))  # what a recipe or a run record holds
+    assert plain["settings"] == settings
+    assert DistillTask.from_dict(plain) == task
+    # settings left out take the method's defaults
+    assert DistillTask.from_dict({"teacher": "t", "method": method}).settings == config()
 
 
 @pytest.mark.parametrize("method", ["at", "fitnet", "sp", "vid", "simkd", "crd"])
@@ -120,10 +154,10 @@ def test_feature_methods_pair_different_architectures_without_per_model_code(met
     """A resnet20 teacher (maps 16x8x8, 32x4x4, 64x2x2 on digits) and a cnn_s student (24x4x4, 64x2x2, 96x2x2)."""
     teacher = checkpoint_maker(tmp_path_factory.mktemp("r20"), "resnet20", "digits", 10, 8)
     out = tmp_path_factory.mktemp("cross") / method
-    cfg = DistillTask(teacher=teacher, student="cnn_s", method=method, train_subset=256, out=str(out),
-                      params={"nce_k": 128} if method == "crd" else {}, latency=False,
+    cfg = DistillTask(teacher=teacher, student="cnn_s", method=method, train_subset=64, out=str(out),
+                      settings={"nce_k": 32} if method == "crd" else {}, latency=False,
                       train=TrainConfig(epochs=1, batch_size=32))
-    (point,) = run_task("distill", cfg, recording_context)
-    model, meta = load_checkpoint(point["checkpoint"])
-    assert meta.arch == "cnn_s" and meta.dataset == "digits" and point["params_total"] == sum(
+    _, point = run_task("distill", cfg, recording_context)
+    model, meta = load_checkpoint(point.artifact)
+    assert meta.arch == "cnn_s" and meta.dataset == "digits" and point.measurement.params_total == sum(
         p.numel() for p in model.parameters())

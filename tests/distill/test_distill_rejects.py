@@ -22,13 +22,15 @@ def no_training(monkeypatch):
 
 def _run(**fields):
     fields.setdefault("train", TrainConfig(epochs=1))
+    fields.setdefault("save", False)
     return run_task("distill", DistillTask(latency=False, **fields), RunContext())
 
 
-def test_teacher_and_student_with_different_classes_are_rejected(teacher_checkpoint, five_class_student,
+def test_teacher_and_student_with_different_classes_are_rejected(digits_teacher, five_class_student,
                                                                  no_training, tmp_path):
     with pytest.raises(ConfigError, match="teacher predicts 10 classes but the student_init checkpoint predicts 5"):
-        _run(teacher=teacher_checkpoint, student="cnn_s", student_init=five_class_student, out=str(tmp_path / "x"))
+        _run(teacher=digits_teacher, student="cnn_s", student_init=five_class_student, out=str(tmp_path / "x"),
+             save=True)
     assert not (tmp_path / "x").exists()
 
 
@@ -38,44 +40,46 @@ def test_a_teacher_trained_on_another_dataset_is_rejected(digits_teacher, no_tra
 
 
 @pytest.mark.parametrize("method", ["at", "fitnet", "sp", "vid"])
-def test_layer_names_that_do_not_exist_are_rejected(teacher_checkpoint, method, no_training):
+def test_layer_names_that_do_not_exist_are_rejected(digits_teacher, method, no_training, tmp_path):
     with pytest.raises(ConfigError, match="layer 'features.9' does not exist"):
-        _run(teacher=teacher_checkpoint, method=method, params={"student_layers": ["features.9"]})
+        _run(teacher=digits_teacher, method=method, settings={"student_layers": ["features.9"]},
+             out=str(tmp_path / "x"), save=True)
+    assert not (tmp_path / "x").exists()  # the claimed output is given back
     with pytest.raises(ConfigError, match="layer 'block3' does not exist"):
-        _run(teacher=teacher_checkpoint, method=method,
-             params={"student_layers": ["features.2"], "teacher_layers": ["block3"]})
+        _run(teacher=digits_teacher, method=method,
+             settings={"student_layers": ["features.2"], "teacher_layers": ["block3"]})
 
 
 def test_settings_the_method_does_not_have_and_bad_values_are_rejected():
-    with pytest.raises(ConfigError, match="method 'kd' has no setting beta; its settings are: alpha, temperature"):
-        DistillTask(teacher="t", method="kd", params={"beta": 1.0})
+    with pytest.raises(ConfigError, match="settings of method 'kd': KDConfig has no field beta; fields are: alpha, "
+                                          "temperature"):
+        DistillTask(teacher="t", method="kd", settings={"beta": 1.0})
     with pytest.raises(ConfigError, match="temperature must be in"):
-        DistillTask(teacher="t", method="dkd", params={"temperature": 0})
+        DistillTask(teacher="t", method="dkd", settings={"temperature": 0})
     with pytest.raises(ConfigError, match="students must be in"):
-        DistillTask(teacher="t", method="dml", params={"students": 1})
+        DistillTask(teacher="t", method="dml", settings={"students": 1})
     with pytest.raises(ConfigError, match="unknown distillation method 'fitnets'"):
         DistillTask(teacher="t", method="fitnets")
     with pytest.raises(ConfigError, match="teacher must name"):
         DistillTask()
 
 
-def test_crd_needs_fewer_negatives_than_training_images(teacher_checkpoint, no_training):
-    with pytest.raises(ConfigError, match=r"nce_k must be below the number of training images \(300\)"):
-        _run(teacher=teacher_checkpoint, method="crd", params={"nce_k": 300}, train_subset=300)
-
-
-def test_a_subset_larger_than_the_training_split_is_rejected(teacher_checkpoint, no_training):
-    with pytest.raises(ConfigError, match="train_subset must be at most 3500"):
-        _run(teacher=teacher_checkpoint, train_subset=4000)
-
-
 def test_settings_are_checked_against_their_types():
     with pytest.raises(ConfigError, match="temperature must be a number, got 'hot'"):
-        DistillTask(teacher="t", method="kd", params={"temperature": "hot"})
+        DistillTask.from_dict({"teacher": "t", "method": "kd", "settings": {"temperature": "hot"}})
     with pytest.raises(ConfigError, match="students must be a whole number, got 2.5"):
-        DistillTask(teacher="t", method="dml", params={"students": 2.5})
-    with pytest.raises(ConfigError, match="student_layers must be a list of layer names"):
-        DistillTask(teacher="t", method="at", params={"student_layers": 3})
-    # a comma-separated text (from --param or a form) is a list of layer names
-    cfg = DistillTask(teacher="t", method="fitnet", params={"student_layers": "features.1, features.2"})
-    assert cfg.method_config().student_layers == ("features.1", "features.2")
+        DistillTask.from_dict({"teacher": "t", "method": "dml", "settings": {"students": 2.5}})
+    with pytest.raises(ConfigError, match="student_layers must be a list of names, got 3"):
+        DistillTask.from_dict({"teacher": "t", "method": "at", "settings": {"student_layers": 3}})
+    with pytest.raises(ConfigError, match="settings is a KDConfig but method 'dkd' takes a DKDConfig"):
+        DistillTask(teacher="t", method="dkd", settings=DistillTask(teacher="t").settings)
+
+
+def test_crd_needs_fewer_negatives_than_training_images(digits_teacher, no_training):
+    with pytest.raises(ConfigError, match=r"nce_k must be below the number of training images \(300\)"):
+        _run(teacher=digits_teacher, method="crd", settings={"nce_k": 300}, train_subset=300)
+
+
+def test_a_subset_larger_than_the_training_split_is_rejected(digits_teacher, no_training):
+    with pytest.raises(ConfigError, match="train_subset must be at most 1293"):
+        _run(teacher=digits_teacher, train_subset=4000)
