@@ -3,19 +3,11 @@ iterative pruning, lottery tickets and per-layer sensitivity.
 
 Split as in Torch-Pruning: what to score (importance.py), how to cut (masks.py for single
 weights, channels.py for channels through Torch-Pruning), schedules as pure functions
-(schedule.py). Each method is one file that registers a task named `prune.<method>`.
+(schedule.py). Each method is one file that declares itself with `@prune_method` (common.py),
+registering the task `prune.<method>`; every module here is imported, so a new file is found
+without being listed anywhere.
 """
 
-from engine.prune import (  # noqa: F401 - importing registers the tasks
-    iterative,
-    lottery_ticket,
-    sensitivity,
-    structured,
-    unstructured,
-)
+from engine.methods import import_family_modules
 
-METHODS = ("l1_unstructured", "global_unstructured", "structured", "iterative", "lottery_ticket", "sensitivity")
-
-
-def task_name(method: str) -> str:
-    return f"prune.{method}"
+import_family_modules(__name__, __path__)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import Config, check_choice, check_range
+from engine.config import Config, param
 from engine.data import Dataset, Split
 from engine.measure import prunable_weights
 from engine.models import get_module
@@ -29,27 +29,23 @@ from engine.train import Batch, StepFn, TrainConfig, cross_entropy_step, fit
 FINETUNE_MODES = ("none", "last", "all")
 
 
+def finetune_training(epochs: int = 1, lr: float = 0.01) -> TrainConfig:
+    """Fine-tuning's defaults: short, a lower learning rate than training, no weight decay (the L1/L2
+    penalties are the regularisers here), cosine decay."""
+    return TrainConfig(epochs=epochs, lr=lr, weight_decay=0.0)
+
+
 @dataclass
 class FinetuneConfig(Config):
-    mode: str = "none"  # none | last (the classifier only, seed 002) | all
-    epochs: int = 1  # passes over the (sub)set of training images
-    lr: float = 0.01  # peak learning rate (cosine decay)
-    batch_size: int = 64
-    optimizer: str = "sgd"  # sgd | adam
-    l1: float = 0.0  # weight of the L1 penalty on prunable weights (seed 000)
-    l2: float = 0.0  # weight of the L2 penalty on prunable weights (seed 000)
-    samples: int | None = None  # fine-tune on this many training images (a fixed random subset); None = all
+    """How a pruned model is fine-tuned: which layers, the training run, and the penalties."""
 
-    def validate(self) -> None:
-        check_choice("finetune", self.mode, FINETUNE_MODES)
-        check_range("epochs", self.epochs, 1, 10_000)
-        check_range("lr", self.lr, 0, 10, lo_open=True)
-        check_range("batch_size", self.batch_size, 1, 65_536)
-        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
-        check_range("l1", self.l1, 0, 1)
-        check_range("l2", self.l2, 0, 1)
-        if self.samples is not None:
-            check_range("samples", self.samples, 1, 10**9)
+    mode: str = param("none", "fine-tune after pruning: none, last (the classifier only, seed 002) or all layers",
+                      choices=FINETUNE_MODES, flag="finetune")
+    train: TrainConfig = param(default_factory=finetune_training)
+    l1: float = param(0.0, "weight of the L1 penalty on prunable weights while fine-tuning (seed 000)", lo=0, hi=1)
+    l2: float = param(0.0, "weight of the L2 penalty on prunable weights while fine-tuning (seed 000)", lo=0, hi=1)
+    samples: int | None = param(None, "fine-tune on this many training images, a fixed random subset (default all)",
+                                lo=1, hi=10**9)
 
 
 def l1_penalty(weights: list[Tensor]) -> Tensor:
@@ -115,7 +111,7 @@ def classifier_inputs(model: nn.Module, head: nn.Module, split: Split, batch_siz
 
 def head_inputs(model: nn.Module, data: Dataset, cfg: FinetuneConfig, classifier: str) -> Tensor | None:
     """The classifier inputs that mode `last` trains on (None for other modes, or if they cannot be cached)."""
-    if cfg.mode != "last":
+    if cfg.mode != "last" or cfg.train.augment:  # augmented images change what the body computes
         return None
     return classifier_inputs(model, get_module(model, classifier), train_subset(data, cfg.samples).train)
 
@@ -133,19 +129,19 @@ def _chain(*fns: Callable[[], None] | None) -> Callable[[], None] | None:
 
 
 def finetune(model: nn.Module, data: Dataset, cfg: FinetuneConfig, *, classifier: str,
-             masks: dict[str, Tensor] | None = None, seed: int = 0, progress: ProgressFn | None = None,
+             masks: dict[str, Tensor] | None = None, seed: int | None = None, progress: ProgressFn | None = None,
              cancel: CancelToken | None = None, after_step: Callable[[], None] | None = None,
              features: Tensor | None = None) -> list[dict]:
     """Fine-tunes in place as `cfg.mode` says, keeping masked weights at zero; returns fit's history.
 
-    `after_step` runs after each optimizer step, once the masks are re-applied. `features` are the
+    `seed` replaces cfg.train.seed (repeat r of a sweep runs with seed + r). `after_step` runs after
+    each optimizer step, once the masks are re-applied. `features` are the
     classifier inputs from `head_inputs` for mode `last`, when several runs share one frozen body.
     """
     if cfg.mode == "none":
         return []
     data = train_subset(data, cfg.samples)
-    tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                     weight_decay=0.0, schedule="cosine", seed=seed)
+    tc = cfg.train if seed is None else dataclasses.replace(cfg.train, seed=seed)
     keep = _chain(mask_keeper(model, masks) if masks else None, after_step)
     if cfg.mode == "all":
         weights = [m.weight for _, m in prunable_weights(model)]
@@ -155,7 +151,7 @@ def finetune(model: nn.Module, data: Dataset, cfg: FinetuneConfig, *, classifier
     own = {id(p) for p in head.parameters()}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
     # the body is frozen, so its outputs are fixed: compute them once instead of every batch
-    feats = features if features is not None else classifier_inputs(model, head, data.train)
+    feats = features if features is not None or tc.augment else classifier_inputs(model, head, data.train)
 
     def cached(b: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = head(feats[b.index].to(b.x.device))

@@ -6,56 +6,65 @@ steps instead (Frankle et al. 2020, "Linear Mode Connectivity and the Lottery Ti
 The checkpoint gives the architecture and the dataset; the ticket is searched from a fresh seeded
 initialisation, because the checkpoint's trained weights are not an initialisation. Round 0 is the
 dense network trained once; round k has sparsity 1 - (1 - rate)^k, as in seed 000's Table III.
+`train.seed` seeds the initialisation and every round's training run.
+
+Every round is a `step` point whose level is the global sparsity reached, saved as
+root/iteration-k (round 0 too: it is a newly trained dense network, not the input).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from engine.artifacts import level_dir
 from engine.checkpoint import resize_to_state_dict
-from engine.config import check_choice, check_range
+from engine.config import param
 from engine.context import RunContext
 from engine.errors import ConfigError
 from engine.measure import measure, measure_latency
 from engine.models import build_model
+from engine.point import Point
 from engine.progress import Progress, scaled
-from engine.prune.common import PruneTask, candidate_layers, open_for_pruning, point_params, save_variant
-from engine.prune.finetune import FinetuneConfig, finetune, train_subset
+from engine.prune.common import (
+    PruneTask,
+    candidate_layers,
+    claim,
+    open_for_pruning,
+    point_params,
+    prune_method,
+    pruning_point,
+    save_pruned,
+)
+from engine.prune.finetune import FinetuneConfig, finetune, finetune_training, train_subset
 from engine.prune.importance import weight_magnitudes
 from engine.prune.masks import SCOPES, apply_masks, rank
 from engine.prune.schedule import geometric
 from engine.prune.sweep import shared_latency_note
-from engine.tasks import make_point, register_task
-from engine.train import seed_everything
+from engine.train import TrainConfig, seed_everything
 
 
 @dataclass
 class LotteryTicketConfig(PruneTask):
-    scope: str = "global"  # global (one threshold across layers) | layer (same sparsity in every layer)
-    rate: float = 0.2  # fraction of the remaining weights pruned each round (Frankle & Carbin: 20%)
-    rounds: int = 3  # prune + rewind + retrain rounds after the first dense training
-    rewind_step: int = 0  # 0 = rewind to the initial weights; k = to the weights after k training steps
-    keep_first_last: bool = False  # leave the first conv and the classifier dense
-    epochs: int = 2  # training epochs per round
-    lr: float = 0.05
-    batch_size: int = 64
-    optimizer: str = "sgd"  # sgd | adam
-    samples: int | None = None  # train on this many training images (a fixed random subset); None = all
-
-    def validate(self) -> None:
-        super().validate()
-        check_choice("scope", self.scope, SCOPES)
-        geometric(self.rate, self.rounds)  # validates rate and rounds
-        check_range("rewind_step", self.rewind_step, 0, 10**9)
-        self.training()  # validates epochs, lr, batch_size, optimizer, samples
+    scope: str = param("global", "rank all layers under one threshold (global) or each layer alone (layer)",
+                       choices=SCOPES)
+    rate: float = param(0.2, "fraction of the remaining weights pruned each round (Frankle & Carbin: 20%)", lo=0,
+                        hi=1, lo_open=True, hi_open=True)
+    rounds: int = param(3, "prune + rewind + retrain rounds after the first dense training", lo=1, hi=1000,
+                        flag="iterations")
+    rewind_step: int = param(0, "rewind to the weights after this many training steps (0 = the initial weights)",
+                             lo=0, hi=10**9)
+    keep_first_last: bool = param(False, "leave the first conv and the classifier dense")
+    train: TrainConfig = param(default_factory=lambda: finetune_training(epochs=2, lr=0.05))
+    samples: int | None = param(None, "train on this many training images, a fixed random subset (default all)",
+                                lo=1, hi=10**9)
 
     def training(self) -> FinetuneConfig:
-        return FinetuneConfig(mode="all", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                              optimizer=self.optimizer, samples=self.samples)
+        return FinetuneConfig(mode="all", train=self.train, samples=self.samples)
 
 
 def snapshot(model: nn.Module) -> dict[str, Tensor]:
@@ -79,15 +88,21 @@ def fresh_init(trained: nn.Module, arch: str, num_classes: int, in_channels: int
     return model.eval()
 
 
-@register_task("prune.lottery_ticket", LotteryTicketConfig,
-               "train, prune, rewind the survivors to their initial values, retrain; one point per round")
-def lottery_ticket(cfg: LotteryTicketConfig, ctx: RunContext) -> list[dict]:
+@prune_method("lottery_ticket", LotteryTicketConfig,
+              "train, prune, rewind the survivors to their initial values, retrain; one point per round")
+def lottery_ticket(cfg: LotteryTicketConfig, ctx: RunContext) -> list[Point]:
+    with claim(cfg, "lottery_ticket") as root:
+        return _search(cfg, ctx, root)
+
+
+def _search(cfg: LotteryTicketConfig, ctx: RunContext, root: Path | None) -> list[Point]:
     trained, meta, data, classifier = open_for_pruning(cfg)
-    model = fresh_init(trained, meta.arch, meta.num_classes, meta.in_channels, meta.image_size, meta.width, cfg.seed)
+    seed = cfg.train.seed
+    model = fresh_init(trained, meta.arch, meta.num_classes, meta.in_channels, meta.image_size, meta.width, seed)
     names = [n for n, _ in candidate_layers(model, classifier, cfg.keep_first_last)]
     layers = [(n, model.get_submodule(n)) for n in names]
     train = cfg.training()
-    steps = cfg.epochs * math.ceil(len(train_subset(data, cfg.samples).train) / cfg.batch_size)
+    steps = cfg.train.epochs * math.ceil(len(train_subset(data, cfg.samples).train) / cfg.train.batch_size)
     if cfg.rewind_step > steps:
         raise ConfigError(f"rewind_step must be at most the {steps} steps of one training run, got {cfg.rewind_step}")
     saved = snapshot(model) if cfg.rewind_step == 0 else {}
@@ -100,6 +115,7 @@ def lottery_ticket(cfg: LotteryTicketConfig, ctx: RunContext) -> list[dict]:
             saved.update(snapshot(model))
 
     targets = geometric(cfg.rate, cfg.rounds)
+    params = point_params(cfg)
     latency: bool | dict = False
     masks = None
     points = []
@@ -108,23 +124,19 @@ def lottery_ticket(cfg: LotteryTicketConfig, ctx: RunContext) -> list[dict]:
         if k > 0:
             masks = rank(names, weight_magnitudes(layers, masks), cfg.scope).masks(target)
             rewind(model, saved, masks)
-        finetune(model, data, train, classifier=classifier, masks=masks, seed=cfg.seed,
+        finetune(model, data, train, classifier=classifier, masks=masks, seed=seed,
                  progress=scaled(ctx.progress, k / (cfg.rounds + 1), (k + 1) / (cfg.rounds + 1)), cancel=ctx.cancel,
                  after_step=catch_rewind_point if k == 0 and cfg.rewind_step else None)
         if cfg.latency and latency is False:
             latency = measure_latency(model, data.test.tensors()[0][:32])
         m = measure(model, data, latency=latency)
-        params = point_params(cfg, round=k, target_sparsity=target)
-        artifact = save_variant(model, meta, cfg, f"lottery_ticket-{k}", method="lottery_ticket", params=params,
-                                by_shape=False)
-        point = make_point(m, method="lottery_ticket", params=params, stage="round", artifact=artifact,
-                           checkpoint=cfg.checkpoint, iteration=k, round=k, target_sparsity=target,
-                           scope=cfg.scope, rewound_to="initial weights" if cfg.rewind_step == 0
-                           else f"weights after {cfg.rewind_step} steps",
-                           latency_note=shared_latency_note("dense round-0")
-                           if cfg.latency else "not timed")
-        ctx.log_point(point)
-        points.append(point)
+        artifact = save_pruned(ctx, root, level_dir("iteration", k), model, meta, cfg, method="lottery_ticket",
+                               params=params, level=m.sparsity, level_name="sparsity")
+        points.append(pruning_point(
+            ctx, m, cfg, method="lottery_ticket", stage="step", params=params, level=m.sparsity,
+            level_name="sparsity", artifact=artifact, iteration=k, target_sparsity=target, scope=cfg.scope,
+            rewound_to="initial weights" if cfg.rewind_step == 0 else f"weights after {cfg.rewind_step} steps",
+            latency_note=shared_latency_note("dense round-0") if cfg.latency else "not timed"))
         ctx.progress(Progress((k + 1) / (cfg.rounds + 1), f"round {k}/{cfg.rounds}: sparsity {m.sparsity:.3f}",
                               metrics={"accuracy": m.accuracy, "sparsity": m.sparsity}))
     return points

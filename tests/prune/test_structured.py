@@ -124,28 +124,34 @@ def test_a_per_layer_ratio_prunes_only_that_layer():
         {n: c for n, c in before.items() if n != "features.1.0.0"}
 
 
-def test_structured_sweep_makes_the_teacher_smaller_faster_and_saves_reloadable_checkpoints(
-        teacher_checkpoint, tmp_path):
-    points = run_task("prune.structured", {"checkpoint": teacher_checkpoint, "ratios": [0.0, 0.5],
-                                           "out": str(tmp_path)}, RunContext())
-    dense, half = points
-    assert (dense["channel_ratio"], half["channel_ratio"]) == (0.0, 0.5)
+def test_structured_sweep_makes_the_model_smaller_and_saves_checkpoints_that_reload_from_shapes(
+        prune, digits_checkpoint, tmp_path):
+    dense, half = prune("structured", ratios=[0.0, 0.5], latency=True, out=str(tmp_path / "run"))
+    assert (dense["level"], half["level"]) == (0.0, 0.5) and dense["level_name"] == "channel_ratio"
+    assert (dense["stage"], half["stage"]) == ("baseline", "variant")
     assert half["macs"] < 0.35 * dense["macs"]  # about (1 - 0.5)^2 of the conv MACs
     assert half["params_total"] < 0.35 * dense["params_total"]
-    assert half["size_bytes"] < dense["size_bytes"]
+    assert half["size_bytes"] < dense["size_bytes"] and half["channels_kept"] == pytest.approx(0.5, abs=0.02)
     assert half["latency_ms_b32"] is not None and dense["latency_ms_b32"] is not None
     assert "different, smaller model" in half["latency_note"]
     assert half["accuracy_std"] == 0.0 and half["deterministic"]
+    assert dense["artifact"] == digits_checkpoint  # nothing removed, nothing copied
+    assert half["artifact"] == str(tmp_path / "run" / "channel_ratio-0.500")
     model, meta = load_checkpoint(half["artifact"])
     assert meta.layer_shapes == "shape"
-    assert meta.history[-1]["method"] == "structured"
+    assert (meta.lineage[-1]["method"], meta.lineage[-1]["level"]) == ("structured", 0.5)
     assert run_task("measure", {"checkpoint": half["artifact"], "latency": False},
-                    RunContext())[0]["accuracy"] == half["accuracy"]
+                    RunContext())[0].accuracy == half["accuracy"]
 
 
-def test_structured_sweep_refuses_a_bad_ratio_before_running_any_level(teacher_checkpoint):
+def test_layer_ratios_alone_make_one_pruned_variant(prune):
+    (point,) = prune("structured", layer_ratios={"features.1.0.0": 0.5})
+    assert (point["stage"], point["level"]) == ("variant", 0.0)  # level 0 elsewhere, but that layer lost channels
+    assert point["channels_kept"] < 1.0
+
+
+def test_structured_sweep_refuses_a_bad_ratio_before_running_any_level(prune):
     ctx = RunContext()
     with pytest.raises(ConfigError, match="would remove every channel"):
-        run_task("prune.structured", {"checkpoint": teacher_checkpoint, "ratios": [0.1, 0.99],
-                                      "latency": False}, ctx)
+        prune("structured", ctx, ratios=[0.1, 0.99])
     assert ctx.points == []
