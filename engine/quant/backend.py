@@ -17,7 +17,6 @@ forward so models made for different engines can coexist.
 from __future__ import annotations
 
 import copy
-import io
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -44,7 +43,7 @@ class Int8Model:
     backend: str  # what runs, in words, e.g. "int8 torch.ao FX (x86)"
     layer_groups: dict[str, int]  # prunable layer path -> scale groups, for each layer that runs in int8
     float_layers: list[str] = field(default_factory=list)  # prunable layers left in float
-    artifact: bytes = b""  # the serialised int8 model (its file size is file_bytes)
+    artifact: bytes = b""  # the int8 checkpoint's model.safetensors (its size is file_bytes)
 
     @property
     def weight_bits(self) -> dict[str, int]:
@@ -94,10 +93,11 @@ def use_engine(engine: str) -> None:
 
 
 def serialise(module: nn.Module) -> bytes:
-    """The int8 model's state_dict (int8 weights, scales, zero points) as torch.save writes it."""
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    return buf.getvalue()
+    """The int8 model as an int8 checkpoint stores it: int8 weights, scales and zero points as plain
+    tensors in safetensors (engine/quant/formats.py), nothing pickled."""
+    from engine.quant.formats import int8_bytes
+
+    return int8_bytes(module)
 
 
 def int8_layers(qmodel: nn.Module) -> dict[str, int]:

@@ -9,21 +9,27 @@ and sized are the folded ones.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from engine.config import Config, check_choice, check_range
+from engine.artifacts import SaveOptions, claim_output, default_out_dir
+from engine.checkpoint import META, WEIGHTS, CheckpointMeta, read_meta
+from engine.config import Config, check_range, param
 from engine.context import RunContext
 from engine.data import DEFAULT_ROOT, Dataset
 from engine.errors import ConfigError
-from engine.measure import measure_latency, prunable_weights
+from engine.measure import ModelForm, measure_latency, prunable_weights
+from engine.methods import register_method
+from engine.point import Point
 from engine.progress import Progress
-from engine.quant import maths
-from engine.tasks import open_checkpoint, register_task
+from engine.quant import formats, maths
+from engine.tasks import measure_point, open_checkpoint, register_task
 from engine.train import scores
 
 # ---------------------------------------------------------------- configs
@@ -33,29 +39,29 @@ from engine.train import scores
 class QuantRun(Config):
     """Settings every quantization task has: which checkpoint, and whether to time it."""
 
-    checkpoint: str = ""  # checkpoint directory to quantize
-    data_root: str = DEFAULT_ROOT  # where torchvision datasets live
-    latency: bool = True  # time the model that runs (off for quick runs: latency fields are empty)
-    seed: int = 0  # seeds calibration sampling and training
+    checkpoint: str = param("", "checkpoint directory to quantize (a float checkpoint)")
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
+    latency: bool = param(True, "time the model that runs (--no-latency: latency fields stay empty)")
+    seed: int = param(0, "seeds calibration sampling and training", lo=0, hi=2**32 - 1)
 
     def method_params(self) -> dict:
         """The settings that describe the method (what a point's `params` records)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("checkpoint", "data_root", "latency")}
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
+
+
+RUN_FIELDS = ("checkpoint", "data_root", "latency", "out", "save", "overwrite")  # where and how, not what
 
 
 @dataclass
 class SimulatedRun(QuantRun):
     """Settings of the weight quantizer used by the simulated (fake-quant) methods."""
 
-    granularity: str = "per_channel"  # per_channel (one scale per output channel) | per_tensor
-    symmetric: bool = True  # symmetric (zero point 0) or asymmetric (min..max with a zero point)
-    observer: str = "minmax"  # how the range is chosen: minmax | percentile | mse
-    percentile: float = 99.99  # the percentile observer's clipping point
-
-    def validate(self) -> None:
-        check_choice("granularity", self.granularity, maths.GRANULARITIES)
-        check_choice("observer", self.observer, maths.OBSERVERS)
-        check_range("percentile", self.percentile, 50, 100, lo_open=True)
+    granularity: str = param("per_channel", "per_channel (one scale per output channel) or per_tensor",
+                             choices=maths.GRANULARITIES)
+    symmetric: bool = param(True, "symmetric grid with zero point 0 (--no-symmetric or --asymmetric: min..max "
+                                  "with a zero point)")
+    observer: str = param("minmax", "how the range is chosen", choices=maths.OBSERVERS)
+    percentile: float = param(99.99, "the percentile observer's clipping point", lo=50, hi=100, lo_open=True)
 
     def quantizer(self) -> dict:
         """Keyword arguments for `maths.quantize_tensor`."""
@@ -67,6 +73,11 @@ class SimulatedRun(QuantRun):
         obs = f"percentile {self.percentile:g}" if self.observer == "percentile" else self.observer
         return (f"{self.granularity.replace('_', '-')} {'symmetric' if self.symmetric else 'asymmetric'} {obs}")
 
+    def scheme_meta(self) -> dict:
+        """The quantizer as a packed checkpoint's meta.quant records it."""
+        return {"granularity": self.granularity, "symmetric": self.symmetric, "observer": self.observer,
+                "percentile": self.percentile}
+
 
 def check_bits_list(name: str, bits: tuple[int, ...], lo: int = maths.MIN_BITS, hi: int = maths.MAX_BITS) -> None:
     if not bits:
@@ -77,54 +88,88 @@ def check_bits_list(name: str, bits: tuple[int, ...], lo: int = maths.MIN_BITS, 
         raise ConfigError(f"{name} lists a bit width twice: {list(bits)}")
 
 
-# ---------------------------------------------------------------- the one entry point
+# ---------------------------------------------------------------- where variants go
 
 
-@dataclass(frozen=True)
-class QuantMethod:
-    name: str  # the CLI's --method name
-    task: str  # the registered task name (and each point's `method`)
-    config: type[QuantRun]
-    run: Callable[[nn.Module, Dataset, QuantRun, RunContext], list[dict]]
-    description: str
+@dataclass
+class Output:
+    """What a run started from and where it saves its variants (root None: nothing is saved)."""
+
+    root: Path | None = None  # the claimed output directory
+    meta: CheckpointMeta | None = None  # the input checkpoint's meta: each variant's meta derives from it
+    input_checkpoint: str = ""
+    arch_shapes: dict | None = None  # the input's layer shapes, when its layers were resized
+
+    def save(self, ctx: RunContext, sub: str, weights: bytes, *, method: str, params: dict, level: float | None,
+             level_name: str, weights_format: str, quant: dict) -> str:
+        """Writes one variant as a checkpoint directory (root / sub) and returns it; '' when not saving."""
+        if self.root is None or self.meta is None:
+            return ""
+        directory = self.root / sub if sub else self.root
+        if self.arch_shapes:
+            quant = {**quant, "arch_shapes": self.arch_shapes}
+        meta = self.meta.derived(family="quantize", method=method, params=params,
+                                 input_checkpoint=self.input_checkpoint, level=level, level_name=level_name,
+                                 weights_format=weights_format, quant=quant)
+        directory.mkdir(parents=True, exist_ok=not sub)
+        (directory / WEIGHTS).write_bytes(weights)
+        (directory / META).write_text(json.dumps(meta.to_dict(), indent=2))
+        ctx.log_artifact(str(directory), "checkpoint")
+        return str(directory)
 
 
-METHODS: dict[str, QuantMethod] = {}
+# ---------------------------------------------------------------- registration and the one entry point
+
+MethodFn = Callable[[nn.Module, Dataset, QuantRun, RunContext, Output], list[Point]]
+RUNNERS: dict[type[QuantRun], MethodFn] = {}  # config class -> the method, for `quantize`
 
 
 def quant_method(name: str, config: type[QuantRun], description: str):
-    """Registers a method under its CLI name, and the task `quantize.<name>` the job runner runs.
+    """Registers a method: in the family's registry (the CLI, the listing, the forms), as the task
+    `quantize.<name>` the job runner runs, and for `quantize(model, data, config)`.
 
-    `fn(model, data, config, ctx)` gets the float model as trained; the task opens the checkpoint.
+    `fn(model, data, config, ctx, output)` gets the float model as trained; the task opens the
+    checkpoint and, for configs with SaveOptions, claims the output directory first.
     """
 
-    def add(fn: Callable[[nn.Module, Dataset, QuantRun, RunContext], list[dict]]):
+    def add(fn: MethodFn) -> MethodFn:
         task = f"quantize.{name}"
-        METHODS[name] = QuantMethod(name, task, config, fn, description)
+        RUNNERS[config] = fn
+        register_method("quantize", name, config, description, task)
 
         @register_task(task, config, description)
-        def run_from_checkpoint(cfg: QuantRun, ctx: RunContext) -> list[dict]:
+        def run_from_checkpoint(cfg: QuantRun, ctx: RunContext) -> list[Point]:
             if not cfg.checkpoint:
                 raise ConfigError("checkpoint must name a checkpoint directory")
-            model, _, data = open_checkpoint(cfg.checkpoint, cfg.data_root)
-            return fn(model, data, cfg, ctx)
+            meta = read_meta(cfg.checkpoint)
+            if not (isinstance(cfg, SaveOptions) and cfg.save):
+                model, data = _opened(cfg)
+                return fn(model, data, cfg, ctx, Output(None, meta, cfg.checkpoint))
+            out = cfg.out or default_out_dir(meta.arch, meta.dataset, f"quantize-{name}")
+            with claim_output(out, [cfg.checkpoint], cfg.overwrite, describe={"task": task}) as root:
+                model, data = _opened(cfg)
+                shapes = formats.arch_shapes(model) if meta.layer_shapes == "shape" else None
+                return fn(model, data, cfg, ctx, Output(root, meta, cfg.checkpoint, shapes))
 
         return fn
 
     return add
 
 
-def quantize(model: nn.Module, data: Dataset, config: QuantRun, ctx: RunContext | None = None) -> list[dict]:
-    """Runs the quantization method that `config`'s type names on an in-memory model."""
-    for method in METHODS.values():
-        if type(config) is method.config:
-            return method.run(model, data, config, ctx or RunContext())
-    names = ", ".join(m.config.__name__ for m in METHODS.values())
-    raise ConfigError(f"no quantization method takes a {type(config).__name__}; configs are: {names}")
+def _opened(cfg: QuantRun) -> tuple[nn.Module, Dataset]:
+    model, _, data = open_checkpoint(cfg.checkpoint, cfg.data_root)
+    return model, data
 
 
-def point_extras(cfg: QuantRun) -> dict:
-    return {"checkpoint": cfg.checkpoint} if cfg.checkpoint else {}
+def quantize(model: nn.Module, data: Dataset, config: QuantRun, ctx: RunContext | None = None,
+             output: Output | None = None) -> list[Point]:
+    """Runs the quantization method that `config`'s type names on an in-memory model (saving nothing
+    unless `output` says where)."""
+    fn = RUNNERS.get(type(config))
+    if fn is None:
+        names = ", ".join(c.__name__ for c in RUNNERS)
+        raise ConfigError(f"no quantization method takes a {type(config).__name__}; configs are: {names}")
+    return fn(model, data, config, ctx or RunContext(), output or Output(input_checkpoint=config.checkpoint))
 
 
 # ---------------------------------------------------------------- the deployable form
@@ -182,7 +227,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 class LayerWeights:
-    """The float weights of every Conv/Linear layer of a model, and quantized copies made once per
+    """The float weights of every Conv/Linear layer of a model, and their integer codes made once per
     (layer, bits), so a sweep or a search quantizes each weight once and only copies tensors after."""
 
     def __init__(self, model: nn.Module, quantizer: dict):
@@ -191,13 +236,23 @@ class LayerWeights:
         self.layers = dict(prunable_weights(model))
         self.float = {n: m.weight.detach().clone() for n, m in self.layers.items()}
         self.sizes = {n: w.numel() for n, w in self.float.items()}
-        self._cache: dict[tuple[str, int], Tensor] = {}
+        self._codes: dict[tuple[str, int], maths.Codes] = {}
+        self._values: dict[tuple[str, int], Tensor] = {}
+
+    def codes(self, name: str, bits: int) -> maths.Codes:
+        key = (name, bits)
+        if key not in self._codes:
+            self._codes[key] = maths.quantize_codes(self.float[name], bits, **self.quantizer)
+        return self._codes[key]
 
     def quantized(self, name: str, bits: int) -> Tensor:
+        """The weight as the model computes with it at `bits` (the float weight at 32)."""
+        if bits >= maths.FLOAT_BITS:
+            return self.float[name]
         key = (name, bits)
-        if key not in self._cache:
-            self._cache[key] = maths.quantize_tensor(self.float[name], bits, **self.quantizer)
-        return self._cache[key]
+        if key not in self._values:
+            self._values[key] = self.codes(name, bits).dequantize()
+        return self._values[key]
 
     def assignment(self, bits: dict[str, int] | int) -> dict[str, int]:
         return {n: bits if isinstance(bits, int) else bits.get(n, maths.FLOAT_BITS) for n in self.layers}
@@ -207,6 +262,10 @@ class LayerWeights:
         with torch.no_grad():
             for name, b in self.assignment(bits).items():
                 self.layers[name].weight.copy_(self.quantized(name, b))
+
+    def all_codes(self, bits: dict[str, int] | int) -> dict[str, maths.Codes]:
+        """The codes of every layer below 32 bits (what a packed checkpoint stores)."""
+        return {n: self.codes(n, b) for n, b in self.assignment(bits).items() if b < maths.FLOAT_BITS}
 
     def groups(self, bits: dict[str, int] | int) -> dict[str, int]:
         per_channel = self.quantizer["per_channel"]
@@ -223,14 +282,20 @@ ACT_SAMPLE = 1 << 20  # values kept per layer for the percentile and mse observe
 
 
 class ActivationQuant:
-    """Fake-quantizes the input of every Conv/Linear layer to `bits` (per tensor), with ranges
-    calibrated once on the given batches. Use as a context manager around evaluation."""
+    """Fake-quantizes the input of every Conv/Linear layer to `bits` (per tensor) within calibrated
+    ranges [lo, hi] per layer. Use as a context manager around evaluation."""
 
-    def __init__(self, model: nn.Module, bits: int, batches: list[Tensor], *, symmetric: bool, observer: str,
-                 percentile: float):
+    def __init__(self, model: nn.Module, bits: int, ranges: dict[str, tuple[Tensor, Tensor]], *, symmetric: bool):
         maths.check_bits("activation_bits", bits)
-        self.model, self.bits, self.symmetric = model, bits, symmetric
-        self.ranges: dict[str, tuple[Tensor, Tensor]] = {}
+        self.model, self.bits, self.symmetric, self.ranges = model, bits, symmetric, ranges
+        self._handles: list = []
+
+    @classmethod
+    def calibrate(cls, model: nn.Module, bits: int, batches: list[Tensor], *, symmetric: bool, observer: str,
+                  percentile: float) -> ActivationQuant:
+        """Ranges observed on the inputs each layer sees over `batches`."""
+        maths.check_bits("activation_bits", bits)
+        ranges: dict[str, tuple[Tensor, Tensor]] = {}
         samples: dict[str, list[Tensor]] = {}
         layers = prunable_weights(model)
 
@@ -240,8 +305,8 @@ class ActivationQuant:
                 step = max(1, flat.numel() // (ACT_SAMPLE // max(1, len(batches))))
                 samples.setdefault(name, []).append(flat[::step])
                 lo, hi = torch.aminmax(flat)
-                old = self.ranges.get(name)
-                self.ranges[name] = (lo, hi) if old is None else (torch.minimum(old[0], lo), torch.maximum(old[1], hi))
+                old = ranges.get(name)
+                ranges[name] = (lo, hi) if old is None else (torch.minimum(old[0], lo), torch.maximum(old[1], hi))
 
             return hook
 
@@ -255,8 +320,12 @@ class ActivationQuant:
                 h.remove()
         if observer != "minmax":
             for name, chunks in samples.items():
-                self.ranges[name] = maths.observe(torch.cat(chunks), observer, bits, symmetric, None, percentile)
-        self._handles: list = []
+                ranges[name] = maths.observe(torch.cat(chunks), observer, bits, symmetric, None, percentile)
+        return cls(model, bits, ranges, symmetric=symmetric)
+
+    def meta(self) -> dict:
+        """What a packed checkpoint's meta.quant records about it (the ranges go in the weights file)."""
+        return {"bits": self.bits, "symmetric": self.symmetric}
 
     def __enter__(self) -> ActivationQuant:
         if self.bits >= maths.FLOAT_BITS:
@@ -314,3 +383,40 @@ def report(ctx: RunContext, fraction: float, message: str, **metrics: float) -> 
     """Progress, then a cancellation check: every method calls this between evaluations."""
     ctx.progress(Progress(min(1.0, fraction), message, metrics=metrics))
     ctx.cancel.raise_if_cancelled()
+
+
+# ---------------------------------------------------------------- the point of a simulated model
+
+
+def simulated_point(ctx: RunContext, model: nn.Module, data: Dataset, weights: LayerWeights,
+                    bits: dict[str, int] | int, cfg: SimulatedRun, output: Output, *, method: str, stage: str,
+                    sub: str, level: float | None, level_name: str, latency: dict | bool, backend: str,
+                    acts: ActivationQuant | None = None, params: dict | None = None, **extra) -> Point:
+    """Measures the model with its weights at `bits` (loaded here) as the packed checkpoint it is saved as.
+
+    The packed weights are serialised in memory whether or not they are saved, so `file_bytes` is
+    the size of the low-bit file; the saved checkpoint reloads to exactly this point's accuracy."""
+    weights.apply(bits)
+    assignment = weights.assignment(bits)
+    ranges = acts.ranges if acts is not None and acts.bits < maths.FLOAT_BITS else None
+    blob = formats.packed_bytes(model, weights.all_codes(assignment), ranges)
+    params = cfg.method_params() if params is None else params
+    quant = formats.packed_quant_meta(assignment, cfg.scheme_meta(), backend,
+                                      acts.meta() if ranges is not None else None)
+    artifact = output.save(ctx, sub, blob, method=method, params=params, level=level, level_name=level_name,
+                           weights_format="packed", quant=quant)
+    runner = formats.ActivationQuantRunner(model, acts) if ranges is not None else None
+    form = ModelForm(runner=runner, backend=backend, weight_bits=assignment, quant_groups=weights.groups(assignment),
+                     simulated=True, artifact=blob)
+    return measure_point(ctx, model, data, form=form, latency=latency, family="quantize", method=method,
+                         stage=stage, params=params, level=level, level_name=level_name,
+                         input_checkpoint=output.input_checkpoint, artifact=artifact, **extra)
+
+
+def baseline_point(ctx: RunContext, model: nn.Module, data: Dataset, cfg: QuantRun, output: Output, *,
+                   method: str, latency: dict | bool, **extra) -> Point:
+    """The float model (BatchNorm folded) the run compares against: stage baseline at 32 bits, not
+    saved again (its input checkpoint holds it)."""
+    return measure_point(ctx, model, data, latency=latency, family="quantize", method=method, stage="baseline",
+                         params=cfg.method_params(), level=maths.FLOAT_BITS, level_name="bits",
+                         input_checkpoint=output.input_checkpoint, **extra)

@@ -2,7 +2,8 @@
 
 The dynamic scheme of PyTorch's quantization (as used for BERT in Zafrir et al., "Q8BERT: Quantized
 8Bit BERT", 2019): Linear weights are stored in int8 per channel, and each activation is quantized
-with a range computed at run time, so there is no calibration. Convolutions stay in float.
+with a range computed at run time, so there is no calibration. Convolutions stay in float. The run
+records the fp32 reference (baseline) and the int8 model (variant, saved as an `int8` checkpoint).
 """
 
 from __future__ import annotations
@@ -11,36 +12,34 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from engine.config import check_choice
+from engine.artifacts import SaveOptions
+from engine.config import param
 from engine.context import RunContext
 from engine.data import Dataset
+from engine.point import Point
 from engine.quant.backend import ENGINES, INT8_BACKENDS
-from engine.quant.common import QuantRun, fold_batchnorm, point_extras, quant_method, report
-from engine.quant.ptq_int8 import measure_int8
-from engine.tasks import measure_point
+from engine.quant.common import Output, QuantRun, baseline_point, fold_batchnorm, quant_method, report
+from engine.quant.ptq_int8 import int8_point
 
 
 @dataclass
-class DynamicInt8Config(QuantRun):
-    engine: str = "x86"  # quantized kernels: x86 (fbgemm, or oneDNN where faster) | onednn | qnnpack
-    backend: str = "fx"  # the int8 backend implementation (see engine/quant/backend.py)
-    out: str | None = None  # also write the int8 model (torch.save of its state_dict) to this file
-
-    def validate(self) -> None:
-        check_choice("engine", self.engine, ENGINES)
-        check_choice("backend", self.backend, INT8_BACKENDS.names())
+class DynamicInt8Config(SaveOptions, QuantRun):
+    engine: str = param("x86", "quantized kernels: x86 (fbgemm, or oneDNN where faster), onednn or qnnpack",
+                        choices=ENGINES)
+    backend: str = param("fx", "the int8 backend implementation (see engine/quant/backend.py)",
+                         choices=tuple(INT8_BACKENDS.names()))
 
 
 @quant_method("dynamic_int8", DynamicInt8Config, "dynamic int8 quantization of Linear layers")
-def dynamic_int8(model: nn.Module, data: Dataset, cfg: DynamicInt8Config, ctx: RunContext) -> list[dict]:
+def dynamic_int8(model: nn.Module, data: Dataset, cfg: DynamicInt8Config, ctx: RunContext,
+                 output: Output) -> list[Point]:
     folded = fold_batchnorm(model)
-    params = cfg.method_params()
     report(ctx, 0.0, "measuring fp32")
-    reference = measure_point(ctx, folded, data, method="dynamic_int8", params=params, stage="fp32",
-                              latency=cfg.latency, **point_extras(cfg))
+    reference = baseline_point(ctx, folded, data, cfg, output, method="dynamic_int8", latency=cfg.latency)
     report(ctx, 0.5, "quantizing Linear layers")
     int8 = INT8_BACKENDS.get(cfg.backend).dynamic(folded, cfg.engine)
-    point = measure_int8(ctx, folded, data, int8, method="dynamic_int8", params=params, stage="int8",
-                         latency=cfg.latency, out=cfg.out, float_expected=True, **point_extras(cfg))
+    point = int8_point(ctx, folded, data, int8, output, method="dynamic_int8", params=cfg.method_params(),
+                       mode="dynamic", engine=cfg.engine, backend=cfg.backend, latency=cfg.latency,
+                       float_expected=True)
     report(ctx, 1.0, "done")
     return [reference, point]

@@ -4,75 +4,77 @@ Uniform quantization (Jacob et al., CVPR 2018) simulated in float, swept over th
 greedy path-following study (seed 003): [2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 26, 32]. Weights are
 quantized once per width from a cached float copy; evaluation reuses the split's cached tensors;
 latency is that of the float model that actually runs, timed once, and every point says simulated.
+Each width below 32 is a variant saved as a `packed` checkpoint (its codes bit-packed at that
+width, so file_bytes is the size of a real low-bit file); 32 bits is the float baseline.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from torch import nn
 
-from engine.config import check_range
+from engine.artifacts import SaveOptions, level_dir
+from engine.config import param
 from engine.context import RunContext
 from engine.data import Dataset
-from engine.measure import ModelForm
+from engine.point import Point
 from engine.quant import maths
 from engine.quant.common import (
     ActivationQuant,
     LayerWeights,
+    Output,
     SimulatedRun,
+    baseline_point,
     calibration_batches,
     check_bits_list,
     float_latency,
     fold_batchnorm,
-    point_extras,
     quant_method,
     report,
     simulated_backend,
+    simulated_point,
 )
-from engine.tasks import measure_point
 
 
 @dataclass
-class FakeQuantConfig(SimulatedRun):
-    bits: tuple[int, ...] = maths.SWEEP_BITS  # weight widths to sweep, each in [2, 32]; 32 = float
-    activation_bits: int | None = None  # also fake-quantize each layer's input at this width; None = float
-    calib_batches: int = 10  # batches that calibrate the activation ranges (only with activation_bits)
-    calib_batch_size: int = 32
+class FakeQuantConfig(SaveOptions, SimulatedRun):
+    bits: tuple[int, ...] = param(maths.SWEEP_BITS, "weight widths to sweep, each in [2, 32]; 32 = float")
+    activation_bits: int | None = param(None, "also fake-quantize each layer's input at this width (default: "
+                                              "float inputs)", lo=maths.MIN_BITS, hi=maths.MAX_BITS)
+    calib_batches: int = param(10, "batches that calibrate the activation ranges (only with --activation-bits)",
+                               lo=1, hi=10_000)
+    calib_batch_size: int = param(32, "images per calibration batch", lo=1, hi=4096)
 
     def validate(self) -> None:
-        super().validate()
         check_bits_list("bits", self.bits)
-        if self.activation_bits is not None:
-            maths.check_bits("activation_bits", self.activation_bits)
-        check_range("calib_batches", self.calib_batches, 1, 10_000)
-        check_range("calib_batch_size", self.calib_batch_size, 1, 4096)
 
 
 @quant_method("fake", FakeQuantConfig, "simulated quantization sweep: accuracy and size at each bit width")
-def fake_quant_sweep(model: nn.Module, data: Dataset, cfg: FakeQuantConfig, ctx: RunContext) -> list[dict]:
+def fake_quant_sweep(model: nn.Module, data: Dataset, cfg: FakeQuantConfig, ctx: RunContext,
+                     output: Output) -> list[Point]:
     model = fold_batchnorm(model)
     latency = float_latency(model, data, cfg.latency)
     acts = None
-    if cfg.activation_bits is not None:
-        acts = ActivationQuant(model, cfg.activation_bits,
-                               calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed),
-                               symmetric=cfg.symmetric, observer=cfg.observer, percentile=cfg.percentile)
+    if cfg.activation_bits is not None and cfg.activation_bits < maths.FLOAT_BITS:
+        acts = ActivationQuant.calibrate(model, cfg.activation_bits,
+                                         calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed),
+                                         symmetric=cfg.symmetric, observer=cfg.observer, percentile=cfg.percentile)
     weights = LayerWeights(model, cfg.quantizer())
     ctx.log_event(f"fake-quant sweep over {list(cfg.bits)} bits, {cfg.scheme()}, "
                   f"{len(weights.layers)} layers (BatchNorm folded)")
     points = []
     for i, bits in enumerate(cfg.bits):
         report(ctx, i / len(cfg.bits), f"{bits}-bit weights")
-        weights.apply(bits)
-        simulated = bits < maths.FLOAT_BITS or (acts is not None and cfg.activation_bits < maths.FLOAT_BITS)
-        form = ModelForm(backend=simulated_backend(f"int{bits}", cfg.activation_bits) if simulated else "fp32 eager",
-                         weight_bits=bits, quant_groups=weights.groups(bits), simulated=simulated)
-        params = {**cfg.method_params(), "sweep": list(cfg.bits), "bits": bits, "scheme": cfg.scheme()}
-        with acts if acts is not None else nullcontext():
-            points.append(measure_point(ctx, model, data, method="fake", params=params, form=form,
-                                        stage=f"{bits}bit", latency=latency, **point_extras(cfg)))
+        if bits >= maths.FLOAT_BITS and acts is None:
+            weights.apply(maths.FLOAT_BITS)
+            points.append(baseline_point(ctx, model, data, cfg, output, method="fake", latency=latency,
+                                         scheme=cfg.scheme()))
+            continue
+        backend = simulated_backend(f"int{bits}" if bits < maths.FLOAT_BITS else "fp32", cfg.activation_bits)
+        points.append(simulated_point(ctx, model, data, weights, bits, cfg, output, method="fake", stage="variant",
+                                      sub=level_dir("bits", bits), level=bits, level_name="bits", latency=latency,
+                                      backend=backend, acts=acts, scheme=cfg.scheme()))
     weights.apply(maths.FLOAT_BITS)
     report(ctx, 1.0, "done")
     return points

@@ -19,6 +19,7 @@ NeurIPS 2019). 32 bits means float: nothing is quantized.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -138,17 +139,55 @@ def observe(x: Tensor, observer: str, bits: int, symmetric: bool, axis: int | No
     raise ConfigError(f"observer must be one of {', '.join(OBSERVERS)}; got {observer!r}")
 
 
+@dataclass(frozen=True)
+class Codes:
+    """A tensor quantized to integers: x_hat = (codes - zero_point) * scale, per channel along `axis`."""
+
+    codes: Tensor  # int64, the tensor's shape, each in [qmin, qmax]
+    scale: Tensor  # float32, [groups] (1 group per tensor, or one per channel along axis)
+    zero_point: Tensor  # int64, [groups]
+    axis: int | None  # the channel axis, or None per tensor
+    bits: int
+    qmin: int
+
+    def dequantize(self) -> Tensor:
+        return dequantize(self.codes, self.scale, self.zero_point, self.axis)
+
+
+def quantize_codes(x: Tensor, bits: int, *, symmetric: bool = True, per_channel: bool = True,
+                   observer: str = "minmax", percentile: float = 99.99) -> Codes:
+    """The integer codes of x at `bits` (channels along axis 0 when per_channel), with their qparams.
+
+    The codes are rounded as `fake_quantize` rounds, then clamped in integers (at 25 bits and more a
+    float32 bound is not exact), so `dequantize` of the codes is what every method evaluates and
+    what a packed checkpoint reloads, bit for bit."""
+    check_bits("bits", bits, MIN_BITS, FLOAT_BITS - 1)
+    axis = 0 if per_channel and x.dim() > 1 else None
+    lo, hi = observe(x, observer, bits, symmetric, axis, percentile)
+    scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
+    qmin, qmax = int_range(bits, symmetric)
+    s = _broadcast(scale, x, axis)
+    z = _broadcast(zero_point, x, axis).to(x.dtype)
+    q = torch.clamp(torch.round(x.detach() * (1.0 / s)) + z, qmin, qmax).to(torch.int64).clamp(qmin, qmax)
+    return Codes(q, scale.reshape(-1), zero_point.reshape(-1), axis, bits, qmin)
+
+
+def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None) -> Tensor:
+    """(codes - zero_point) * scale in float32, computed exactly as `fake_quantize` computes it."""
+    q = codes.to(torch.float32)
+    if axis is None:
+        return (q - zero_point.reshape(()).to(torch.float32)) * scale.reshape(())
+    return (q - _broadcast(zero_point, q, axis).to(torch.float32)) * _broadcast(scale, q, axis)
+
+
 def quantize_tensor(x: Tensor, bits: int, *, symmetric: bool = True, per_channel: bool = True,
                     observer: str = "minmax", percentile: float = 99.99) -> Tensor:
     """x fake-quantized to `bits` (channels along axis 0 when per_channel); 32 bits returns x."""
     check_bits("bits", bits)
     if bits >= FLOAT_BITS:
         return x
-    axis = 0 if per_channel and x.dim() > 1 else None
-    lo, hi = observe(x, observer, bits, symmetric, axis, percentile)
-    scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
-    qmin, qmax = int_range(bits, symmetric)
-    return fake_quantize(x, scale, zero_point, qmin, qmax, axis)
+    return quantize_codes(x, bits, symmetric=symmetric, per_channel=per_channel, observer=observer,
+                          percentile=percentile).dequantize()
 
 
 def scale_groups(weight: Tensor, bits: int, per_channel: bool) -> int:

@@ -13,39 +13,39 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from engine.config import check_range
+from engine.artifacts import SaveOptions, level_dir
+from engine.config import param
 from engine.context import RunContext
 from engine.data import Dataset
-from engine.measure import ModelForm, measure
+from engine.point import Point
 from engine.quant import maths
 from engine.quant.common import (
     LayerWeights,
+    Output,
     SimulatedRun,
     check_bits_list,
     evaluate_tensors,
     float_latency,
     fold_batchnorm,
-    point_extras,
     quant_method,
     report,
     simulated_backend,
+    simulated_point,
 )
-from engine.tasks import make_point
 
 
 @dataclass
-class MixedPrecisionConfig(SimulatedRun):
-    bits: tuple[int, ...] = (8, 6, 5, 4, 3, 2)  # the width ladder; every layer starts at the highest
-    max_accuracy_drop: float = 0.01  # stop before validation accuracy falls more than this (0.01 = 1 point)
-    target_bits: float = 2.0  # or stop once the average weight width is at or below this
-    val_samples: int = 500  # validation images the search evaluates on (the first n of data.val)
+class MixedPrecisionConfig(SaveOptions, SimulatedRun):
+    bits: tuple[int, ...] = param((8, 6, 5, 4, 3, 2), "the width ladder; every layer starts at the highest")
+    max_accuracy_drop: float = param(0.01, "stop before validation accuracy falls more than this (0.01 = 1 point)",
+                                     lo=0, hi=1, flag="max-drop")
+    target_bits: float = param(2.0, "or stop once the average weight width is at or below this",
+                               lo=maths.MIN_BITS, hi=maths.MAX_BITS)
+    val_samples: int = param(500, "validation images the search evaluates on (the first n of the split)",
+                             lo=1, hi=1_000_000)
 
     def validate(self) -> None:
-        super().validate()
         check_bits_list("bits", self.bits)
-        check_range("max_accuracy_drop", self.max_accuracy_drop, 0, 1)
-        check_range("target_bits", self.target_bits, maths.MIN_BITS, maths.MAX_BITS)
-        check_range("val_samples", self.val_samples, 1, 1_000_000)
 
 
 def next_lower(ladder: list[int], bits: int) -> int | None:
@@ -55,8 +55,8 @@ def next_lower(ladder: list[int], bits: int) -> int | None:
 
 
 @quant_method("mixed", MixedPrecisionConfig, "greedy layer-wise mixed precision: a path of bits vs accuracy")
-def greedy_mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionConfig,
-                           ctx: RunContext) -> list[dict]:
+def greedy_mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionConfig, ctx: RunContext,
+                           output: Output) -> list[Point]:
     model = fold_batchnorm(model)
     latency = float_latency(model, data, cfg.latency)
     weights = LayerWeights(model, cfg.quantizer())
@@ -72,18 +72,13 @@ def greedy_mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionC
         weights.apply(bits)
         return evaluate_tensors(model, x_val, y_val)
 
-    def record(step: int, val: dict[str, float], lowered: str | None) -> dict:
-        weights.apply(assignment)
+    def record(step: int, val: dict[str, float], lowered: str | None) -> Point:
         avg = weights.average_bits(assignment)
-        form = ModelForm(backend=simulated_backend("mixed-precision"), weight_bits=dict(assignment),
-                         quant_groups=weights.groups(assignment), simulated=True)
-        m = measure(model, data, form, latency=latency)
-        point = make_point(m, method="mixed", stage=f"step {step}",
-                           params={**cfg.method_params(), "step": step, "bits_per_layer": dict(assignment)},
-                           step=step, average_bits=avg, lowered=lowered, val_accuracy=val["accuracy"],
-                           val_loss=val["loss"], **point_extras(cfg))
-        ctx.log_point(point)
-        return point
+        return simulated_point(ctx, model, data, weights, dict(assignment), cfg, output, method="mixed",
+                               stage="step", sub=level_dir("step", step), level=avg, level_name="average_bits",
+                               latency=latency, backend=simulated_backend("mixed-precision"), step=step,
+                               bits_per_layer=dict(assignment), lowered=lowered, val_accuracy=val["accuracy"],
+                               val_loss=val["loss"])
 
     start = evaluate(assignment)
     points = [record(0, start, None)]

@@ -4,39 +4,43 @@ Jacob et al., "Quantization and Training of Neural Networks for Efficient Intege
 Inference" (CVPR 2018), with the straight-through estimator of Bengio et al. (2013). BatchNorm is
 folded first, so the weights trained on the grid are the weights deployed. Every Conv/Linear weight
 is fake-quantized in the forward pass through `torch.nn.utils.parametrize`; the gradient reaches
-the float weights through rounding unchanged. The run records PTQ at the same width (the baseline
-QAT must beat) and the QAT result; at 8 bits the trained model is also converted to the real int8
-model by the int8 backend.
+the float weights through rounding unchanged. The run records the fp32 model (baseline), PTQ at the same width
+(the variant QAT must beat; `kind` ptq), optionally a float fine-tune then PTQ (`kind`
+finetune_ptq), and the QAT result (`kind` qat), each saved as a `packed` checkpoint; at 8 bits the
+trained model is also converted to the real int8 model (`kind` qat_int8, an `int8` checkpoint).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from engine.config import check_choice, check_range
+from engine.artifacts import SaveOptions, level_dir
+from engine.config import param
 from engine.context import RunContext
 from engine.data import Dataset
-from engine.measure import ModelForm, prunable_weights
+from engine.measure import prunable_weights
+from engine.point import Point
 from engine.progress import scaled
 from engine.quant import maths
 from engine.quant.backend import ENGINES, INT8_BACKENDS
 from engine.quant.common import (
     LayerWeights,
+    Output,
     SimulatedRun,
+    baseline_point,
     calibration_batches,
     float_latency,
     fold_batchnorm,
-    point_extras,
     quant_method,
     report,
     simulated_backend,
+    simulated_point,
 )
-from engine.quant.ptq_int8 import measure_int8
-from engine.tasks import measure_point
+from engine.quant.ptq_int8 import int8_point
 from engine.train import TrainConfig, fit
 
 
@@ -47,22 +51,15 @@ def default_qat_training() -> TrainConfig:
 
 
 @dataclass
-class QATConfig(SimulatedRun):
-    bits: int = 4  # the weight width trained for, in [2, 8]
-    train: TrainConfig = field(default_factory=default_qat_training)  # the fine-tune (epochs E, lr, ...)
-    engine: str = "x86"  # at 8 bits: the int8 engine the result is converted for
-    backend: str = "fx"  # at 8 bits: the int8 backend
-    calib_batches: int = 10  # at 8 bits: batches that calibrate the int8 activation ranges
-    calib_batch_size: int = 32
-    control: bool = False  # also fine-tune in float for the same epochs, then PTQ: separates QAT from more training
-
-    def validate(self) -> None:
-        super().validate()
-        maths.check_bits("bits", self.bits, 2, 8)
-        check_choice("engine", self.engine, ENGINES)
-        check_choice("backend", self.backend, INT8_BACKENDS.names())
-        check_range("calib_batches", self.calib_batches, 1, 10_000)
-        check_range("calib_batch_size", self.calib_batch_size, 1, 4096)
+class QATConfig(SaveOptions, SimulatedRun):
+    bits: int = param(4, "the weight width trained for", lo=2, hi=8)
+    train: TrainConfig = param(default_factory=default_qat_training)  # the fine-tune: 1 epoch at lr 0.001
+    engine: str = param("x86", "at 8 bits: the int8 engine the result is converted for", choices=ENGINES)
+    backend: str = param("fx", "at 8 bits: the int8 backend", choices=tuple(INT8_BACKENDS.names()))
+    calib_batches: int = param(10, "at 8 bits: batches that calibrate the int8 activation ranges", lo=1, hi=10_000)
+    calib_batch_size: int = param(32, "images per calibration batch", lo=1, hi=4096)
+    control: bool = param(False, "also fine-tune in float for the same epochs, then PTQ: separates QAT from "
+                                 "more training")
 
 
 class FakeQuantWeight(nn.Module):
@@ -90,38 +87,36 @@ def bake_fake_quant(layers: list[nn.Module]) -> None:
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
 
 
-def ptq_point(ctx: RunContext, model: nn.Module, data: Dataset, cfg: QATConfig, form: ModelForm,
-              latency: dict | bool, stage: str) -> dict:
-    """The model's weights quantized to cfg.bits without training (the model is left as it was)."""
+def quantized_point(ctx: RunContext, model: nn.Module, data: Dataset, cfg: QATConfig, output: Output,
+                    latency: dict | bool, kind: str, **extra) -> Point:
+    """The model's weights quantized to cfg.bits (and saved packed); the model is left as it was."""
     weights = LayerWeights(model, cfg.quantizer())
-    weights.apply(cfg.bits)
     try:
-        return measure_point(ctx, model, data, method="qat", params=cfg.method_params(), form=form,
-                             stage=stage, latency=latency, **point_extras(cfg))
+        return simulated_point(ctx, model, data, weights, cfg.bits, cfg, output, method="qat", stage="variant",
+                               sub=f"{kind}-{level_dir('bits', cfg.bits)}", level=cfg.bits, level_name="bits",
+                               latency=latency, backend=simulated_backend(f"int{cfg.bits}"), kind=kind, **extra)
     finally:
         weights.apply(maths.FLOAT_BITS)
 
 
 @quant_method("qat", QATConfig, "quantization-aware training at 2-8 bits (8 bits converts to int8)")
-def quantization_aware_training(model: nn.Module, data: Dataset, cfg: QATConfig, ctx: RunContext) -> list[dict]:
+def quantization_aware_training(model: nn.Module, data: Dataset, cfg: QATConfig, ctx: RunContext,
+                                output: Output) -> list[Point]:
     model = fold_batchnorm(model)
     latency = float_latency(model, data, cfg.latency)
-    params = cfg.method_params()
-    quantizer = cfg.quantizer()
-    form = ModelForm(backend=simulated_backend(f"int{cfg.bits}"), weight_bits=cfg.bits, simulated=True,
-                     quant_groups=LayerWeights(model, quantizer).groups(cfg.bits))
-
-    report(ctx, 0.0, f"PTQ at {cfg.bits} bits")
-    baseline = ptq_point(ctx, model, data, cfg, form, latency, "ptq")
-    points = [baseline]
+    report(ctx, 0.0, "measuring fp32")
+    points = [baseline_point(ctx, model, data, cfg, output, method="qat", latency=latency)]
+    report(ctx, 0.02, f"PTQ at {cfg.bits} bits")
+    ptq = quantized_point(ctx, model, data, cfg, output, latency, "ptq")
+    points.append(ptq)
     if cfg.control:
         ctx.log_event(f"control: fine-tuning in float for {cfg.train.epochs} epoch(s), then PTQ")
         tuned = copy.deepcopy(model)
         fit(tuned, data, cfg.train, progress=scaled(ctx.progress, 0.02, 0.45), cancel=ctx.cancel)
-        points.append(ptq_point(ctx, tuned, data, cfg, form, latency, "finetune_ptq"))
+        points.append(quantized_point(ctx, tuned, data, cfg, output, latency, "finetune_ptq"))
 
     ctx.log_event(f"QAT: fine-tuning {cfg.train.epochs} epoch(s) with {cfg.bits}-bit weights, {cfg.scheme()}")
-    layers = add_fake_quant(model, cfg.bits, quantizer)
+    layers = add_fake_quant(model, cfg.bits, cfg.quantizer())
     try:
         history = fit(model, data, cfg.train, progress=scaled(ctx.progress, 0.45 if cfg.control else 0.05, 0.85),
                       cancel=ctx.cancel)
@@ -130,14 +125,14 @@ def quantization_aware_training(model: nn.Module, data: Dataset, cfg: QATConfig,
     for row in history:
         ctx.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     report(ctx, 0.85, "measuring QAT model")
-    trained = measure_point(ctx, model, data, method="qat", params=params, form=form, stage="qat",
-                            latency=latency, ptq_accuracy=baseline["accuracy"], **point_extras(cfg))
-    points.append(trained)
+    # the baked weights lie on the grid; quantizing them again gives the codes the checkpoint stores
+    points.append(quantized_point(ctx, model, data, cfg, output, latency, "qat", ptq_accuracy=ptq.accuracy))
     if cfg.bits == 8:
         report(ctx, 0.9, "converting to int8")
         batches = calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed)
         int8 = INT8_BACKENDS.get(cfg.backend).static(model, batches, cfg.engine, ctx.cancel)
-        points.append(measure_int8(ctx, model, data, int8, method="qat", params=params, stage="qat_int8",
-                                   latency=cfg.latency, **point_extras(cfg)))
+        points.append(int8_point(ctx, model, data, int8, output, method="qat", params=cfg.method_params(),
+                                 mode="static", engine=cfg.engine, backend=cfg.backend, latency=cfg.latency,
+                                 sub=f"qat_int8-{level_dir('bits', 8)}", kind="qat_int8"))
     report(ctx, 1.0, "done")
     return points

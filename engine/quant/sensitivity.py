@@ -11,56 +11,57 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from engine.config import param
 from engine.context import RunContext
 from engine.data import Dataset
 from engine.measure import ModelForm, measure
+from engine.point import Point
 from engine.quant import maths
 from engine.quant.common import (
     LayerWeights,
+    Output,
     SimulatedRun,
+    baseline_point,
     check_bits_list,
     float_latency,
     fold_batchnorm,
-    point_extras,
     quant_method,
     report,
     simulated_backend,
 )
-from engine.tasks import make_point, measure_point
+from engine.tasks import make_point
 
 
 @dataclass
 class SensitivityConfig(SimulatedRun):
-    bits: tuple[int, ...] = (2, 4)  # widths each layer is tried at, alone, each in [2, 32]
+    bits: tuple[int, ...] = param((2, 4), "widths each layer is tried at, alone, each in [2, 32]")
 
     def validate(self) -> None:
-        super().validate()
         check_bits_list("bits", self.bits)
 
 
-@quant_method("sensitivity", SensitivityConfig, "per-layer sensitivity: one layer at a time at b bits")
-def layer_sensitivity(model: nn.Module, data: Dataset, cfg: SensitivityConfig, ctx: RunContext) -> list[dict]:
+@quant_method("sensitivity", SensitivityConfig, "per-layer sensitivity: one layer at a time at b bits (no artifacts)")
+def layer_sensitivity(model: nn.Module, data: Dataset, cfg: SensitivityConfig, ctx: RunContext,
+                      output: Output) -> list[Point]:
     model = fold_batchnorm(model)
     latency = float_latency(model, data, cfg.latency)
     weights = LayerWeights(model, cfg.quantizer())
-    base = cfg.method_params()
+    params = cfg.method_params()
     report(ctx, 0.0, "fp32 reference")
-    reference = measure_point(ctx, model, data, method="sensitivity",
-                              params={**base, "layer": None, "layer_bits": maths.FLOAT_BITS}, stage="fp32",
-                              latency=latency, layer=None, layer_bits=maths.FLOAT_BITS, accuracy_drop=0.0,
-                              **point_extras(cfg))
+    reference = baseline_point(ctx, model, data, cfg, output, method="sensitivity", latency=latency, layer="",
+                               accuracy_drop=0.0)
     points = [reference]
     runs = [(name, b) for name in weights.layers for b in cfg.bits]
     for i, (name, bits) in enumerate(runs):
         report(ctx, (i + 1) / (len(runs) + 1), f"{name} at {bits} bits")
         assignment = {name: bits}
         weights.apply(assignment)
-        form = ModelForm(backend=simulated_backend(f"int{bits} {name}"), weight_bits=assignment,
+        form = ModelForm(backend=simulated_backend(f"int{bits} {name}"), weight_bits=weights.assignment(assignment),
                          quant_groups=weights.groups(assignment), simulated=bits < maths.FLOAT_BITS)
         m = measure(model, data, form, latency=latency)
-        point = make_point(m, method="sensitivity", params={**base, "layer": name, "layer_bits": bits},
-                           stage=f"{name}@{bits}", layer=name, layer_bits=bits,
-                           accuracy_drop=reference["accuracy"] - m.accuracy, **point_extras(cfg))
+        point = make_point(m, family="quantize", method="sensitivity", stage="variant", params=params, level=bits,
+                           level_name="bits", input_checkpoint=output.input_checkpoint, layer=name,
+                           accuracy_drop=reference.accuracy - m.accuracy)
         ctx.log_point(point)
         points.append(point)
     weights.apply(maths.FLOAT_BITS)

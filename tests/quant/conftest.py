@@ -22,7 +22,7 @@ class RecordingContext(RunContext):
     def progress(self, p) -> None:
         self.fractions.append(p.fraction)
 
-    def log_point(self, point: dict) -> None:
+    def log_point(self, point) -> None:
         super().log_point(point)
         if self.cancel_after_points is not None and len(self.points) >= self.cancel_after_points:
             self.cancel.cancel()
@@ -66,8 +66,45 @@ def digits_checkpoint(tmp_path_factory) -> str:
     from engine.tasks import TrainTask, run_task
     from engine.train import TrainConfig
 
-    out = str(tmp_path_factory.mktemp("quant-digits"))
+    out = str(tmp_path_factory.mktemp("quant-digits") / "cnn_s")
     run_task("train", TrainTask(dataset="digits", model="cnn_s", out=out, latency=False,
                                 train=TrainConfig(epochs=1, lr=0.05)), RunContext())
     return out
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(tmp_path_factory) -> str:
+    """cnn_l trained 2 epochs on mnist5k, as tests/conftest.py makes it, but into a directory that does
+    not exist yet (training refuses to write into an existing one; tests/conftest.py still passes mktemp's)."""
+    from engine.tasks import TrainTask, run_task
+    from engine.train import TrainConfig
+
+    out = str(tmp_path_factory.mktemp("quant-teacher") / "cnn_l")
+    run_task("train", TrainTask(dataset="mnist5k", model="cnn_l", out=out, latency=False,
+                                train=TrainConfig(epochs=2, seed=0)), RunContext())
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_fake_run(digits_checkpoint, tmp_path_factory):
+    """`quantize.fake` at 2, 4 and 32 bits on the digits checkpoint, saved: (points, out directory)."""
+    out = str(tmp_path_factory.mktemp("quant-fake") / "run")
+    points = run_task_quietly("quantize.fake", {"checkpoint": digits_checkpoint, "bits": [2, 4, 32],
+                                                "latency": False, "out": out})
+    return points, out
+
+
+@pytest.fixture(scope="session")
+def digits_int8_run(digits_checkpoint, tmp_path_factory):
+    """`quantize.ptq_int8` on the digits checkpoint, saved: (points, out directory)."""
+    out = str(tmp_path_factory.mktemp("quant-int8") / "run")
+    points = run_task_quietly("quantize.ptq_int8", {"checkpoint": digits_checkpoint, "calib_batches": 2,
+                                                    "latency": False, "out": out})
+    return points, out
+
+
+def run_task_quietly(name: str, recipe: dict):
+    from engine.tasks import run_task
+
+    return run_task(name, recipe, RunContext())
 

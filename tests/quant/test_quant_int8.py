@@ -25,11 +25,11 @@ def small(digits_checkpoint):
     return model, data
 
 
-def test_int8_ptq_of_the_default_cnn_keeps_accuracy_within_one_point(teacher, ctx, latency_spy, tmp_path):
+def test_int8_ptq_of_the_default_cnn_keeps_accuracy_within_one_point(teacher, ctx, latency_spy):
     model, data = teacher
-    out = tmp_path / "int8.pt"
-    fp32, int8 = quantize(model, data, PTQInt8Config(latency=True, out=str(out)), ctx)
-    assert fp32["stage"] == "fp32" and int8["stage"] == "int8"
+    fp32, int8 = [p.to_dict() for p in quantize(model, data, PTQInt8Config(latency=True), ctx)]
+    assert (fp32["stage"], fp32["level"]) == ("baseline", 32) and (int8["stage"], int8["level"]) == ("variant", 8)
+    assert int8["level_name"] == "bits" and int8["artifact"] == ""  # in memory: nothing saved
     assert fp32["accuracy"] > 0.9
     assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.01
     # latency was timed on what ran: the float model for fp32, the int8 runner for int8
@@ -37,8 +37,7 @@ def test_int8_ptq_of_the_default_cnn_keeps_accuracy_within_one_point(teacher, ct
     assert not any(isinstance(m, nn.Conv2d) for m in latency_spy[1].modules())
     assert int8["latency_ms_b1"] > 0 and int8["latency_ms_b32"] > 0
     assert int8["backend"] == "int8 torch.ao FX (x86) cpu" and not int8["simulated"]
-    # file_bytes is the saved int8 model, about a quarter of the fp32 file
-    assert int8["file_bytes"] == out.stat().st_size
+    # file_bytes is the int8 checkpoint's weights file, about a quarter of the fp32 file
     assert int8["file_bytes"] < fp32["file_bytes"] / 3
     assert int8["bits"] == 8.0 and int8["int8_layers"] == 6 and int8["float_layers"] == []
     assert int8["size_bytes"] < fp32["size_bytes"] / 3.5
@@ -53,15 +52,15 @@ def test_qnnpack_engine_converts_too(small, ctx):
         assert torch.backends.quantized.engine == "qnnpack"  # the runner set the engine it was made for
     finally:
         torch.backends.quantized.engine = before
-    assert int8["backend"] == "int8 torch.ao FX (qnnpack) cpu"
-    assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
+    assert int8.measurement.backend == "int8 torch.ao FX (qnnpack) cpu"
+    assert abs(fp32.accuracy - int8.accuracy) <= 0.02
 
 
 def test_onednn_engine_converts_too(small, ctx):
     model, data = small
     fp32, int8 = quantize(model, data, PTQInt8Config(engine="onednn", calib_batches=4, latency=False), ctx)
-    assert int8["backend"] == "int8 torch.ao FX (onednn) cpu"
-    assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
+    assert int8.measurement.backend == "int8 torch.ao FX (onednn) cpu"
+    assert abs(fp32.accuracy - int8.accuracy) <= 0.02
 
 
 def test_conv_and_relu_are_fused_after_batchnorm_is_folded(small):
@@ -94,7 +93,7 @@ def test_folding_batchnorm_keeps_the_outputs_and_the_layer_names(teacher):
 
 def test_dynamic_int8_quantizes_the_linear_layers_only(small, ctx):
     model, data = small
-    fp32, dyn = quantize(model, data, DynamicInt8Config(latency=False), ctx)
+    fp32, dyn = [p.to_dict() for p in quantize(model, data, DynamicInt8Config(latency=False), ctx)]
     assert dyn["backend"] == "fp32 eager + dynamic int8 Linear (x86) cpu"
     assert dyn["int8_layers"] == 1 and dyn["float_layers"] == [n for n, m in model.named_modules()
                                                                if isinstance(m, nn.Conv2d)]
@@ -131,7 +130,7 @@ def test_a_model_the_backend_cannot_convert_gets_a_clear_error(digits, ctx):
 
 def test_or_a_recorded_fallback_to_dynamic_int8(digits, ctx):
     cfg = PTQInt8Config(latency=False, calib_batches=1, fallback="dynamic_int8")
-    fp32, point = quantize(DataDependentHead(), digits, cfg, ctx)
+    fp32, point = [p.to_dict() for p in quantize(DataDependentHead(), digits, cfg, ctx)]
     assert point["backend"] == "fp32 eager + dynamic int8 Linear (x86) (fallback: static int8 failed) cpu"
     assert "cannot trace" in point["params"]["fallback_reason"]
     assert point["float_layers"] == ["conv"] and point["int8_layers"] == 1

@@ -20,8 +20,10 @@ from engine.train import TrainConfig, fit
 def test_qat_at_4_bits_beats_ptq_at_4_bits_on_the_default_model(teacher_checkpoint, ctx):
     model, _, data = open_checkpoint(teacher_checkpoint)
     data = dataclasses.replace(data, train=data.calibration(1500, seed=1))  # one short epoch keeps this fast
-    ptq, qat = quantize(model, data, QATConfig(bits=4, latency=False), ctx)
-    assert (ptq["stage"], qat["stage"]) == ("ptq", "qat")
+    fp32, ptq, qat = [p.to_dict() for p in quantize(model, data, QATConfig(bits=4, latency=False), ctx)]
+    assert (fp32["stage"], fp32["level"]) == ("baseline", 32) and not fp32["simulated"]
+    assert (ptq["stage"], ptq["kind"], qat["stage"], qat["kind"]) == ("variant", "ptq", "variant", "qat")
+    assert ptq["level"] == qat["level"] == 4 and ptq["level_name"] == "bits"
     assert ptq["bits"] == qat["bits"] == 4 and ptq["size_bytes"] == qat["size_bytes"]
     assert qat["simulated"] and "simulated int4 weights" in qat["backend"]
     assert qat["accuracy"] > ptq["accuracy"], (ptq["accuracy"], qat["accuracy"])
@@ -46,17 +48,18 @@ def test_trained_weights_end_on_the_4_bit_grid(digits_checkpoint):
 def test_qat_at_8_bits_converts_to_the_real_int8_model(digits_checkpoint, ctx):
     model, _, data = open_checkpoint(digits_checkpoint)
     cfg = QATConfig(bits=8, latency=False, calib_batches=2, train=TrainConfig(epochs=1, lr=0.001, weight_decay=0.0))
-    points = quantize(model, data, cfg, ctx)
-    assert [p["stage"] for p in points] == ["ptq", "qat", "qat_int8"]
-    int8 = points[-1]
-    assert not int8["simulated"] and int8["backend"] == "int8 torch.ao FX (x86) cpu"
-    assert int8["file_bytes"] < points[1]["file_bytes"] / 2.5
-    assert abs(int8["accuracy"] - points[1]["accuracy"]) <= 0.02
+    points = [p.to_dict() for p in quantize(model, data, cfg, ctx)]
+    assert [p["stage"] for p in points] == ["baseline", "variant", "variant", "variant"]
+    assert [p.get("kind") for p in points] == [None, "ptq", "qat", "qat_int8"]
+    fp32, qat, int8 = points[0], points[2], points[-1]
+    assert not int8["simulated"] and int8["backend"] == "int8 torch.ao FX (x86) cpu" and int8["level"] == 8
+    assert int8["file_bytes"] < fp32["file_bytes"] / 2.5
+    assert abs(int8["accuracy"] - qat["accuracy"]) <= 0.02
 
 
 def test_qat_can_be_cancelled_mid_training(digits_checkpoint, cancelling_ctx):
     model, _, data = open_checkpoint(digits_checkpoint)
-    ctx = cancelling_ctx(1)  # cancel once the PTQ baseline is logged
+    ctx = cancelling_ctx(2)  # cancel once the fp32 baseline and the PTQ variant are logged
     before = [p.clone() for p in model.parameters()]
     with pytest.raises(Cancelled):
         quantize(model, data, QATConfig(bits=4, latency=False), ctx)
