@@ -33,11 +33,15 @@ class Outcome:
     points: list[Point] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
     error: str | None = None
-    recorded: bool = True  # the executor already wrote the points and the end status to the store
+    recorded: bool = True  # the executor already wrote the points and the end status (see records_live)
 
 
 class Executor(ABC):
     """Runs units for the recipe driver. Handles are opaque and hashable."""
+
+    # True: the executor writes each run's progress, points and end status to the store as it goes (in this
+    # process). False: the driver marks a run running when it is submitted and records its Outcome.
+    records_live = False
 
     @classmethod
     def check_available(cls) -> None:
@@ -90,6 +94,8 @@ class _LocalHandle:
 class LocalExecutor(Executor):
     """Units run in this process on `workers` threads (one by default: PyTorch already uses every core),
     each through engine.jobs.execute_run with its own StoreContext and cancel token, as the job runner does."""
+
+    records_live = True
 
     def __init__(self, store, workers: int = 1) -> None:
         self.store = store

@@ -652,7 +652,7 @@ def _stop(store, executor, running: dict, error: BaseException) -> None:
     deadline = None if reason is None else time.monotonic() + SHUTDOWN_GRACE_S
     while running and (deadline is None or time.monotonic() < deadline):
         for outcome in executor.wait(list(running), timeout=0.5):
-            running.pop(outcome.handle, None)
+            _result(store, running.pop(outcome.handle), outcome)
     for handle in running:
         store.end_run(executor.run_id(handle), "interrupted", message=f"interrupted: {reason}")
 
@@ -668,6 +668,8 @@ def _submit(store, executor, recipe: Recipe, unit: Unit, paths: dict[str, str], 
         store.log_event(parent, f"{unit.run_name(recipe.name)}: {e}", "error")
         return None
     run_id = create_run(store, unit.task, cfg, name=unit.run_name(recipe.name), parent=parent)
+    if not executor.records_live:
+        store.start_run(run_id)
     return executor.submit(unit, cfg, run_id)
 
 

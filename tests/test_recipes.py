@@ -8,10 +8,13 @@ import json
 
 import pytest
 
+from engine.context import RunContext
 from engine.errors import Cancelled, ConfigError, UserError
+from engine.executors import Executor, LocalExecutor, Outcome
 from engine.jobs import StoreContext, create_run, execute_run, run_sync
-from engine.recipes import RECIPE_TASK, Recipe, RecipeTask, load_recipe
+from engine.recipes import RECIPE_TASK, Recipe, RecipeTask, load_recipe, run_recipe
 from engine.recipes_cli import add_commands
+from engine.tasks import run_task
 from store import open_store
 
 QUICK = {"batch_size": 128, "epochs": 1}
@@ -253,3 +256,49 @@ def test_a_failed_child_leaves_its_siblings_results_and_skips_what_depends_on_it
     status = dict(zip(runs["name"].str.split(" key=").str[0], runs["status"], strict=True))
     assert status == {"one-fails/model": "finished", "one-fails/kd train_subset=64": "finished",
                       "one-fails/kd train_subset=100000": "failed", "one-fails/prune train_subset=64": "finished"}
+
+
+class HandsPointsBack(Executor):
+    """Stands in for a remote executor: each unit runs with a plain RunContext (no store) and its points
+    come back in the Outcome, for the driver to record."""
+
+    def __init__(self):
+        self.ended: list[Outcome] = []
+
+    def submit(self, unit, config, run_id):
+        handle = (run_id,)
+        points = run_task(unit.task, config, RunContext())
+        self.ended.append(Outcome(handle, run_id, "finished", points, [p.artifact for p in points if p.artifact],
+                                  recorded=False))
+        return handle
+
+    def wait(self, handles, timeout=None):
+        done = [o for o in self.ended if o.handle in handles]
+        self.ended = [o for o in self.ended if o not in done]
+        return done
+
+    def cancel(self, handle, reason=None):
+        pass
+
+    def run_id(self, handle):
+        return handle[0]
+
+
+def test_an_executor_that_hands_points_back_has_them_recorded_by_the_driver(tmp_path):
+    db = str(tmp_path / "runs.duckdb")
+    doc = {"name": "remote", "dataset": "digits", "out": str(tmp_path / "ckpt"), "model": SMALL_TEACHER,
+           "stages": [{"name": "check", "task": "measure", "from": "model", "config": {"latency": False}}]}
+    store = open_store(db)
+    parent = create_run(store, RECIPE_TASK, RecipeTask(recipe=doc))
+    store.start_run(parent)
+    results = run_recipe(Recipe.from_dict(doc), StoreContext(store, parent), HandsPointsBack())
+    assert [r.status for r in results] == ["finished", "finished"]
+    children = runs_of(db).query("parent_id == @parent")
+    assert set(children["status"]) == {"finished"} and list(children["n_points"]) == [1, 1]
+    assert children["started_at"].notna().all()
+    # what the driver recorded is found again: a local run of the same recipe reuses both units
+    again = create_run(store, RECIPE_TASK, RecipeTask(recipe=doc))
+    store.start_run(again)
+    executor = LocalExecutor(store)
+    assert {r.status for r in run_recipe(Recipe.from_dict(doc), StoreContext(store, again), executor)} == {"reused"}
+    executor.shutdown()
