@@ -57,6 +57,7 @@ from engine.tasks import (
     COMPRESSING,
     TASKS,
     TrainTask,
+    check_dataset_name,
     get_task,
     measure_point,
     open_checkpoint,
@@ -211,6 +212,10 @@ class Recipe:
         for key in ("dataset", "name", "out", "data_root"):
             if d.get(key) is not None and not isinstance(d[key], str):
                 raise ConfigError(f"recipe: {key} must be text, got {d[key]!r}")
+        try:
+            check_dataset_name(d["dataset"])
+        except ConfigError as e:
+            raise ConfigError(f"recipe: {e}") from None
         if not isinstance(d["stages"], list) or not d["stages"]:
             raise ConfigError("recipe: stages must be a non-empty list")
         stages = [Stage.from_dict(s, i) for i, s in enumerate(d["stages"])]
