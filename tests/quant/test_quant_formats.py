@@ -167,3 +167,50 @@ def test_measure_json_of_a_packed_checkpoint_names_its_format(digits_fake_run, c
     assert main(["measure", "--checkpoint", str(Path(out) / "bits-2"), "--no-latency", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["weights_format"] == "packed" and row["simulated"] is True and row["bits"] == 2
+
+
+def test_every_step_of_a_mixed_path_reloads_exactly(digits_checkpoint, tmp_path):
+    points = run_task("quantize.mixed", {"checkpoint": digits_checkpoint, "bits": [8, 4], "val_samples": 60,
+                                         "max_accuracy_drop": 0.5, "target_bits": 7.0, "latency": False,
+                                         "out": str(tmp_path / "mixed")}, RunContext())
+    assert len(points) >= 2
+    for p in points:
+        assert p.artifact == str(tmp_path / "mixed" / f"step-{p.extra['step']}")
+        assert read_meta(p.artifact).quant["bits"] == p.extra["bits_per_layer"]
+        again = measured(p.artifact)
+        assert again["accuracy"] == p.accuracy and again["bits"] == pytest.approx(p.level)
+
+
+def test_qat_saves_its_low_bit_variants_packed_and_they_reload_exactly(digits_checkpoint, tmp_path):
+    out = tmp_path / "qat"
+    points = run_task("quantize.qat", {"checkpoint": digits_checkpoint, "bits": 3, "train": {"epochs": 1},
+                                       "latency": False, "out": str(out)}, RunContext())
+    fp32, ptq, qat = points
+    assert fp32.artifact == "" and sorted(p.name for p in out.iterdir() if p.is_dir()) == ["ptq-bits-3", "qat-bits-3"]
+    for p in (ptq, qat):
+        assert read_meta(p.artifact).weights_format == "packed"
+        assert measured(p.artifact)["accuracy"] == p.accuracy
+
+
+def test_a_checkpoint_with_resized_layers_quantizes_and_reloads(digits_checkpoint, tmp_path):
+    import dataclasses
+
+    from engine.checkpoint import load_checkpoint, load_into, resize_to_state_dict, save_checkpoint
+
+    model, meta = load_checkpoint(digits_checkpoint)
+    sd = model.state_dict()  # keep 16 of the first convolution's 24 channels, as channel pruning would
+    for key in [k for k in sd if k.startswith("features.0.0.")]:
+        sd[key] = sd[key][:16] if sd[key].dim() else sd[key]
+    sd["features.1.0.0.weight"] = sd["features.1.0.0.weight"][:, :16]
+    resize_to_state_dict(model, sd)
+    load_into(model, sd)
+    pruned = str(tmp_path / "pruned")
+    save_checkpoint(pruned, model, dataclasses.replace(meta, layer_shapes="shape"))
+    fake, _ = run_task("quantize.fake", {"checkpoint": pruned, "bits": [4, 32], "latency": False,
+                                         "out": str(tmp_path / "fake")}, RunContext())
+    _, int8 = run_task("quantize.ptq_int8", {"checkpoint": pruned, "calib_batches": 2, "latency": False,
+                                             "out": str(tmp_path / "int8")}, RunContext())
+    for p, tolerance in ((fake, 0.0), (int8, 1 / 360)):  # packed: exact; int8: within one test image
+        again = measured(p.artifact)
+        assert abs(again["accuracy"] - p.accuracy) <= tolerance
+        assert again["params_total"] == p.measurement.params_total
