@@ -35,6 +35,8 @@ class Option:
     choices: tuple | None = None
     lo: float | None = None
     hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
 
     @property
     def name(self) -> str:
@@ -105,7 +107,8 @@ def config_options(cls: type[Config], skip: typing.Collection[str] = (), _prefix
             continue
         flag = meta.get("flag") or f.name.replace("_", "-")
         top.append(Option((*_prefix, f.name), f"--{flag}", hints[f.name], default, meta.get("help", ""),
-                          meta.get("choices"), meta.get("lo"), meta.get("hi")))
+                          meta.get("choices"), meta.get("lo"), meta.get("hi"), meta.get("lo_open", False),
+                          meta.get("hi_open", False)))
     taken = {o.flag for o in top}
     out = list(top)
     for o in nested:
@@ -293,9 +296,12 @@ def _help_text(o: Option) -> str:
         default = ",".join(f"{k}={v}" for k, v in default.items()) or "none"
     elif o.is_switch:
         default = "on" if default else "off"
+    elif default is None or default == "":
+        default = "none"
     limits = ""
     if o.lo is not None or o.hi is not None:
-        limits = f" in [{'-inf' if o.lo is None else _num(o.lo)}, {'inf' if o.hi is None else _num(o.hi)}]"
+        left, right = "(" if o.lo_open else "[", ")" if o.hi_open else "]"
+        limits = f" in {left}{'-inf' if o.lo is None else _num(o.lo)}, {'inf' if o.hi is None else _num(o.hi)}{right}"
     text = o.help or o.name
     return f"{text}{limits}" if "default" in text else f"{text}{limits} (default {default})"
 

@@ -30,7 +30,7 @@ def _train_checkpoint(tmp_path_factory, arch: str, epochs: int, seed: int = 0) -
     from engine.tasks import TrainTask, run_task
     from engine.train import TrainConfig
 
-    out = str(tmp_path_factory.mktemp(f"ckpt-{arch}"))
+    out = str(tmp_path_factory.mktemp(f"ckpt-{arch}") / arch)  # training refuses an existing directory
     cfg = TrainTask(dataset="mnist5k", model=arch, out=out, latency=False,
                     train=TrainConfig(epochs=epochs, seed=seed))
     run_task("train", cfg, RunContext())

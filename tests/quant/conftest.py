@@ -73,19 +73,6 @@ def digits_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def teacher_checkpoint(tmp_path_factory) -> str:
-    """cnn_l trained 2 epochs on mnist5k, as tests/conftest.py makes it, but into a directory that does
-    not exist yet (training refuses to write into an existing one; tests/conftest.py still passes mktemp's)."""
-    from engine.tasks import TrainTask, run_task
-    from engine.train import TrainConfig
-
-    out = str(tmp_path_factory.mktemp("quant-teacher") / "cnn_l")
-    run_task("train", TrainTask(dataset="mnist5k", model="cnn_l", out=out, latency=False,
-                                train=TrainConfig(epochs=2, seed=0)), RunContext())
-    return out
-
-
-@pytest.fixture(scope="session")
 def digits_fake_run(digits_checkpoint, tmp_path_factory):
     """`quantize.fake` at 2, 4 and 32 bits on the digits checkpoint, saved: (points, out directory)."""
     out = str(tmp_path_factory.mktemp("quant-fake") / "run")
