@@ -2,10 +2,10 @@
 
 A method is one `Distiller` subclass in its own file (as in mdistiller), registered by name with
 its config class (fields declared with `param(...)`); the registration also enters it in
-`engine.methods`, which the `distill` command, `distill-methods` and the app's forms read. It answers one call, `step(batch) -> (logits, {term: loss})`, which
-`engine.train.fit` sums and optimises. `model` is what fit trains and evaluates, `extra_modules`
-are its learned helpers (adapters, projectors, embeddings, peer students), and `finish()` returns
-the students it delivers. A method's extra needs (sample indices, epochs) come through the
+`engine.methods`, which the `distill` command, `distill-methods` and the app's forms read. It
+answers one call, `step(batch) -> (logits, {term: loss})`, which `engine.train.fit` sums and
+optimises. `model` is what fit trains and evaluates, `extra_modules` are its learned helpers
+(adapters, projectors, embeddings, peer students), and `finish()` returns the students it delivers. A method's extra needs (sample indices, epochs) come through the
 `Batch`, so the loop never special-cases a method.
 """
 
