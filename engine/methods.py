@@ -47,6 +47,8 @@ def family_methods(family: str) -> Registry[Method]:
 
 
 def import_family_modules(package: str, path: list[str]) -> None:
-    """Imports every module of a family package, so each method file registers itself."""
+    """Imports every module of a family package, so each method file registers itself (its `cli`
+    module, which builds on engine.cli, is left to the CLI)."""
     for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
-        importlib.import_module(f"{package}.{info.name}")
+        if info.name != "cli":
+            importlib.import_module(f"{package}.{info.name}")

@@ -326,5 +326,5 @@ def print_method_rows(rows: list[dict], as_json: bool) -> None:
     for r in rows:
         print(f"{r['method']}: {r['description']}")
         for s in r["settings"]:
-            default = s["default"]
-            print(f"    {s['flag']:<24} {s['help']} (default {default!r})")
+            text = s["help"] if "default" in s["help"] else f"{s['help']} (default {s['default']!r})"
+            print(f"    {s['flag']:<24} {text}")
