@@ -11,6 +11,7 @@ import argparse
 import errno
 import importlib
 import json
+import os
 import sys
 import traceback
 
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         if e.errno not in DISK_ERRORS:
             return _unexpected(e, args.debug)
