@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from engine.config import check_choice
+from engine.config import check_choice, check_range
 from engine.measure import METRIC_FIELDS
 from store.errors import RunNotFound
 from store.schema import RUN_STATUSES
@@ -67,6 +67,7 @@ def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterab
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY r.created_at DESC, r.run_id")
     if limit is not None:
+        check_range("limit", limit, 0)
         sql += f" LIMIT {int(limit)}"
     df = cur.execute(sql, args).df()
     end = df["ended_at"].where(df["ended_at"].notna(), time.time())
