@@ -13,16 +13,23 @@
    StoreContext's progress() plus the writer thread's CPU time, as a share of the epoch
    (target <= 5%); and the wall and process CPU time of training without logging, with the
    store, and with a synchronous INSERT per batch, in rotating order.
+4. Two processes on one file (each holds it only for a read or a group commit): logging rows/s
+   with one writer process and with two at once (8 threads each, as in 1), and the time a
+   reader in a third process takes to get the file (lock wait included) while a real training
+   (`python -m engine train --db`, digits / cnn_s) logs into it.
 
-    .venv/bin/python bench/bench_store.py [--rows 5000] [--runs 10000] [--epochs 1] [--repeats 2] [--sections 1,2,3]
+    .venv/bin/python bench/bench_store.py [--rows 5000] [--runs 10000] [--epochs 1] [--repeats 2]
+        [--seconds 10] [--sections 1,2,3,4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -284,16 +291,120 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
           f"{sync_inside / med('sync insert', 0):.2%} of the training time")
 
 
+# ---------------------------------------------------------------- 4. two processes, one file
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A writer process: 8 threads log ROWS rows each through one Store once GO exists; prints its timings.
+LOG_PROCESS = """
+import json, os, sys, threading, time
+from store import Store
+db, rows, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+store = Store(db)
+run_ids = [store.create_run("bench", {}) for _ in range(8)]
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.001)
+def log(i):
+    for step in range(rows):
+        store.log_metrics(run_ids[i], {"loss": 1.0 / (step + 1)}, step)
+threads = [threading.Thread(target=log, args=(i,)) for i in range(8)]
+t0 = time.time()
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+store.flush()
+t1 = time.time()
+w = store.writer
+print(json.dumps({"start": t0, "end": t1, "rows": 8 * rows, "commits": w.transactions, "held": w.held_commits,
+                  "dropped": w.dropped, "waits": sorted(store.file.waits)}), flush=True)
+store.close()
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def log_processes(tmp: Path, db: Path, n: int, rows_per_thread: int) -> list[dict]:
+    go = tmp / f"go-{db.stem}-{n}"
+    procs = [subprocess.Popen([sys.executable, "-c", LOG_PROCESS, str(db), str(rows_per_thread), str(go)],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO) for _ in range(n)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [json.loads(p.stdout.readline()) for p in procs]
+    for p in procs:
+        p.wait(60)
+    return results
+
+
+def bench_processes(tmp: Path, rows_per_thread: int, seconds: float) -> None:
+    print(f"\n4. two processes on one file: each holds it only for a read or a group commit "
+          f"(lock wait at most {os.environ.get('COMPRESSION_LAB_DB_WAIT_S') or '5'} s)")
+    for n in (1, 2):
+        db = tmp / f"procs{n}.duckdb"
+        Store(db).close()
+        results = log_processes(tmp, db, n, rows_per_thread)
+        total = sum(r["rows"] for r in results)
+        span = max(r["end"] for r in results) - min(r["start"] for r in results)
+        with Store(db, read_only=True) as store:
+            stored = len(store.metric_history(list(store.list_runs().run_id)))
+        assert stored == total and not any(r["dropped"] for r in results), (stored, total)
+        waits = [w for r in results for w in r["waits"]]
+        print(f"   {n} writer process{'es' if n > 1 else ''}, 8 threads each: {total / span:>9,.0f} rows/s in all   "
+              f"({total:,} rows in {span:.2f} s; {sum(r['commits'] for r in results)} commits, "
+              f"{sum(r['held'] for r in results)} found the file busy past the wait; writer attach p50 "
+              f"{percentile(waits, 50) * 1000:.1f} ms, p95 {percentile(waits, 95) * 1000:.1f} ms)")
+
+    db = tmp / "training.duckdb"
+    Store(db).close()
+    train = subprocess.Popen([sys.executable, "-m", "engine", "train", "--dataset", "digits", "--model", "cnn_s",
+                              "--epochs", "500", "--no-latency", "--json", "--out", str(tmp / "ck"), "--db", str(db)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        with Store(db, read_only=True) as store:
+            deadline = time.monotonic() + 120
+            while not (len(runs := store.list_runs()) and runs.progress.iloc[0] > 0):
+                assert time.monotonic() < deadline and train.poll() is None, "the training did not start"
+                time.sleep(0.1)
+            run_id = runs.run_id.iloc[0]
+            store.file.waits.clear()
+            reads: list[float] = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                store.list_runs()
+                store.latest_metrics(run_id)
+                reads.append(time.perf_counter() - t0)
+                time.sleep(0.05)
+            waits = list(store.file.waits)
+            retried = store.file.retried
+            progress = store.list_runs().progress.iloc[0]
+    finally:
+        train.terminate()
+        train.wait(60)
+    print(f"   a reader polling while a training logs ({seconds:.0f} s, {len(waits)} attaches, {retried} of them "
+          f"retried; the training reached {progress:.1%} of 500 epochs):")
+    print(f"      time to get the file (lock wait included): p50 {percentile(waits, 50) * 1000:.2f} ms   "
+          f"p95 {percentile(waits, 95) * 1000:.2f} ms   max {max(waits) * 1000:.1f} ms")
+    print(f"      one poll (runs list + latest metrics, two attaches): p50 {percentile(reads, 50) * 1000:.1f} ms   "
+          f"p95 {percentile(reads, 95) * 1000:.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5000, help="metric rows per thread")
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--sections", default="1,2,3", help="which of the three parts to run, e.g. 3")
+    ap.add_argument("--seconds", type=float, default=10, help="how long the reader polls in part 4")
+    ap.add_argument("--sections", default="1,2,3,4", help="which of the four parts to run, e.g. 3,4")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
-    print(f"duckdb {duckdb.__version__}")
+    print(f"duckdb {duckdb.__version__}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if "1" in sections:
@@ -302,6 +413,9 @@ def main() -> None:
             bench_loading(tmp, args.runs)
         if "3" in sections:
             bench_training(tmp, args.epochs, args.repeats)
+        if "4" in sections:
+            bench_processes(tmp, args.rows, args.seconds)
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

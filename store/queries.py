@@ -1,6 +1,7 @@
 """The reads the pages and the CLI need, as pandas DataFrames (or plain dicts for one run).
 
-Each function takes a DuckDB cursor; `Store` opens one per read, so any thread may call them.
+Each function takes a DuckDB cursor; `Store` attaches the file for each read and gives one, so any
+thread (and any process) may call them.
 Times come back as UTC datetimes; JSON columns (config, params, extra) as text, and `points`
 can also spread them into columns (`params.<key>`, and each extra key under its own name).
 """

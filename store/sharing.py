@@ -81,7 +81,8 @@ class SharedFile:
     def __init__(self, path: str, wait_s: float | None = None) -> None:
         self.path = path
         self.wait_s = lock_wait_s() if wait_s is None else wait_s
-        self.waits: deque[float] = deque(maxlen=100_000)  # seconds each attach waited for other processes
+        self.waits: deque[float] = deque(maxlen=100_000)  # seconds each attach took, retries included
+        self.retried = 0  # attaches that found the file held by another process at least once
         self._host: duckdb.DuckDBPyConnection | None = None
         self._cond = threading.Condition()
         self._mode: str | None = None  # None (detached), "read" or "write"
@@ -174,6 +175,8 @@ class SharedFile:
                     error = StoreLockedError(lock_message(self.path, str(e), not write, waited))
                     error.duck_message, error.waited_s = str(e), waited
                     raise error from None
+                if delay == _FIRST_RETRY_S:
+                    self.retried += 1
                 time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not security
                 delay = min(2 * delay, _LAST_RETRY_S)
             except duckdb.Error as e:

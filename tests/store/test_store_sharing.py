@@ -149,3 +149,40 @@ def test_runs_lists_a_live_training_and_a_second_training_finishes_meanwhile(tmp
     assert len(runs) == 2 and runs.pop(listed["run_id"])["status"] == "interrupted"
     (done,) = runs.values()
     assert done["status"] == "finished" and done["n_points"] == 1 and done["pid"] not in (first.proc.pid, os.getpid())
+
+
+def test_a_live_run_keeps_a_heartbeat_without_logging_anything(db_path, monkeypatch):
+    import store.store as store_module
+    from store import Store
+
+    monkeypatch.setattr(store_module, "HEARTBEAT_S", 0.2)
+    with Store(db_path) as store:
+        run_id = store.create_run("train", {})
+        store.start_run(run_id)
+        first = store.get_run(run_id)["heartbeat_at"]
+        time.sleep(1.0)
+        assert store.get_run(run_id)["heartbeat_at"] > first
+        store.end_run(run_id, "finished")
+        ended = store.get_run(run_id)["heartbeat_at"]
+        time.sleep(0.5)
+        assert store.get_run(run_id)["heartbeat_at"] == ended  # an ended run is no longer stamped
+
+
+def test_a_run_on_another_host_is_interrupted_only_once_its_heartbeat_is_stale(db_path):
+    from store import Store
+    from store.store import STALE_AFTER_S
+
+    with Store(db_path) as store:
+        now = time.time()
+        for run_id, beat in (("fresh0000001", now - 5), ("stale0000001", now - STALE_AFTER_S - 5)):
+            store._write(lambda cur, run_id=run_id, beat=beat: cur.execute(
+                "INSERT INTO runs (run_id, name, kind, status, config, created_at, pid, process_started, host, "
+                "heartbeat_at) VALUES (?, 'x', 'train', 'running', '{}', ?, 4242, 'boot:1', 'other-host', ?)",
+                [run_id, beat, beat]))
+        view = store.list_runs().set_index("run_id")
+        assert view.loc["fresh0000001", "status"] == "running"
+        assert view.loc["stale0000001", "status"] == "interrupted"
+        assert "on other-host has written no heartbeat for" in view.loc["stale0000001", "message"]
+        store.flush()  # the read asked the writer to record what it saw
+        recorded = dict(store._read(lambda cur: cur.execute("SELECT run_id, status FROM runs").fetchall()))
+        assert recorded == {"fresh0000001": "running", "stale0000001": "interrupted"}
