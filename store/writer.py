@@ -186,7 +186,8 @@ class Writer:
             if tend:
                 self._next_tend = time.monotonic() + self.tend_every_s
             with self.file.use(write=True) as cur:
-                self._apply(cur, ops)
+                if ops:
+                    self._apply(cur, ops)
                 applied = True
                 if tend:
                     done: Future = Future()

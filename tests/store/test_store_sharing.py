@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from engine.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -186,3 +188,35 @@ def test_a_run_on_another_host_is_interrupted_only_once_its_heartbeat_is_stale(d
         store.flush()  # the read asked the writer to record what it saw
         recorded = dict(store._read(lambda cur: cur.execute("SELECT run_id, status FROM runs").fetchall()))
         assert recorded == {"fresh0000001": "running", "stale0000001": "interrupted"}
+
+
+# holds the file for writing for a while, as a user's own DuckDB session might, then lets go
+HOLD_FOR = """
+import sys, time
+import duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+print("released", flush=True)
+time.sleep(60)
+"""
+
+
+def test_rows_logged_while_another_process_holds_the_file_stay_queued_until_it_lets_go(db_path, background, point):
+    from store import Store, StoreLockedError
+
+    with Store(db_path, wait_s=0.2) as store:
+        run_id = store.create_run("train", {})
+        holder = background("-c", HOLD_FOR, db_path, "2", cwd=REPO)
+        holder.wait_for("holding")
+        for step in range(100):
+            store.log_metrics(run_id, {"loss": step}, step=step)
+        with pytest.raises(StoreLockedError, match=f"in use by process {holder.proc.pid} .*waited 0.[12] s"):
+            store.add_point(run_id, point)  # a call fails once the wait is over...
+        holder.wait_for("released")
+        history = store.metric_history(run_id)  # ...while the deferred rows waited for the next commit
+        assert list(history.step) == list(range(100))
+        assert store.writer.held_commits >= 1 and store.writer.dropped == 0
+        store.add_point(run_id, point)
+        assert len(store.run_points(run_id)) == 1
