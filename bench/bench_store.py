@@ -229,7 +229,8 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
     sync.execute(METRICS_DDL)
 
     def train(kind: str) -> tuple[float, float, float, float, float]:
-        """(wall s, wall s inside progress(), CPU s inside progress(), writer CPU s, process CPU s) for one training."""
+        """(wall s, wall s inside progress(), CPU s inside progress(), writer CPU s, process CPU s, commits)
+        for one training."""
         seed_everything(0)
         model = build_model("cnn_l", data.num_classes, c, h)
         inside = inside_cpu = 0.0
@@ -252,7 +253,7 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
             inside += time.perf_counter() - t0
             inside_cpu += time.thread_time() - c0
 
-        busy0, cpu0 = store._writer.cpu_s, process_cpu()
+        busy0, cpu0, tx0 = store._writer.cpu_s, process_cpu(), store._writer.transactions
         t0 = time.perf_counter()
         fit(model, data, cfg, progress=report, cancel=ctx.cancel)
         if kind == "store":
@@ -260,7 +261,8 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
             store.flush()
         wall = time.perf_counter() - t0
         cur.close()
-        return wall, inside, inside_cpu, store._writer.cpu_s - busy0, process_cpu() - cpu0
+        return (wall, inside, inside_cpu, store._writer.cpu_s - busy0, process_cpu() - cpu0,
+                store._writer.transactions - tx0)
 
     kinds = ["none", "store", "sync insert"]
     results: dict[str, list[tuple[float, ...]]] = {k: [] for k in kinds}
@@ -281,9 +283,10 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
         print(f"   {kind:<12} time median {wall:6.2f} s  runs {[round(r[0], 2) for r in results[kind]]}  "
               f"ratio to none {wall / base:.3f}   process CPU median {med(kind, 4):6.2f} s  "
               f"ratio to none {med(kind, 4) / med('none', 4):.3f}")
-    wall, inside, inside_cpu, writer, _ = (med("store", i) for i in range(5))
+    wall, inside, inside_cpu, writer, _, commits = (med("store", i) for i in range(6))
     print(f"   store: progress() took {inside / batches * 1e6:.0f} us wall / {inside_cpu / batches * 1e6:.0f} us CPU "
-          f"per batch; writer thread {writer * 1000:.1f} ms CPU in all")
+          f"per batch; writer thread {writer * 1000:.1f} ms CPU in all, {commits:.0f} commits "
+          f"({writer / max(commits, 1) * 1000:.2f} ms CPU each, the file attached and detached every time)")
     print(f"   logging cost = (wall in progress() + writer CPU) / training time = {(inside + writer) / wall:.2%}"
           f"   (CPU only: {(inside_cpu + writer) / wall:.2%}; target <= 5%)")
     sync_inside = med("sync insert", 1)
