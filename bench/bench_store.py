@@ -13,16 +13,23 @@
    StoreContext's progress() plus the writer thread's CPU time, as a share of the epoch
    (target <= 5%); and the wall and process CPU time of training without logging, with the
    store, and with a synchronous INSERT per batch, in rotating order.
+4. Two processes on one file (each holds it only for a read or a group commit): logging rows/s
+   with one writer process and with two at once (8 threads each, as in 1), and the time a
+   reader in a third process takes to get the file (lock wait included) while a real training
+   (`python -m engine train --db`, digits / cnn_s) logs into it.
 
-    .venv/bin/python bench/bench_store.py [--rows 5000] [--runs 10000] [--epochs 1] [--repeats 2] [--sections 1,2,3]
+    .venv/bin/python bench/bench_store.py [--rows 5000] [--runs 10000] [--epochs 1] [--repeats 2]
+        [--seconds 10] [--sections 1,2,3,4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -222,7 +229,8 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
     sync.execute(METRICS_DDL)
 
     def train(kind: str) -> tuple[float, float, float, float, float]:
-        """(wall s, wall s inside progress(), CPU s inside progress(), writer CPU s, process CPU s) for one training."""
+        """(wall s, wall s inside progress(), CPU s inside progress(), writer CPU s, process CPU s, commits)
+        for one training."""
         seed_everything(0)
         model = build_model("cnn_l", data.num_classes, c, h)
         inside = inside_cpu = 0.0
@@ -245,7 +253,7 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
             inside += time.perf_counter() - t0
             inside_cpu += time.thread_time() - c0
 
-        busy0, cpu0 = store._writer.cpu_s, process_cpu()
+        busy0, cpu0, tx0 = store._writer.cpu_s, process_cpu(), store._writer.transactions
         t0 = time.perf_counter()
         fit(model, data, cfg, progress=report, cancel=ctx.cancel)
         if kind == "store":
@@ -253,7 +261,8 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
             store.flush()
         wall = time.perf_counter() - t0
         cur.close()
-        return wall, inside, inside_cpu, store._writer.cpu_s - busy0, process_cpu() - cpu0
+        return (wall, inside, inside_cpu, store._writer.cpu_s - busy0, process_cpu() - cpu0,
+                store._writer.transactions - tx0)
 
     kinds = ["none", "store", "sync insert"]
     results: dict[str, list[tuple[float, ...]]] = {k: [] for k in kinds}
@@ -274,14 +283,117 @@ def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
         print(f"   {kind:<12} time median {wall:6.2f} s  runs {[round(r[0], 2) for r in results[kind]]}  "
               f"ratio to none {wall / base:.3f}   process CPU median {med(kind, 4):6.2f} s  "
               f"ratio to none {med(kind, 4) / med('none', 4):.3f}")
-    wall, inside, inside_cpu, writer, _ = (med("store", i) for i in range(5))
+    wall, inside, inside_cpu, writer, _, commits = (med("store", i) for i in range(6))
     print(f"   store: progress() took {inside / batches * 1e6:.0f} us wall / {inside_cpu / batches * 1e6:.0f} us CPU "
-          f"per batch; writer thread {writer * 1000:.1f} ms CPU in all")
+          f"per batch; writer thread {writer * 1000:.1f} ms CPU in all, {commits:.0f} commits "
+          f"({writer / max(commits, 1) * 1000:.2f} ms CPU each, the file attached and detached every time)")
     print(f"   logging cost = (wall in progress() + writer CPU) / training time = {(inside + writer) / wall:.2%}"
           f"   (CPU only: {(inside_cpu + writer) / wall:.2%}; target <= 5%)")
     sync_inside = med("sync insert", 1)
     print(f"   a synchronous INSERT per batch instead: {sync_inside / batches * 1000:.2f} ms per batch = "
           f"{sync_inside / med('sync insert', 0):.2%} of the training time")
+
+
+# ---------------------------------------------------------------- 4. two processes, one file
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A writer process: 8 threads log ROWS rows each through one Store once GO exists; prints its timings.
+LOG_PROCESS = """
+import json, os, sys, threading, time
+from store import Store
+db, rows, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+store = Store(db)
+run_ids = [store.create_run("bench", {}) for _ in range(8)]
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.001)
+def log(i):
+    for step in range(rows):
+        store.log_metrics(run_ids[i], {"loss": 1.0 / (step + 1)}, step)
+threads = [threading.Thread(target=log, args=(i,)) for i in range(8)]
+t0 = time.time()
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+store.flush()
+t1 = time.time()
+w = store.writer
+print(json.dumps({"start": t0, "end": t1, "rows": 8 * rows, "commits": w.transactions, "held": w.held_commits,
+                  "dropped": w.dropped, "waits": sorted(store.file.waits)}), flush=True)
+store.close()
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def log_processes(tmp: Path, db: Path, n: int, rows_per_thread: int) -> list[dict]:
+    go = tmp / f"go-{db.stem}-{n}"
+    procs = [subprocess.Popen([sys.executable, "-c", LOG_PROCESS, str(db), str(rows_per_thread), str(go)],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO) for _ in range(n)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [json.loads(p.stdout.readline()) for p in procs]
+    for p in procs:
+        p.wait(60)
+    return results
+
+
+def bench_processes(tmp: Path, rows_per_thread: int, seconds: float) -> None:
+    print(f"\n4. two processes on one file: each holds it only for a read or a group commit "
+          f"(lock wait at most {os.environ.get('COMPRESSION_LAB_DB_WAIT_S') or '5'} s)")
+    for n in (1, 2):
+        db = tmp / f"procs{n}.duckdb"
+        Store(db).close()
+        results = log_processes(tmp, db, n, rows_per_thread)
+        total = sum(r["rows"] for r in results)
+        span = max(r["end"] for r in results) - min(r["start"] for r in results)
+        with Store(db, read_only=True) as store:
+            stored = len(store.metric_history(list(store.list_runs().run_id)))
+        assert stored == total and not any(r["dropped"] for r in results), (stored, total)
+        waits = [w for r in results for w in r["waits"]]
+        print(f"   {n} writer process{'es' if n > 1 else ''}, 8 threads each: {total / span:>9,.0f} rows/s in all   "
+              f"({total:,} rows in {span:.2f} s; {sum(r['commits'] for r in results)} commits, "
+              f"{sum(r['held'] for r in results)} found the file busy past the wait; writer attach p50 "
+              f"{percentile(waits, 50) * 1000:.1f} ms, p95 {percentile(waits, 95) * 1000:.1f} ms)")
+
+    db = tmp / "training.duckdb"
+    Store(db).close()
+    train = subprocess.Popen([sys.executable, "-m", "engine", "train", "--dataset", "digits", "--model", "cnn_s",
+                              "--epochs", "500", "--no-latency", "--json", "--out", str(tmp / "ck"), "--db", str(db)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        with Store(db, read_only=True) as store:
+            deadline = time.monotonic() + 120
+            while not (len(runs := store.list_runs()) and runs.progress.iloc[0] > 0):
+                assert time.monotonic() < deadline and train.poll() is None, "the training did not start"
+                time.sleep(0.1)
+            run_id = runs.run_id.iloc[0]
+            store.file.waits.clear()
+            reads: list[float] = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                store.list_runs()
+                store.latest_metrics(run_id)
+                reads.append(time.perf_counter() - t0)
+                time.sleep(0.05)
+            waits = list(store.file.waits)
+            retried = store.file.retried
+            progress = store.list_runs().progress.iloc[0]
+    finally:
+        train.terminate()
+        train.wait(60)
+    print(f"   a reader polling while a training logs ({seconds:.0f} s, {len(waits)} attaches, {retried} of them "
+          f"retried; the training reached {progress:.1%} of 500 epochs):")
+    print(f"      time to get the file (lock wait included): p50 {percentile(waits, 50) * 1000:.2f} ms   "
+          f"p95 {percentile(waits, 95) * 1000:.2f} ms   max {max(waits) * 1000:.1f} ms")
+    print(f"      one poll (runs list + latest metrics, two attaches): p50 {percentile(reads, 50) * 1000:.1f} ms   "
+          f"p95 {percentile(reads, 95) * 1000:.1f} ms")
 
 
 def main() -> None:
@@ -290,10 +402,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--sections", default="1,2,3", help="which of the three parts to run, e.g. 3")
+    ap.add_argument("--seconds", type=float, default=10, help="how long the reader polls in part 4")
+    ap.add_argument("--sections", default="1,2,3,4", help="which of the four parts to run, e.g. 3,4")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
-    print(f"duckdb {duckdb.__version__}")
+    print(f"duckdb {duckdb.__version__}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if "1" in sections:
@@ -302,6 +416,9 @@ def main() -> None:
             bench_loading(tmp, args.runs)
         if "3" in sections:
             bench_training(tmp, args.epochs, args.repeats)
+        if "4" in sections:
+            bench_processes(tmp, args.rows, args.seconds)
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`python -m engine runs` and `python -m engine show RUN_ID`: what the run store holds.
 
-Both open the store read-only (or use this process's open one). DuckDB lets no other process
-read a file while one writes it, so while the app or a `--db` command holds the file they say
-which process does instead of printing a traceback.
+Both read the file read-only for the moment each query takes (or use this process's open store),
+so they work while the app or a `--db` command is recording runs in it: those let go of the file
+between their commits. Only a process that keeps it open for writing (not Compression Lab) makes
+them wait a few seconds and then say which process holds it, instead of printing a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 import pandas as pd
 
 from engine.cli import format_point
+from engine.errors import ConfigError
 from store import DB_ENV, DEFAULT_DB_PATH, RUN_STATUSES, reading
 
 DB_HELP = f"the run store file (default: ${DB_ENV}, else {DEFAULT_DB_PATH})"
@@ -41,6 +43,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be a number of runs >= 0 (0 lists all), got {args.limit}")
     with reading(args.db) as store:
         df = store.list_runs(status=args.status, kind=args.kind, parent=args.parent, limit=args.limit or None)
         path = store.path

@@ -1,13 +1,15 @@
 """The run store: every run, its metric history, points, artifacts and events in one DuckDB file.
 
 The only package that imports duckdb. Pages and the CLI read DataFrames from `Store`; the job
-runner (engine/jobs.py) writes through it.
+runner (engine/jobs.py) writes through it. No process keeps the file open: each read and each
+group commit takes it for a moment (store/sharing.py), so the app and any number of terminals
+record and read runs in one file at once.
 
     from store import open_store, reading
     store = open_store()                      # this process's writer for ./compression_lab.duckdb
     runs = store.list_runs(status="finished")
     pts = store.points(runs.run_id)
-    with reading("other.duckdb") as s:        # read-only, from another process than the app
+    with reading("other.duckdb") as s:        # read-only, also while the app records runs in it
         s.metric_history(run_id)
 """
 

@@ -8,7 +8,7 @@ class StoreError(UserError):
 
 
 class StoreLockedError(StoreError):
-    """Another process holds the file."""
+    """Another process held the file for longer than the store waits (store/sharing.py)."""
 
 
 class StoreVersionError(StoreError):

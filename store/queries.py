@@ -1,6 +1,7 @@
 """The reads the pages and the CLI need, as pandas DataFrames (or plain dicts for one run).
 
-Each function takes a DuckDB cursor; `Store` opens one per read, so any thread may call them.
+Each function takes a DuckDB cursor; `Store` attaches the file for each read and gives one, so any
+thread (and any process) may call them.
 Times come back as UTC datetimes; JSON columns (config, params, extra) as text, and `points`
 can also spread them into columns (`params.<key>`, and each extra key under its own name).
 """
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from engine.config import check_choice
+from engine.config import check_choice, check_range
 from engine.measure import METRIC_FIELDS
 from store.errors import RunNotFound
 from store.schema import CONTRACT_COLUMNS, RUN_STATUSES
@@ -67,6 +68,7 @@ def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterab
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY r.created_at DESC, r.run_id")
     if limit is not None:
+        check_range("limit", limit, 0)
         sql += f" LIMIT {int(limit)}"
     df = cur.execute(sql, args).df()
     end = df["ended_at"].where(df["ended_at"].notna(), time.time())

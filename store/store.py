@@ -1,12 +1,16 @@
 """The run store: one DuckDB file with every run, its metric history, points, artifacts and events.
 
-DuckDB lets one process write a file (many threads inside it) or several processes read it.
-So a process opens a file for writing once (`open_store`, shared by every thread); all writes go
-through its single writer thread (store/writer.py) and every read opens its own cursor. A second
-process gets `StoreLockedError`, a message naming the process that holds the file.
+DuckDB lets one process write a file (many threads inside it) or several processes read it. So
+no process keeps the file: every group commit of a process's single writer thread (store/writer.py)
+attaches it for writing and lets go after, and every read attaches it read-only for the moment it
+reads (store/sharing.py). The app, a terminal's `runs` and any number of `--db` commands thus use
+one file at once; one that finds the file busy retries for a few seconds, then gets
+`StoreLockedError`, a message naming the process that holds the file.
 
-Opening for writing migrates an older file (store/schema.py) and marks `interrupted` every run
-still queued or running whose process is gone.
+The first open for writing migrates an older file (store/schema.py); a DuckDB file with tables
+of its own and no store in it is refused, untouched. Each process keeps a heartbeat on the runs
+it owns, and marks `interrupted` any queued or running run whose process is gone whenever it
+opens the file, commits (at most every few seconds), or reads such a run.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import threading
 import time
 import uuid
@@ -26,7 +29,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from engine.config import check_choice
@@ -43,6 +45,7 @@ from store.schema import (
     read_version,
     table_columns,
 )
+from store.sharing import lock_message, share, unshare
 from store.writer import Writer
 
 DEFAULT_DB_PATH = "./compression_lab.duckdb"
@@ -52,6 +55,13 @@ EVENT_LEVELS = ("debug", "info", "warning", "error")
 
 # runs this process created and has not ended: never "orphaned" while we still run them
 _LIVE_RUNS: set[str] = set()
+_ACTIVE_RUNS_SQL = ("SELECT run_id, pid, process_started, host, heartbeat_at FROM runs "
+                    "WHERE status IN ('queued', 'running')")
+_END_RUN_SQL = ("UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, message = coalesce(?, message), error = ?, "
+                "traceback = ?, progress = CASE WHEN ? = 'finished' THEN 1.0 ELSE progress END "
+                "WHERE run_id = ? AND status IN ('queued', 'running') RETURNING run_id")
+HEARTBEAT_S = 5.0  # how often a process with live runs stamps their heartbeat_at (and sweeps for orphans)
+STALE_AFTER_S = 60.0  # a run on another host whose heartbeat is older than this is interrupted
 
 
 def default_db_path() -> str:
@@ -63,41 +73,13 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> str:
     return str(Path(path or default_db_path()).expanduser().resolve())
 
 
-def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    if read_only and not Path(path).exists():
-        raise StoreError(f"no run store at {path}: runs are recorded there by the app, or by a command "
-                         f"given --db {path}")
-    if not read_only:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return duckdb.connect(path, read_only=read_only)
-    except duckdb.IOException as e:
-        if "lock" in str(e).lower():
-            raise StoreLockedError(_lock_message(path, str(e), read_only)) from None
-        raise StoreError(f"cannot open the run store {path}: {e}") from None
-    except duckdb.ConnectionException:
-        raise StoreError(f"{path} is already open in this process in the other mode (read-only vs writing); "
-                         "use store.open_store / store.reading so the process shares one") from None
-    except duckdb.Error as e:
-        raise StoreError(f"{path} is not a run store DuckDB can open: {e}") from None
-
-
-def _lock_message(path: str, duck_message: str, read_only: bool) -> str:
-    m = re.search(r"held in (.+?) \(PID (\d+)\)", duck_message)
-    holder = f"process {m.group(2)} ({m.group(1)})" if m else "another process"
-    if read_only:
-        return (f"cannot read the run store {path}: {holder} has it open for writing, and DuckDB lets no other "
-                "process open a file while one writes to it; look at the runs in the app that holds it, or "
-                "stop that process and retry")
-    return (f"the run store {path} is in use by {holder}; DuckDB lets one process write to a file at a time. "
-            "Stop that process (the app, or a command run with --db), or use another file: --db OTHER.duckdb")
-
-
-def orphan_reason(run_id: str, pid: int | None, started: str | None, host: str | None) -> str | None:
+def orphan_reason(run_id: str, pid: int | None, started: str | None, host: str | None,
+                  heartbeat_at: float | None, now: float | None = None) -> str | None:
     """Why a queued or running run can no longer progress, or None if its process may still run it.
 
-    Only called by a process that holds the file: a run's process writes to the file while it runs,
-    so a process on another host (which we cannot check) is not running it either.
+    On this host the pid and its start time say whether that very process lives; a process on
+    another host (the file on a shared disk) is judged by its heartbeat, which every process
+    writes for its runs every HEARTBEAT_S.
     """
     if run_id in _LIVE_RUNS:
         return None
@@ -105,7 +87,10 @@ def orphan_reason(run_id: str, pid: int | None, started: str | None, host: str |
         return "no process was recorded for it"
     alive = process_alive(pid, started, host)
     if alive is None:
-        return f"its process {pid} on {host} cannot be checked from here and does not hold this file"
+        silent = (time.time() if now is None else now) - (heartbeat_at or 0.0)
+        if silent > STALE_AFTER_S:
+            return f"its process {pid} on {host} has written no heartbeat for {silent:.0f} s"
+        return None
     if not alive:
         return f"its process {pid} ended without finishing it"
     if pid == os.getpid():
@@ -154,49 +139,85 @@ class Store:
     """One run-store file. Thread-safe: any thread may read or write through one instance."""
 
     def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False,
-                 linger_s: float = 0.25) -> None:
+                 linger_s: float = 0.25, wait_s: float | None = None) -> None:
         self.path = resolve_db_path(path)
         self.read_only = read_only
         self.migrated_from: int | None = None  # the version a writer found the file at
-        self._con = _connect(self.path, read_only)
+        self._live: set[str] = set()  # runs this store created and has not ended: they get a heartbeat
+        self.file = share(self.path, wait_s)
         try:
-            cur = self._con.cursor()
-            version = read_version(cur)
-            if version > SCHEMA_VERSION:
-                raise StoreVersionError(
-                    f"{self.path} was written by a newer Compression Lab (store schema version {version}; this "
-                    f"code reads up to {SCHEMA_VERSION}): update the code, or use another --db file")
-            if read_only and version == 0:
-                raise StoreError(f"{self.path} is not a Compression Lab run store (it has no schema_version table)")
-            if read_only and version < SCHEMA_VERSION:
-                raise StoreOutdatedError(
-                    f"{self.path} has store schema version {version}; open it once for writing to migrate it to "
-                    f"{SCHEMA_VERSION}")
-            if not read_only:
-                self.migrated_from, _ = migrate(cur, time.time())
-            self._point_columns = set(table_columns(cur, "points"))
-            cur.close()
+            self._point_columns = self._open_schema()
         except BaseException:
-            self._con.close()
+            unshare(self.file)
             raise
-        self._writer = None if read_only else Writer(self._con, linger_s)
+        self._writer = None if read_only else Writer(self.file, linger_s, tend=self._tend, tend_every_s=HEARTBEAT_S,
+                                                      needs_tending=lambda: bool(self._live))
         self.closed = False
         _EVERY_STORE.add(self)
         self.recovered: list[str] = [] if read_only else self._recover()
 
+    def _open_schema(self) -> set[str]:
+        """Checks the file's schema version (a writer migrates an older one) and returns the points columns.
+
+        An existing file is looked at read-only first, so a file that needs nothing is never
+        attached for writing here, and a foreign one is refused untouched."""
+        if self.read_only or Path(self.path).exists():
+            try:
+                with self.file.use(write=False) as cur:
+                    version = self._check_version(cur)
+                    columns = set(table_columns(cur, "points")) if version else set()
+            except StoreLockedError as e:
+                if self.read_only:
+                    raise
+                raise StoreLockedError(lock_message(self.path, e.duck_message, False, e.waited_s)) from None
+            if self.read_only:
+                return columns
+            if version == SCHEMA_VERSION and set(METRIC_FIELDS) <= columns:
+                self.migrated_from = version
+                return columns
+        with self.file.use(write=True) as cur:
+            self._check_version(cur)  # again: another process may have changed it in between
+            self.migrated_from, _ = migrate(cur, time.time())
+            return set(table_columns(cur, "points"))
+
+    def _check_version(self, cur) -> int:
+        version = read_version(cur)
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"{self.path} was written by a newer Compression Lab (store schema version {version}; this "
+                f"code reads up to {SCHEMA_VERSION}): update the code, or use another --db file")
+        if version == 0:
+            tables = [r[0] for r in cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+                "ORDER BY table_name").fetchall()]
+            if tables:
+                shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+                raise StoreError(f"{self.path} is a DuckDB file with tables of its own ({shown}) and no run store "
+                                 "in it; it was left untouched: record runs in another file (--db NEW.duckdb, or "
+                                 "the app's Settings)")
+            if self.read_only:
+                raise StoreError(f"{self.path} is not a Compression Lab run store (it has no schema_version table)")
+        elif self.read_only and version < SCHEMA_VERSION:
+            raise StoreOutdatedError(
+                f"{self.path} has store schema version {version}; open it once for writing to migrate it to "
+                f"{SCHEMA_VERSION}")
+        return version
+
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Writes what is queued and closes the file (other threads' reads then fail)."""
+        """Writes what is queued and lets go of the file (other threads' reads then fail)."""
         if self.closed:
             return
         self.closed = True
-        if self._writer is not None:
-            self._writer.close()
-        self._con.close()
-        with _OPEN_LOCK:
-            if _OPEN.get(self.path) is self:
-                del _OPEN[self.path]
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            unshare(self.file)
+            with _OPEN_LOCK:
+                if _OPEN.get(self.path) is self:
+                    del _OPEN[self.path]
 
     def flush(self) -> None:
         """Returns once every write queued so far is committed."""
@@ -225,20 +246,37 @@ class Store:
             raise StoreError(f"the run store {self.path} is closed")
         if self._writer is not None and self._writer.pending:
             self._writer.flush()  # read your own writes
-        cur = self._con.cursor()
-        try:
+        with self.file.use(write=False) as cur:
             return fn(cur)
-        finally:
-            cur.close()
+
+    # ------------------------------------------------------------ runs whose process is gone
 
     def _recover(self) -> list[str]:
-        rows = self._read(lambda cur: cur.execute(
-            "SELECT run_id, pid, process_started, host FROM runs WHERE status IN ('queued', 'running')").fetchall())
-        gone = [(r[0], reason) for r in rows if (reason := orphan_reason(*r))]
+        """Marks the runs whose process is gone when the store is opened; attaches for writing only if any."""
+        rows = self._read(lambda cur: cur.execute(_ACTIVE_RUNS_SQL).fetchall())
+        if not any(orphan_reason(*r) for r in rows):
+            return []
+        return self._write(self._sweep)
+
+    def _sweep(self, cur) -> list[str]:
+        """In the writer: every queued or running run whose process is gone becomes interrupted."""
+        now = time.time()
+        gone = [(r[0], reason) for r in cur.execute(_ACTIVE_RUNS_SQL).fetchall()
+                if (reason := orphan_reason(*r, now=now))]
         for run_id, reason in gone:
-            self.end_run(run_id, "interrupted", message=f"interrupted: {reason}")
-            self.log_event(run_id, f"marked interrupted when the store was opened: {reason}", "warning")
+            cur.execute(_END_RUN_SQL, ["interrupted", now, now, f"interrupted: {reason}", None, None, "interrupted",
+                                       run_id])
+            cur.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
+                        [run_id, now, "warning", f"marked interrupted by process {os.getpid()}: {reason}"])
         return [run_id for run_id, _ in gone]
+
+    def _tend(self, cur) -> None:
+        """In the writer, every HEARTBEAT_S: the heartbeat of this store's runs, then the sweep."""
+        live = list(self._live)
+        if live:
+            cur.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                        "AND status IN ('queued', 'running')", [time.time(), live])
+        self._sweep(cur)
 
     # ------------------------------------------------------------ runs
 
@@ -251,11 +289,17 @@ class Store:
         me, now = this_process(), time.time()
         args = [run_id, name or kind, kind, status, to_json(dict(config)), now, now if status == "running" else None,
                 parent_id, seed, code_version, device, me.pid, me.started, me.host, now]
-        _LIVE_RUNS.add(run_id)
-        self._write(lambda cur: cur.execute(
-            "INSERT INTO runs (run_id, name, kind, status, config, created_at, started_at, parent_id, seed, "
-            "code_version, device, pid, process_started, host, heartbeat_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args))
+        _LIVE_RUNS.add(run_id)  # before the row exists, so no sweep of this process takes it for an orphan
+        self._live.add(run_id)
+        try:
+            self._write(lambda cur: cur.execute(
+                "INSERT INTO runs (run_id, name, kind, status, config, created_at, started_at, parent_id, seed, "
+                "code_version, device, pid, process_started, host, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args))
+        except BaseException:
+            _LIVE_RUNS.discard(run_id)
+            self._live.discard(run_id)
+            raise
         return run_id
 
     def start_run(self, run_id: str) -> bool:
@@ -273,11 +317,9 @@ class Store:
         check_choice("status", status, END_STATUSES)
         now = time.time()
         rows = self._write(lambda cur: cur.execute(
-            "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, message = coalesce(?, message), error = ?, "
-            "traceback = ?, progress = CASE WHEN ? = 'finished' THEN 1.0 ELSE progress END "
-            "WHERE run_id = ? AND status IN ('queued', 'running') RETURNING run_id",
-            [status, now, now, message, error, traceback, status, run_id]).fetchall())
+            _END_RUN_SQL, [status, now, now, message, error, traceback, status, run_id]).fetchall())
         _LIVE_RUNS.discard(run_id)
+        self._live.discard(run_id)
         return bool(rows)
 
     def set_progress(self, run_id: str, fraction: float, message: str | None = None,
@@ -335,17 +377,17 @@ class Store:
                   parent: str | None = None, top_level: bool = False, limit: int | None = None) -> pd.DataFrame:
         """The runs list, newest first (see store.queries.list_runs)."""
         df = self._read(lambda cur: queries.list_runs(cur, status, kind, parent, top_level, limit))
-        if self.read_only:
-            df = self._as_recovered(df)
-        return df
+        return self._as_recovered(df)
 
     def get_run(self, run_id: str) -> dict:
         """One run (id or unique prefix) as a dict; raises RunNotFound."""
         run = self._read(lambda cur: queries.get_run(cur, run_id))
-        if self.read_only and run["status"] in ACTIVE_STATUSES:
-            reason = orphan_reason(run["run_id"], run["pid"], run["process_started"], run["host"])
+        if run["status"] in ACTIVE_STATUSES:
+            beat = run["heartbeat_at"].timestamp() if run["heartbeat_at"] is not None else None
+            reason = orphan_reason(run["run_id"], run["pid"], run["process_started"], run["host"], beat)
             if reason:
                 run.update(status="interrupted", message=f"interrupted: {reason}")
+                self._found_orphan()
         return run
 
     def points(self, run_ids: str | Iterable[str] | None = None, expand: bool = True) -> pd.DataFrame:
@@ -368,14 +410,20 @@ class Store:
         return self._read(lambda cur: queries.artifacts(cur, run_ids))
 
     def _as_recovered(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Read-only view: runs whose process is gone show as the writer will record them."""
+        """Runs whose process is gone show as the next sweep will record them (a writer asks for it now)."""
         for i in df.index[df["status"].isin(ACTIVE_STATUSES)]:
+            beat = df.at[i, "heartbeat_at"]
             reason = orphan_reason(df.at[i, "run_id"], _int_or_none(df.at[i, "pid"]), df.at[i, "process_started"],
-                                   df.at[i, "host"])
+                                   df.at[i, "host"], None if pd.isna(beat) else beat.timestamp())
             if reason:
                 df.at[i, "status"] = "interrupted"
                 df.at[i, "message"] = f"interrupted: {reason}"
+                self._found_orphan()
         return df
+
+    def _found_orphan(self) -> None:
+        if self._writer is not None and not self.closed:
+            self._writer.request_tend()
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -402,10 +450,10 @@ def open_store(path: str | os.PathLike | None = None) -> Store:
 
 @contextlib.contextmanager
 def reading(path: str | os.PathLike | None = None) -> Iterator[Store]:
-    """A store to read from: this process's open one, else the file opened read-only and closed after.
+    """A store to read from: this process's open one, else a read-only one, closed after.
 
-    A file that still needs a migration is opened for writing instead, which is possible because
-    no other process holds it (the read-only open succeeded).
+    A file that still needs a migration gets a writing store instead, which migrates it (for the
+    moment that takes, like every write).
     """
     key = resolve_db_path(path)
     with _OPEN_LOCK:

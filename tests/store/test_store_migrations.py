@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -164,3 +165,41 @@ def test_a_version_2_file_migrates_to_3_with_its_points_intact_and_their_contrac
         assert kd["artifact"] == "ck/student" and kd["stage"] == "variant"
         (trained,) = store.run_points("oldfinished1")
         assert trained["family"] == "train" and trained["stage"] == "baseline" and trained["accuracy"] == 0.93
+
+
+@pytest.mark.parametrize("table", ["runs", "sales"])
+def test_a_duckdb_file_with_tables_of_its_own_is_refused_and_left_untouched(db_path, table, capsys):
+    from engine.cli import main
+    from store import Store, StoreError
+
+    con = duckdb.connect(db_path)
+    con.execute(f"CREATE TABLE {table} (id INTEGER, note VARCHAR)")
+    con.execute(f"INSERT INTO {table} VALUES (1, 'mine')")
+    con.close()
+    before = Path(db_path).read_bytes()
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match=rf"tables of its own \({table}\) and no run store in it; it was left"):
+            Store(db_path, read_only=read_only)
+    for argv in (["runs", "--db", db_path], ["train", "--dataset", "digits", "--epochs", "1", "--db", db_path]):
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {db_path} is a DuckDB file with tables of its own")
+    assert Path(db_path).read_bytes() == before and not Path(db_path + ".wal").exists()
+    con = duckdb.connect(db_path, read_only=True)
+    tables = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    rows = con.execute(f"SELECT * FROM {table}").fetchall()
+    con.close()
+    assert tables == [(table,)] and rows == [(1, "mine")]  # no stray schema_version table
+
+
+def test_an_empty_duckdb_file_becomes_a_store(db_path):
+    from store import SCHEMA_VERSION, Store
+
+    duckdb.connect(db_path).close()
+    with Store(db_path) as store:
+        assert store.migrated_from == 0
+        run_id = store.create_run("train", {})
+        assert list(store.list_runs().run_id) == [run_id]
+    with Store(db_path, read_only=True) as store:
+        assert store.migrated_from is None and len(store.list_runs()) == 1
+    assert SCHEMA_VERSION >= 2

@@ -12,14 +12,17 @@ import time
 import pytest
 
 from engine.cli import main
+from engine.errors import ConfigError
 from engine.measure import METRIC_FIELDS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-HOLD_STORE = """
+# a process that keeps the file open for writing, as a DuckDB shell or a script of the user's would
+# (a Compression Lab process holds it only for the moment of each read or commit)
+HOLD_FILE = """
 import sys, time
-from store import Store
-store = Store(sys.argv[1])
+import duckdb
+con = duckdb.connect(sys.argv[1])
 print("holding", flush=True)
 time.sleep(120)
 """
@@ -95,15 +98,18 @@ def test_a_run_killed_with_sigkill_is_marked_interrupted_on_the_next_open(tmp_pa
         assert "marked interrupted" in " ".join(store.events(run["run_id"]).message)
 
 
-def test_a_second_process_gets_a_clear_message_while_the_file_is_held(tmp_path, background, capsys):
+def test_a_file_held_past_the_wait_gets_a_clear_message_after_the_wait(tmp_path, background, capsys, monkeypatch):
     from store import Store, StoreLockedError, reading
 
+    monkeypatch.setenv("COMPRESSION_LAB_DB_WAIT_S", "0.5")
     db = str(tmp_path / "lab.duckdb")
     Store(db).close()
-    holder = background("-c", HOLD_STORE, db, cwd=REPO)
+    holder = background("-c", HOLD_FILE, db, cwd=REPO)
     holder.wait_for("holding")
-    with pytest.raises(StoreLockedError, match=f"in use by process {holder.proc.pid} .*--db OTHER.duckdb"):
+    t0 = time.monotonic()
+    with pytest.raises(StoreLockedError, match=f"in use by process {holder.proc.pid} .*waited 0.5 s.*--db OTHER"):
         Store(db)
+    assert 0.4 < time.monotonic() - t0 < 5  # it retried for the wait, and not for ever
     with pytest.raises(StoreLockedError, match=f"cannot read the run store .*process {holder.proc.pid}"), \
             reading(db):
         pass
@@ -129,3 +135,27 @@ def test_sigterm_to_the_cli_records_the_run_as_interrupted_before_it_exits(tmp_p
         (run,) = store.list_runs().to_dict("records")
         assert store.recovered == []  # the process recorded it itself on the way out
         assert run["status"] == "interrupted" and run["message"] == "interrupted: the process received SIGTERM"
+
+
+def test_a_negative_limit_or_a_file_in_place_of_a_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    from store import Store
+
+    db = str(tmp_path / "lab.duckdb")
+    Store(db).close()
+    assert main(["runs", "--db", db, "--limit", "-5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --limit must be a number of runs >= 0 (0 lists all), got -5"]
+    with Store(db, read_only=True) as store, pytest.raises(ConfigError, match=r"limit must be in \[0, inf\], got -1"):
+        store.list_runs(limit=-1)
+
+    blocker = tmp_path / "somefile"
+    blocker.write_text("mine")
+    inside = str(blocker / "s.duckdb")
+    for argv, says in ((["runs", "--db", inside], f"no run store at {inside}"),
+                       (["show", "abc", "--db", inside], f"no run store at {inside}"),
+                       (["train", "--dataset", "digits", "--epochs", "1", "--db", inside],
+                        f"cannot create the run store {inside}: {blocker} is a file, not a folder")):
+        assert main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {says}"), line
+    assert blocker.read_text() == "mine"
