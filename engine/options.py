@@ -321,7 +321,9 @@ def method_rows(configs: dict[str, tuple[type[Config], str]]) -> list[dict]:
 
 def print_method_rows(rows: list[dict], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        from engine.point import json_safe
+
+        print(json.dumps(json_safe(rows), indent=2, default=str, allow_nan=False))
         return
     for r in rows:
         print(f"{r['method']}: {r['description']}")

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from engine.cli import format_point
+from engine.cli import format_point, print_json
 from engine.errors import ConfigError
 from store import DB_ENV, DEFAULT_DB_PATH, RUN_STATUSES, reading
 
@@ -49,7 +49,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
         df = store.list_runs(status=args.status, kind=args.kind, parent=args.parent, limit=args.limit or None)
         path = store.path
     if args.json:
-        print(json.dumps(records(df.drop(columns=["config", "traceback"])), indent=2, default=str))
+        print_json(records(df.drop(columns=["config", "traceback"])))
         return
     if df.empty:
         print(f"no runs{' with status ' + args.status if args.status else ''} in {path}")
@@ -109,7 +109,7 @@ def cmd_show(args: argparse.Namespace) -> None:
                "metrics": [{"key": r.key, "step": int(r.step), "value": float(r.value), "time": r.time.isoformat()}
                            for r in history.itertuples()],
                "events": records(events), "artifacts": records(artifacts)}
-        print(json.dumps(doc, indent=2, default=str))
+        print_json(doc)
         return
     print_run(run, points, history, events, artifacts)
 

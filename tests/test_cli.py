@@ -82,3 +82,19 @@ def test_a_full_disk_is_one_line_naming_the_file_and_exit_2(monkeypatch, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: no space left on the device (checkpoints/x/model.safetensors): free space or choose "
                    "another --out / --db"]
+
+
+def test_show_and_runs_json_are_strict_with_null_for_nan(tmp_path, capsys):
+    import engine.cli as cli
+    from store import Store
+
+    db = str(tmp_path / "s.duckdb")
+    with Store(db) as store:
+        run_id = store.create_run("train", {"lr": float("nan")})
+        store.log_metrics(run_id, {"loss": float("nan")}, step=1)
+        store.add_point(run_id, {"accuracy": float("nan"), "loss": float("inf"), "method": "m", "params": {}})
+    for argv in (["show", run_id, "--db", db, "--json"], ["runs", "--db", db, "--json"]):
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert "NaN" not in out and "Infinity" not in out
+        json.loads(out, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
