@@ -20,7 +20,7 @@ def test_quantize_help_lists_the_generated_options(capsys):
                  "--activation-bits", "--calib-batches", "--engine", "--fallback", "--max-drop", "--target-bits",
                  "--epochs", "--lr", "--no-latency", "--out", "--no-save", "--overwrite"):
         assert flag in out, flag
-    assert "peak learning rate in [0, 10] (default 0.001)" in " ".join(out.split())  # QAT's gentle default
+    assert "peak learning rate in (0, 10] (default 0.001)" in " ".join(out.split())  # QAT's gentle default
 
 
 def test_quantize_methods_lists_every_method_and_its_settings_as_json(capsys):
