@@ -1,0 +1,137 @@
+"""Studies end to end on digits: the --quick recipes (plus a test-only smaller budget) run through the recipe
+runner, every table is built from the stored points of the recipe's child runs, and the notes judge them."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+
+import pytest
+
+from engine.errors import ConfigError, UserError
+from engine.recipes import Recipe
+from engine.studies import QUICK, STUDIES, TABLE3_ROWS, apply_overrides, run_study, study_recipe
+from engine.studies_cli import add_commands
+from store import open_store
+
+FAST = {"batch_size": 128, "epochs": 1}
+SMALL_TEACHER = {"arch": "cnn_s", "width": 0.5, "train": FAST}
+# on top of --quick: the smallest budgets that still give every table its shape
+TINY = {
+    "kd-prune": {"teacher": SMALL_TEACHER, "stages": {
+        "distil": {"config": {"train_subset": 200, "train": FAST}, "sweep": {"method": ["scratch", "kd"]}},
+        "prune-teacher": {"config": {"sparsities": [0.0, 0.5, 0.9]}},
+        "prune-student": {"config": {"sparsities": [0.0, 0.5, 0.9]}}}},
+    "kd-quant": {"teacher": SMALL_TEACHER, "stages": {
+        "distil": {"config": {"train_subset": 200, "train": FAST}, "sweep": {"method": ["kd", "dkd"]}},
+        "mixed": {"config": {"bits": [8, 4], "val_samples": 100, "save": False}},
+        "teacher-mixed": {"config": {"bits": [8, 4], "val_samples": 100, "save": False}}}},
+}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One store and output root for both studies: the second finds the first's teacher and kd student."""
+    root = tmp_path_factory.mktemp("studies")
+    return str(root / "runs.duckdb"), {"out": str(root / "ckpt")}
+
+
+def cli(*argv: str):
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_every_study_recipe_is_valid_full_and_quick_on_any_embedded_dataset():
+    for name in STUDIES:
+        for quick in (False, True):
+            doc = study_recipe(name, dataset="digits", quick=quick)
+            assert doc["dataset"] == "digits"
+            assert Recipe.from_dict(doc).units
+
+
+def test_quick_shrinks_the_budgets_it_names():
+    full, quick = study_recipe("kd-prune"), study_recipe("kd-prune", quick=True)
+    stage = {s["name"]: s for s in quick["stages"]}
+    assert stage["prune-student"]["config"]["repeats"] == 1
+    assert len(stage["prune-student"]["config"]["sparsities"]) < 10
+    assert quick["teacher"]["train"]["epochs"] < full["teacher"]["train"]["epochs"]
+    assert set(QUICK) == set(STUDIES)
+
+
+def test_an_override_naming_a_missing_stage_is_an_error():
+    with pytest.raises(ConfigError, match="no stage 'prune'.*distil"):
+        apply_overrides(study_recipe("kd-prune"), {"stages": {"prune": {"config": {}}}})
+
+
+def test_an_unknown_study_or_dataset_is_refused_by_name():
+    with pytest.raises(UserError, match="unknown study 'kd-magic'.*kd-prune"):
+        study_recipe("kd-magic")
+    with pytest.raises(ConfigError, match="nodata"):
+        study_recipe("kd-prune", dataset="nodata")
+
+
+def test_kd_prune_quick_runs_two_recipes_and_builds_seed_002_tables_from_the_stored_points(shared):
+    db, out = shared
+    result = run_study("kd-prune", db, dataset="digits", quick=True, overrides={**TINY["kd-prune"], **out})
+    store = open_store(db)
+    assert len(result.run_ids) == 2  # students first, then the pruning of the best one
+    assert set(store.list_runs(kind="recipe")["status"]) == {"finished"}
+    assert len(store.list_runs(kind="distill")) == 2  # the second recipe reused both students
+
+    table1 = result.tables["Table 1: distillation"]
+    assert list(table1["model"]) == ["Teacher", "Student scratch", "kd"]
+    kd = next(u for u in result.units if u.stage == "distil" and u.method == "kd")
+    stored_kd = next(p for p in store.run_points(kd.run_id) if p["role"] == "student")
+    assert table1.set_index("model").loc["kd", "accuracy (%)"] == pytest.approx(100 * stored_kd["accuracy"])
+
+    pruning = result.tables["Pruning: accuracy and remaining parameters by sparsity"]
+    assert list(pruning["sparsity (%)"]) == [0.0, 50.0, 90.0]
+    assert {"teacher acc (%)", "student scratch acc (%)", "student kd acc (%)"} <= set(pruning.columns)
+    teacher_run = next(u for u in result.units if u.stage == "prune-teacher").run_id
+    at_half = next(p for p in store.run_points(teacher_run) if p["level"] == 0.5)
+    assert pruning.loc[1, "teacher params"] == at_half["params_nonzero"]
+
+    table3 = result.tables["Table 3: before pruning and at the breakpoint"]
+    assert list(table3.index) == TABLE3_ROWS
+    assert {c.split(" / ")[0] for c in table3.columns} == {"student scratch", "student kd"}
+    assert table3.loc["P(t) before pruning"].iloc[0] == next(
+        p for p in store.run_points(teacher_run) if p["level"] == 0.0)["params_nonzero"]
+    assert any("KD beat scratch" in n and "reproduced" in n for n in result.notes)
+    assert result.notes[-1].startswith("--quick")
+
+
+def test_kd_quant_quick_builds_the_model_by_bits_table_and_the_mixed_path(shared, capsys, monkeypatch):
+    db, out = shared
+    overrides = {**TINY["kd-quant"], **out}
+    result = run_study("kd-quant", db, dataset="digits", quick=True, overrides=overrides)
+    bits = result.tables["Accuracy (%) by weight width"]
+    assert list(bits["model"]) == ["Teacher", "kd student", "dkd student"]
+    assert list(bits.columns[1:]) == ["2-bit", "4-bit", "8-bit", "32-bit"]
+    store = open_store(db)
+    teacher_bits = next(u for u in result.units if u.stage == "teacher-bits")
+    at2 = next(p for p in store.run_points(teacher_bits.run_id) if p["level"] == 2)
+    assert bits.loc[0, "2-bit"] == pytest.approx(100 * at2["accuracy"])
+    mixed = result.tables["Greedy mixed precision"]
+    assert list(mixed["model"]) == ["Teacher", "kd student", "dkd student"]
+    assert (mixed["average bits"] <= mixed["start bits"]).all()
+    assert any("quantized teacher" in n for n in result.notes)
+
+    # the same study again from the CLI reuses every unit and prints strict JSON with the same tables
+    distilled = len(store.list_runs(kind="distill"))
+    monkeypatch.setattr("engine.studies_cli.run_study", functools.partial(run_study, overrides=overrides))
+    out = cli("study", "kd-quant", "--dataset", "digits", "--quick", "--db", db, "--json")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(out))
+    assert printed["tables"]["Accuracy (%) by weight width"][0]["2-bit"] == pytest.approx(bits.loc[0, "2-bit"])
+    assert len(store.list_runs(kind="distill")) == distilled  # nothing ran twice
+    assert len(store.list_runs(kind="train")) == 1  # one teacher for both studies (same settings, same key)
+
+
+def test_study_list_names_every_study_and_its_recipe(capsys):
+    rows = cli("study", "--list")
+    assert [r["name"] for r in rows] == list(STUDIES)
+    text = capsys.readouterr().out
+    assert "examples/study-kd-prune.yaml" in text and "seed 002" in text
