@@ -9,25 +9,36 @@
    with more threads spinning workers inflate CPU time.
 2. Test accuracy of kd, dkd and simkd students against scratch, with the same epochs, batch size,
    learning rate and seeds (mean and each seed over --seeds), with torch's default threads.
+3. --defaults-table (alone: it skips 1 and 2): every method at its defaults, as a user runs it from
+   the command line (`python -m engine distill --method M --epochs 3 --no-latency --no-save
+   --json`), one process per method, against `scratch`; a method should be within 2 points of
+   scratch or better. The teacher is trained with `python -m engine train` unless --teacher is given.
 
     .venv/bin/python bench/bench_distill.py [--teacher DIR] [--teacher-epochs 3] [--epochs 5] [--seeds 2]
                                             [--rounds 1] [--time-subset N] [--threads 1]
                                             [--skip-time] [--skip-accuracy]
+    .venv/bin/python bench/bench_distill.py --defaults-table [--teacher DIR] [--teacher-epochs 3]
+                                            [--table-epochs 3] [--methods scratch,kd,...] [--jobs 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import engine.distill.task as task_module  # noqa: E402
 from engine.context import RunContext  # noqa: E402
@@ -69,6 +80,56 @@ def distill(teacher: str, method: str, epochs: int, seed: int, out: Path, subset
     return points, wall, cpu, total - wall
 
 
+def cli_run(*args: str, threads: int | None = None) -> list[dict]:
+    """`python -m engine ARGS --json` in a fresh process (with `threads` torch threads): its points as dicts."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    done = subprocess.run([sys.executable, "-m", "engine", *args, "--json"], capture_output=True, text=True,
+                          cwd=ROOT, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"python -m engine {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    rows = json.loads(done.stdout)
+    return rows if isinstance(rows, list) else [rows]
+
+
+def defaults_table(teacher: str | None, teacher_epochs: int, epochs: int, methods: list[str], work: Path,
+                   jobs: int = 1) -> None:
+    """Every method at its defaults from the CLI, `epochs` epochs, against scratch (see the module docstring).
+
+    With jobs > 1, that many runs go at once with one torch thread each (the accuracy does not depend on
+    it beyond float round-off; the run times then mean little)."""
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if teacher is None:
+        teacher = str(work / "teacher-cli")
+        t0 = time.perf_counter()
+        rows = cli_run("train", "--model", "cnn_l", "--epochs", str(teacher_epochs), "--out", teacher, "--no-latency")
+        print(f"teacher: python -m engine train --model cnn_l --epochs {teacher_epochs} --out {teacher} --no-latency "
+              f"--json -> test accuracy {rows[-1]['accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+    def one(m: str) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        try:
+            rows = cli_run("distill", "--teacher", teacher, "--student", "cnn_s", "--method", m, "--epochs",
+                           str(epochs), "--no-latency", "--no-save", threads=1 if jobs > 1 else None)
+        except RuntimeError as e:  # one failed run must not lose the others
+            print(f"  {m}: FAILED\n{e}", flush=True)
+            return float("nan"), time.perf_counter() - t0
+        students = [r for r in rows if r["role"] == "student"]
+        print(f"  {m}: {students[0]['accuracy']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return students[0]["accuracy"], time.perf_counter() - t0  # dml: the run's own student
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = dict(zip(methods, pool.map(one, methods)))
+    base = results["scratch"][0] if "scratch" in results else float("nan")
+    print(f"\ncnn_l -> cnn_s on mnist5k, every method at its defaults, {epochs} epochs: python -m engine distill "
+          f"--teacher T --student cnn_s --method M --epochs {epochs} --no-latency --no-save --json")
+    print("| method | test accuracy | vs scratch | within 2 points | run (s) |")
+    print("|---|---:|---:|:---:|---:|")
+    for m, (acc, secs) in results.items():
+        gap = 100 * (acc - base)
+        print(f"| {m} | {acc:.4f} | {gap:+.2f} pts | {'yes' if gap >= -2 else 'NO'} | {secs:.0f} |")
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", help="teacher checkpoint (default: train cnn_l here)")
@@ -80,9 +141,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the timing section")
     ap.add_argument("--skip-time", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--defaults-table", action="store_true", help="every method at its defaults from the CLI only")
+    ap.add_argument("--table-epochs", type=int, default=3, help="epochs per method in --defaults-table")
+    ap.add_argument("--methods", help="comma-separated methods for --defaults-table (default: scratch, then all)")
+    ap.add_argument("--jobs", type=int, default=1, help="--defaults-table runs at once (one torch thread each)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-distill-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; work dir {work}")
+    if args.defaults_table:
+        names = sorted(m for m in family_methods("distill").names() if m != "scratch")
+        methods = args.methods.split(",") if args.methods else ["scratch", *names]
+        defaults_table(args.teacher, args.teacher_epochs, args.table_epochs, methods, work, args.jobs)
+        return
     teacher = args.teacher
     if teacher is None:
         teacher = str(work / "teacher")

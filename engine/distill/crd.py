@@ -3,7 +3,9 @@
 Student and teacher embeddings (each model's classifier input, through a learned Linear to
 `feat_dim` and L2-normalised) are contrasted against a memory bank holding one embedding per
 training image for each side. For every sample, its own stored embedding is the positive and
-`nce_k` uniformly drawn images are the negatives; the NCE loss with noise probability 1/N pushes
+`nce_k` images of the other classes are the negatives, drawn without replacement as the authors'
+code does (RepDistiller's CIFAR100InstanceSample, mode 'exact'); `negatives=uniform` draws them
+from all images instead, some of the anchor's class. The NCE loss with noise probability 1/N pushes
 the student's embedding towards the teacher's for the same image and away from other images'.
 loss = CE + beta * (NCE of the student against the teacher bank + NCE of the teacher against the
 student bank). The bank entries of the batch are refreshed with momentum after each step.
@@ -40,6 +42,37 @@ def nce_loss(scores: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
     return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
 
 
+class NegativeSampler:
+    """Row i: [index[i], then k negatives]; negatives from the other classes, or from all images."""
+
+    def __init__(self, labels: Tensor, k: int, negatives: str, generator: torch.Generator):
+        self.labels = labels.cpu()
+        self.k = k
+        self.generator = generator
+        self.num_data = len(labels)
+        # per class, the images of every other class (RepDistiller's cls_negative)
+        self.others = ({int(c): (self.labels != c).nonzero().flatten() for c in self.labels.unique()}
+                       if negatives == "other_classes" else None)
+
+    def __call__(self, index: Tensor) -> Tensor:
+        index = index.cpu()
+        if self.others is None:
+            idx = torch.randint(0, self.num_data, (len(index), self.k + 1), generator=self.generator)
+        else:
+            idx = torch.empty(len(index), self.k + 1, dtype=torch.long)
+            anchor_labels = self.labels[index]
+            for c in anchor_labels.unique().tolist():
+                rows = (anchor_labels == c).nonzero().flatten()
+                pool = self.others[c]
+                if self.k <= len(pool):  # without replacement, as the authors' np.random.choice
+                    pick = torch.rand(len(rows), len(pool), generator=self.generator).topk(self.k, dim=1).indices
+                else:
+                    pick = torch.randint(0, len(pool), (len(rows), self.k), generator=self.generator)
+                idx[rows, 1:] = pool[pick]
+        idx[:, 0] = index
+        return idx
+
+
 @torch.no_grad()
 def update_bank(bank: Tensor, v: Tensor, index: Tensor, momentum: float) -> None:
     """bank[index] = normalize(momentum * bank[index] + (1 - momentum) * v)."""
@@ -74,6 +107,8 @@ class CRDConfig(Config):
     beta: float = weight_param(0.8, "weight of the contrastive term (mdistiller's value)")
     feat_dim: int = param(128, "embedding size of the contrast space", lo=1, hi=8192)
     nce_k: int = param(1024, "negatives per sample; must be below the number of training images", lo=1, hi=1_000_000)
+    negatives: str = param("other_classes", "where negatives come from: images of the other classes (the authors' "
+                                            "code) or uniform over all images", choices=("other_classes", "uniform"))
     nce_t: float = param(0.07, "temperature of the scores", lo=0, hi=10, lo_open=True)
     # --nce-momentum: the training config's --momentum is SGD's
     momentum: float = param(0.5, "memory bank update momentum", lo=0, hi=1, hi_open=True, flag="nce-momentum")
@@ -97,7 +132,9 @@ class CRD(Distiller):
         self.extra_modules = [self.embed_student, self.embed_teacher, self.memory]
         self.student_feats = self.hooks(self.student, [setup.student_spec.classifier], of="input")
         self.teacher = self.frozen_teacher([setup.teacher_spec.classifier], of="input")
-        self.rng = torch.Generator().manual_seed(setup.train.seed + 7)  # negatives: seeded, global RNG untouched
+        # negatives: seeded, global RNG untouched
+        self.sampler = NegativeSampler(setup.data.train.y, cfg.nce_k, cfg.negatives,
+                                       torch.Generator().manual_seed(setup.train.seed + 7))
 
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(batch.x)
@@ -105,8 +142,7 @@ class CRD(Distiller):
         _, (f_t,) = self.teacher.batch(batch)
         v_s, v_t = self.embed_student(f_s), self.embed_teacher(f_t)
         index = batch.index.to(v_s.device)
-        idx = torch.randint(0, self.num_data, (len(index), self.cfg.nce_k + 1), generator=self.rng).to(v_s.device)
-        idx[:, 0] = index
+        idx = self.sampler(index).to(v_s.device)
         mem = self.memory
         # the student is scored against the teacher bank, the teacher against the student bank
         out_s = contrast_scores(mem.teacher_bank, v_s, idx, self.cfg.nce_t)

@@ -3,8 +3,9 @@
 Mixup is Zhang, Cisse, Dauphin & Lopez-Paz, "mixup: Beyond Empirical Risk Minimization" (ICLR
 2018); the distillation term is Hinton et al.'s KD (see kd.py). Each batch is mixed with a shuffled
 copy of itself, x = lam * x_i + (1 - lam) * x_j with lam ~ Beta(a, a); the student learns the mixed
-labels and the teacher's soft predictions on the same mixed images. The teacher has to run on
-every mixed batch, so its outputs are never cached.
+labels and the teacher's soft predictions on the same mixed images, weighted as in kd.py:
+loss = (1 - alpha) * mixed CE + alpha * T^2 * KL. The teacher has to run on every mixed batch, so
+its outputs are never cached.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import Config, param
-from engine.distill.base import Distiller, register_distiller, temperature_param, weight_param
-from engine.distill.kd import kd_loss
+from engine.distill.base import Distiller, register_distiller, temperature_param
+from engine.distill.kd import alpha_param, kd_loss, kd_terms
 from engine.train import Batch
 
 
@@ -35,7 +36,7 @@ def mixed_cross_entropy(logits: Tensor, y_a: Tensor, y_b: Tensor, lam: float) ->
 @dataclass
 class MixupKDConfig(Config):
     temperature: float = temperature_param(4.0, "KD temperature")
-    alpha: float = weight_param(0.9, "weight of the KD term")
+    alpha: float = alpha_param(0.9)  # as kd
     mixup_alpha: float = param(0.4, "lam ~ Beta(mixup_alpha, mixup_alpha); small values mix little",
                                lo=0, hi=100, lo_open=True)
 
@@ -59,6 +60,6 @@ class MixupKD(Distiller):
         x, y_a, y_b = mixup(batch.x, batch.y, lam, perm)
         logits = self.student(x)
         logits_teacher, _ = self.teacher(x)
-        return logits, {"ce": mixed_cross_entropy(logits, y_a, y_b, lam),
-                        "kd": self.cfg.alpha * kd_loss(logits, logits_teacher, self.cfg.temperature)}
+        return logits, kd_terms(mixed_cross_entropy(logits, y_a, y_b, lam),
+                                kd_loss(logits, logits_teacher, self.cfg.temperature), self.cfg.alpha)
 

@@ -74,11 +74,6 @@ def recording_context() -> RecordingContext:
     return RecordingContext()
 
 
-# at's default beta (1000) is tuned for CIFAR's large maps; digits' stages are 4x4 and 2x2, where the normalised
-# attention differs far more per element, and one epoch at beta 1000 leaves the student at chance
-DIGITS_SETTINGS = {"at": {"beta": 10.0}}
-
-
 class MethodRuns:
     """One run per method (one epoch on digits' 1,293 training images), made on first use and shared.
 
@@ -92,7 +87,7 @@ class MethodRuns:
         self.done: dict[tuple, dict] = {}
 
     def get(self, method: str, settings: dict | None = None) -> dict:
-        settings = DIGITS_SETTINGS.get(method, {}) if settings is None else settings
+        """The run of `method` with `settings` (default: the method's defaults, as a user runs it)."""
         key = (method, tuple(sorted((settings or {}).items())))
         if key not in self.done:
             self.done[key] = self._run(method, settings or {}, f"{method}-{len(self.done)}")

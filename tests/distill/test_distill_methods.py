@@ -5,6 +5,7 @@ Each method runs once (`method_runs`: one epoch on digits' 1,293 training images
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -126,10 +127,14 @@ def test_a_cancelled_run_stops_in_the_loop_and_saves_nothing(digits_teacher, tmp
     assert not (tmp_path / "c").exists() and recording_context.points == []
 
 
-def _changed(value):
+def _changed(value, field: dataclasses.Field):
     """A value of the same type other than the default (and inside every method's declared range)."""
+    if field.metadata.get("choices"):
+        return next(c for c in field.metadata["choices"] if c != value)
     if isinstance(value, tuple):
         return ["features.1"]
+    if isinstance(value, bool):
+        return not value
     if isinstance(value, int):
         return value + 1
     return value / 2 if value > 0 else 0.25
@@ -138,7 +143,8 @@ def _changed(value):
 @pytest.mark.parametrize("method", family_methods("distill").names())
 def test_the_task_round_trips_with_each_methods_typed_settings(method):
     config = family_methods("distill").get(method).config
-    settings = {k: _changed(v) for k, v in config().to_dict().items()}
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    settings = {k: _changed(v, fields[k]) for k, v in config().to_dict().items()}
     task = DistillTask.from_dict({"teacher": "t", "method": method, "settings": settings, "train": {"epochs": 2}})
     assert isinstance(task.settings, config) and task.train.epochs == 2 and task.train.lr == TrainConfig().lr
     plain = json.loads(json.dumps(task.to_dict()))  # what a recipe or a run record holds
