@@ -110,10 +110,17 @@ def cmd_measure(args: argparse.Namespace) -> None:
         print(f"lineage: {points[-1].extra.get('lineage_text', '')}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming it and the command's --help (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Compression Lab: train, compress, measure")
+    parser = OneLineParser(prog="python -m engine", description="Compression Lab: train, compress, measure")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     p = sub.add_parser("datasets", help="list datasets and whether each is available")
     p.add_argument("--data-root", default=DEFAULT_ROOT)

@@ -53,7 +53,7 @@ def test_cli_train_with_db_records_the_run_its_epochs_and_its_point(tmp_path, ca
         assert (history.key == "batch_loss").sum() == 2 * batches_per_epoch
         (point,) = store.run_points(run["run_id"])
         assert {k: point[k] for k in METRIC_FIELDS} == {k: printed[k] for k in METRIC_FIELDS}
-        assert point["checkpoint"] == ck and point["params"]["epochs"] == 2
+        assert point["artifact"] == ck and point["params"]["epochs"] == 2 and point["family"] == "train"
         art = store.artifacts(run["run_id"]).iloc[0]
         assert art["path"] == ck and art["kind"] == "checkpoint" and art["bytes"] > 100_000
         assert "started train" in " ".join(store.events(run["run_id"]).message)
