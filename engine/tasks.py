@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from torch import nn
@@ -146,7 +147,7 @@ def train_task(cfg: TrainTask, ctx: RunContext) -> list[Point]:
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
     out = cfg.out or default_out_dir(cfg.model, data.name)
     c, h, _ = data.input_shape
-    with claim_output(out, [], cfg.overwrite, describe={"task": "train"}) if cfg.save else _nothing():
+    with claim_output(out, [], cfg.overwrite, describe={"task": "train"}) if cfg.save else nullcontext():
         seed_everything(cfg.train.seed)
         model = build_model(cfg.model, data.num_classes, c, h, cfg.width)
         ctx.log_event(f"training {cfg.model} on {data.name}: {len(data.train)} train / {len(data.val)} val images")
@@ -165,14 +166,6 @@ def train_task(cfg: TrainTask, ctx: RunContext) -> list[Point]:
             artifact = out
     return [measure_point(ctx, model, data, family="train", method="train", stage="baseline",
                           params=cfg.train.to_dict(), artifact=artifact, latency=cfg.latency)]
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 @dataclass
