@@ -78,6 +78,9 @@ class Measurement:
     threads: int
     backend: str
     simulated: bool
+    dataset: str = ""  # the dataset the accuracy is on
+    model: str = ""  # the zoo architecture measured ("" when unknown)
+    runtime: str = "torch"  # what ran the model for accuracy and latency: torch | onnxruntime
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,4 +222,6 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
         threads=torch.get_num_threads(),
         backend=f"{form.backend} cpu",
         simulated=form.simulated,
+        dataset=data.name,
+        model=str(getattr(model, "arch", "")),
     )

@@ -281,7 +281,9 @@ def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, 
         raise ConfigError(f"image_size must be at least 4, got {image_size}")
     if not (0 < width <= 4) or math.isnan(width):
         raise ConfigError(f"width must be in (0, 4], got {width}")
-    return MODELS.get(arch).build(num_classes, in_channels, image_size, width)
+    model = MODELS.get(arch).build(num_classes, in_channels, image_size, width)
+    model.arch = arch  # what measure() records as the point's model (copies and pruned models keep it)
+    return model
 
 
 def catalog() -> list[dict]:

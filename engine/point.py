@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from engine.config import check_choice
@@ -75,7 +75,9 @@ class Point:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Point:
-        m = Measurement(**{k: d.get(k) for k in METRIC_FIELDS})
+        # a field Measurement gained later (dataset, model, runtime) takes its default in older rows
+        m = Measurement(**{f.name: f.default if d.get(f.name) is None and f.default is not MISSING
+                           else d.get(f.name) for f in fields(Measurement)})
         own = {k: d[k] for k in CONTRACT_FIELDS if k in d and d[k] is not None}
         extra = {k: v for k, v in d.items() if k not in CONTRACT_FIELDS and k not in METRIC_FIELDS}
         return cls(measurement=m, **own, extra=extra)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.figures import metric_history_figure
+from pages.figures.runs import metric_history_figure
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Runs")

@@ -176,8 +176,55 @@ V3 = [
     fill_point_contract,
 ]
 
+def fill_point_provenance(cur) -> None:
+    """Version 4's dataset, model and runtime for points recorded before measure() wrote them: the runtime
+    was always torch; dataset and model come from the meta.json of the point's artifact or input checkpoint
+    when it is still on disk, else from the run's config (a train run names both)."""
+    import json
+
+    import pandas as pd
+
+    cur.execute("UPDATE points SET runtime = 'torch' WHERE runtime IS NULL")
+    rows = cur.execute("SELECT p.point_id, p.artifact, p.input_checkpoint, r.config FROM points p "
+                       "LEFT JOIN runs r USING (run_id) WHERE p.dataset IS NULL OR p.model IS NULL").fetchall()
+    filled = []
+    for point_id, artifact, input_checkpoint, config in rows:
+        found = _meta_provenance(artifact) or _meta_provenance(input_checkpoint)
+        if found is None:
+            cfg = json.loads(config or "{}")
+            found = (str(cfg.get("dataset") or ""), str(cfg.get("model") or ""))
+        filled.append({"point_id": point_id, "dataset": found[0], "model": found[1]})
+    if filled:
+        cur.register("v4_fill", pd.DataFrame(filled))
+        cur.execute("UPDATE points SET dataset = f.dataset, model = f.model FROM v4_fill f "
+                    "WHERE points.point_id = f.point_id")
+        cur.unregister("v4_fill")
+
+
+def _meta_provenance(directory: str | None) -> tuple[str, str] | None:
+    """(dataset, arch) from a checkpoint directory's meta.json, or None when it is not readable."""
+    import json
+    from pathlib import Path
+
+    if not directory:
+        return None
+    try:
+        meta = json.loads((Path(directory) / "meta.json").read_text())
+        return str(meta["dataset"]), str(meta["arch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# Version 4: where a point was measured (dataset, model) and on which runtime (issue #13), filled for older points.
+V4 = [
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS dataset VARCHAR",
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS model VARCHAR",
+    "ALTER TABLE points ADD COLUMN IF NOT EXISTS runtime VARCHAR",
+    fill_point_provenance,
+]
+
 # each step is SQL text or a function of a cursor (a data fill that SQL says less clearly)
-MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3}
+MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

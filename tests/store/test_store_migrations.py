@@ -203,3 +203,27 @@ def test_an_empty_duckdb_file_becomes_a_store(db_path):
     with Store(db_path, read_only=True) as store:
         assert store.migrated_from is None and len(store.list_runs()) == 1
     assert SCHEMA_VERSION >= 2
+
+
+def test_version_4_fills_dataset_model_and_runtime_of_older_points(db_path, tmp_path):
+    from store import Store
+
+    write_v1_file(db_path)
+    con = duckdb.connect(db_path)
+    for statement in V2_STEPS:
+        con.execute(statement)
+    con.close()
+    student = tmp_path / "ck-student"
+    student.mkdir()
+    (student / "meta.json").write_text(json.dumps({"dataset": "digits", "arch": "cnn_s"}))
+    con = duckdb.connect(db_path)
+    con.execute("UPDATE points SET artifact = ? WHERE run_id = 'distilled001'", [str(student)])
+    con.execute("""UPDATE runs SET config = '{"dataset": "mnist5k", "model": "cnn_l"}' WHERE run_id = 'oldfinished1'""")
+    con.close()
+    with Store(db_path) as store:
+        (kd,) = store.run_points("distilled001")
+        assert (kd["dataset"], kd["model"], kd["runtime"]) == ("digits", "cnn_s", "torch")  # from the meta.json
+        (trained,) = store.run_points("oldfinished1")
+        assert (trained["dataset"], trained["model"]) == ("mnist5k", "cnn_l")  # from the run's config
+        fake = store.run_points("quantfake001")
+        assert [p["dataset"] for p in fake] == ["", ""]  # nothing on disk or in the config tells: left empty
