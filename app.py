@@ -13,9 +13,20 @@ with st.sidebar.expander("Settings"):
                        "default the working directory). The default is set by $COMPRESSION_LAB_DB.")
 choose_store()
 
-pages = [
-    st.Page("pages/overview.py", title="Datasets and models", icon=":material/dataset:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
-]
+pages = {
+    "": [
+        st.Page("pages/overview.py", title="Datasets and models", icon=":material/dataset:", default=True),
+    ],
+    "Run": [
+        st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
+    ],
+    "Explore": [
+        st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:"),
+        st.Page("pages/breakpoints.py", title="Breakpoints", icon=":material/show_chart:"),
+        st.Page("pages/whatif.py", title="What-if", icon=":material/tune:"),
+        st.Page("pages/compare.py", title="Compare & export", icon=":material/table_view:"),
+    ],
+}
 st.navigation(pages).run()

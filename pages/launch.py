@@ -1,0 +1,6 @@
+"""Launch (issue #11): being built."""
+
+import streamlit as st
+
+st.title("Launch")
+st.info("This page is being built.", icon=":material/construction:")
