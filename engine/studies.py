@@ -33,9 +33,11 @@ import pandas as pd
 import yaml
 
 from engine.breakpoint import curve_from_points, detect_all
+from engine.config import Config, param
 from engine.errors import ConfigError, UserError
-from engine.recipes import RECIPE_TASK, Recipe, RecipeTask, finished_units
-from engine.tasks import check_dataset_name
+from engine.point import Point
+from engine.recipes import Recipe, finished_units, run_recipe
+from engine.tasks import check_dataset_name, register_task
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SWEEP_BITS = [2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 26, 32]  # seed 003's widths
@@ -546,7 +548,7 @@ class StudyResult:
     seeds: str
     dataset: str
     quick: bool
-    run_ids: list[str]  # the recipe run(s), in order
+    run_ids: list[str]  # the study run (its recipes' units are its children)
     tables: dict[str, pd.DataFrame]
     notes: list[str]
     units: list[StoredUnit] = field(default_factory=list)
@@ -554,7 +556,7 @@ class StudyResult:
     def to_dict(self) -> dict:
         """Plain values for strict JSON: each table as records."""
         return {"study": self.name, "seeds": self.seeds, "dataset": self.dataset, "quick": self.quick,
-                "recipe_runs": self.run_ids, "notes": self.notes,
+                "runs": self.run_ids, "notes": self.notes,
                 "tables": {title: _records(df) for title, df in self.tables.items()}}
 
 
@@ -573,37 +575,96 @@ def _plain(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+@dataclass
+class StudyTask(Config):
+    study: str = param("kd-prune", "which study (see `study --list`)", choices=tuple(STUDIES))
+    dataset: str | None = param(None, "run it on this dataset instead of the recipe's (e.g. digits)")
+    quick: bool = param(False, "cut the budgets for a fast check (the numbers are then not findings)")
+    overrides: dict[str, Any] = param(default_factory=dict, help="changes merged into the recipe document",
+                                      cli=False)
+    executor: str = param("local", "where the units run (see `run --help`)")
+    workers: int = param(1, "units the local executor runs at once", lo=1, hi=64)
+
+    def validate(self) -> None:
+        from engine.executors import EXECUTORS
+
+        EXECUTORS.get(self.executor).check_available()
+        study_recipe(self.study, self.dataset, self.quick, self.overrides)  # every stage checked before a run
+
+
+def study_documents(cfg: StudyTask, store) -> list[dict]:
+    """The study's recipe documents in order; a two-phase study's second one is built from the first's
+    stored results, so it is listed only once those are in `store`."""
+    study = get_study(cfg.study)
+    doc = study_recipe(cfg.study, cfg.dataset, cfg.quick, cfg.overrides)
+    if study.first is None:
+        return [doc]
+    first = study.first(doc)
+    units = stored_units(store, Recipe.from_dict(first))
+    if study.second is None or not units:
+        return [first]
+    return [first, study.second(doc, units)]
+
+
+def study_units(cfg: StudyTask, store) -> list[StoredUnit]:
+    """Every stored unit of the study's recipes, once each (the second recipe reuses units of the first)."""
+    units: dict[str, StoredUnit] = {}
+    for doc in study_documents(cfg, store):
+        for u in stored_units(store, Recipe.from_dict(doc)):
+            units.setdefault(u.run_id, u)
+    return list(units.values())
+
+
+@register_task("study", StudyTask, "run one of the seeds' studies: its recipe(s) as child runs, then its tables")
+def study_task(cfg: StudyTask, ctx) -> list[Point]:
+    from engine.executors import make_executor
+    from engine.jobs import StoreContext
+
+    if not isinstance(ctx, StoreContext):
+        raise UserError("a study runs in a run store (its units are runs): run it with engine.jobs.run_sync "
+                        "or the job runner")
+    study = get_study(cfg.study)
+    executor = make_executor(cfg.executor, ctx.store, workers=cfg.workers)
+    points: list[Point] = []
+    done = 0
+    try:
+        while True:
+            docs = study_documents(cfg, ctx.store)
+            if done == len(docs):
+                break
+            for doc in docs[done:]:
+                ctx.log_event(f"study {study.name}: recipe {done + 1} ({doc['name']})")
+                points += [p for r in run_recipe(Recipe.from_dict(doc), ctx, executor) for p in r.points]
+                done += 1
+    finally:
+        executor.shutdown()
+    _, notes = study.tables(study_units(cfg, ctx.store))
+    for note in notes:
+        ctx.log_event(f"study {study.name}: {note}")
+    return [p.replace(extra={k: v for k, v in p.extra.items() if k not in ("recipe_stage", "recipe_key", "run_id",
+                                                                             "reused")}) for p in points]
+
+
 def run_study(name: str, db: str | None = None, *, dataset: str | None = None, quick: bool = False,
               overrides: dict | None = None, echo=None) -> StudyResult:
-    """Runs the study's recipe (or its two recipes) through the recipe task in the store `db`, then builds
-    the tables from the stored points of the recipe's child runs."""
+    """Runs the study task (its recipe or two recipes as child runs) in the store `db`, then builds the
+    tables from the stored points of those child runs."""
     from engine.jobs import run_sync
     from store import open_store
 
     study = get_study(name)
-    doc = study_recipe(name, dataset, quick, overrides)
-    docs = [study.first(doc)] if study.first is not None else [doc]
-    run_ids: list[str] = []
-    units: dict[str, StoredUnit] = {}
-    while docs:
-        current = docs.pop(0)
-        before = set(_recipe_runs(open_store(db)))
-        run_sync(RECIPE_TASK, RecipeTask(recipe=current), db, echo=echo, name=f"study {name}")
-        run_ids += [r for r in _recipe_runs(open_store(db)) if r not in before]
-        for u in stored_units(open_store(db), Recipe.from_dict(current)):
-            units[u.run_id] = u
-        if study.second is not None and len(run_ids) == 1:
-            docs.append(study.second(doc, list(units.values())))
-    stored = list(units.values())
-    tables, notes = study.tables(stored)
+    cfg = StudyTask(study=name, dataset=dataset, quick=quick, overrides=overrides or {})
+    store = open_store(db)
+    before = set(store.list_runs(kind="study")["run_id"])
+    run_sync("study", cfg, db, echo=echo, name=f"study {name}{' (quick)' if quick else ''}")
+    run_ids = [str(r) for r in store.list_runs(kind="study")["run_id"] if r not in before]
+    units = study_units(cfg, store)
+    tables, notes = study.tables(units)
     if quick:
         notes.append("--quick: budgets are cut for a fast check (see engine/studies.py QUICK); these numbers are "
                      "not findings.")
-    return StudyResult(name, study.seeds, doc["dataset"], quick, run_ids, tables, notes, stored)
-
-
-def _recipe_runs(store) -> list[str]:
-    return [str(r) for r in store.list_runs(kind=RECIPE_TASK)["run_id"]]
+    return StudyResult(name, study.seeds, study_recipe(name, dataset, quick, overrides)["dataset"], quick, run_ids,
+                       tables, notes, units)
 
 
 def study_rows(study: Study) -> dict:

@@ -48,7 +48,7 @@ def cmd_study(args: argparse.Namespace) -> dict | list:
         print_json(out)
         return out
     print(f"study {result.name} (seed {result.seeds}) on {result.dataset}{' --quick' if result.quick else ''}; "
-          f"recipe run(s) {', '.join(result.run_ids)}")
+          f"study run {', '.join(result.run_ids)}")
     for title, df in result.tables.items():
         print(f"\n{title}")
         print(format_table(df))

@@ -40,7 +40,7 @@ TASKS: Registry[Task] = Registry("task")
 
 # packages whose import registers their tasks; loaded before any lookup, so the job runner can run a
 # task by name without the caller having imported its family
-FAMILIES = ("engine.quant", "engine.prune", "engine.distill", "engine.recipes")
+FAMILIES = ("engine.quant", "engine.prune", "engine.distill", "engine.recipes", "engine.studies")
 
 
 def load_families() -> None:

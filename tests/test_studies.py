@@ -77,8 +77,11 @@ def test_kd_prune_quick_runs_two_recipes_and_builds_seed_002_tables_from_the_sto
     db, out = shared
     result = run_study("kd-prune", db, dataset="digits", quick=True, overrides={**TINY["kd-prune"], **out})
     store = open_store(db)
-    assert len(result.run_ids) == 2  # students first, then the pruning of the best one
-    assert set(store.list_runs(kind="recipe")["status"]) == {"finished"}
+    # one study run; its units are its children: the students first, then the pruning of the best one
+    (study_run,) = result.run_ids
+    assert store.get_run(study_run)["status"] == "finished"
+    children = store.list_runs(parent=study_run)
+    assert {"train", "distill", "prune.l1_unstructured"} <= set(children["kind"]) and set(children["status"]) == {"finished"}
     assert len(store.list_runs(kind="distill")) == 2  # the second recipe reused both students
 
     table1 = result.tables["Table 1: distillation"]
