@@ -27,7 +27,7 @@ from engine.tasks import MeasureTask, TrainTask, run_task
 
 # modules that define `add_commands(subparsers)` for a family of methods
 FAMILY_COMMANDS: list[str] = ["engine.runs_cli", "engine.prune.cli", "engine.quant.cli", "engine.distill.cli",
-                              "engine.breakpoint_cli", "engine.recipes_cli", "engine.studies_cli"]
+                              "engine.breakpoint_cli", "engine.recipes_cli", "engine.studies_cli", "engine.export_cli"]
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

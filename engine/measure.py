@@ -188,14 +188,23 @@ def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, 
 
 
 def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, split: str = "test",
-            latency: bool | dict = True, batch_size: int = 512) -> Measurement:
+            latency: bool | dict = True, batch_size: int = 512, runtime: str | None = None) -> Measurement:
     """Measures `model` (the float structure whose weights are stored) deployed as `form`.
 
     `latency` is True to time the runner now, False to skip (fields are None), or the latency
     dict of an earlier `measure_latency` call on the very same runner (e.g. a sweep whose every
     point runs the same float model).
+    `runtime` runs the form for accuracy and latency on `torch` or `onnxruntime` (engine/runtimes.py;
+    default: the running task's runtime, else torch). A latency dict is torch's timing, so on another
+    runtime the runner is timed afresh.
     """
+    from engine import runtimes  # imported here: runtimes builds on this module
+
+    runtime = runtime or runtimes.active()
     form = form or ModelForm()
+    if runtime != "torch":
+        form = runtimes.deploy(runtime, model, form, data)
+        latency = True if isinstance(latency, dict) else latency
     runner = (form.runner or model).eval().to("cpu")
     model = model.eval().to("cpu")
     x_all, y_all = data.split(split).tensors()
@@ -224,4 +233,5 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
         simulated=form.simulated,
         dataset=data.name,
         model=str(getattr(model, "arch", "")),
+        runtime=runtime,
     )

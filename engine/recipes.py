@@ -53,6 +53,7 @@ from engine.models import MODELS
 from engine.point import Point
 from engine.progress import Progress, scaled
 from engine.prune.finetune import FinetuneConfig, finetune, finetune_training
+from engine.runtimes import RUNTIME_NAMES
 from engine.tasks import (
     COMPRESSING,
     TASKS,
@@ -705,6 +706,8 @@ class FinetuneTask(SaveOptions):
     checkpoint: str = param("", "checkpoint directory of the model to fine-tune (pruned weights stay zero)")
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
     latency: bool = param(True, "time the fine-tuned model (--no-latency: latency fields stay empty)")
+    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
+                                  "(engine/runtimes.py)", choices=RUNTIME_NAMES)
     finetune: FinetuneConfig = param(default_factory=lambda: FinetuneConfig(mode="last", train=finetune_training()))
 
     def validate(self) -> None:

@@ -7,6 +7,7 @@ Every method family registers its tasks here (`@register_task`); `train` and `me
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,6 +26,7 @@ from engine.models import MODELS, build_model
 from engine.point import Point
 from engine.progress import scaled
 from engine.registry import Registry
+from engine.runtimes import RUNTIME_NAMES, Calibration, check_runtimes, task_scope, using
 from engine.train import TrainConfig, fit, seed_everything
 
 
@@ -55,10 +57,21 @@ def get_task(name: str) -> Task:
 
 def register_task(name: str, config: type[Config], description: str):
     def add(fn: Callable[[Config, RunContext], list[Point]]):
-        TASKS.register(name)(Task(name, config, fn, description))
+        TASKS.register(name)(Task(name, config, _on_runtime(fn), description))
         return fn
 
     return add
+
+
+def _on_runtime(fn: Callable[[Config, RunContext], list[Point]]) -> Callable[[Config, RunContext], list[Point]]:
+    """Runs the task with its config's `runtime` as the one every measure() inside it uses (engine/runtimes.py)."""
+
+    @functools.wraps(fn)
+    def run(cfg: Config, ctx: RunContext) -> list[Point]:
+        with task_scope(cfg):
+            return fn(cfg, ctx)
+
+    return run
 
 
 def run_task(name: str, config: Config | dict, ctx: RunContext) -> list[Point]:
@@ -84,9 +97,9 @@ def make_point(m: Measurement, *, family: str, method: str, stage: str, params: 
 
 
 def measure_point(ctx: RunContext, model: nn.Module, data: Dataset, *, form: ModelForm | None = None,
-                  latency: bool | dict = True, **fields) -> Point:
+                  latency: bool | dict = True, runtime: str | None = None, **fields) -> Point:
     """measure() a model, log the point to the run and return it (`fields` as make_point takes them)."""
-    point = make_point(measure(model, data, form, latency=latency), **fields)
+    point = make_point(measure(model, data, form, latency=latency, runtime=runtime), **fields)
     ctx.log_point(point)
     return point
 
@@ -135,6 +148,8 @@ class TrainTask(SaveOptions):
     download: bool = param(False, "download a missing torchvision dataset")
     image_size: int | None = param(None, "resize imagefolder images to this side (default 64)", lo=4, hi=1024)
     latency: bool = param(True, "time the final model (--no-latency: latency fields stay empty)")
+    runtime: str = param("torch", "what runs the model when it is measured (accuracy and latency)",
+                         choices=RUNTIME_NAMES)
     train: TrainConfig = param(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -173,10 +188,13 @@ class MeasureTask(Config):
     checkpoint: str = param("", "checkpoint directory (any format a method writes)")
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
     latency: bool = param(True, "time the model (--no-latency: latency fields stay empty)")
+    runtime: tuple[str, ...] = param(("torch",), "runtimes that run the model, one point each: torch, onnxruntime "
+                                                 "or torch,onnxruntime")
 
     def validate(self) -> None:
         if not self.checkpoint:
             raise ConfigError("checkpoint must name a checkpoint directory")
+        check_runtimes("runtime", self.runtime)
 
 
 COMPRESSING = ("quantize", "prune", "distill")
@@ -188,8 +206,10 @@ def measure_task(cfg: MeasureTask, ctx: RunContext) -> list[Point]:
     data = dataset_of(meta, cfg.data_root)
     compressed = any(step.get("family") in COMPRESSING for step in meta.lineage)
     last = meta.lineage[-1] if meta.lineage else {}
-    return [measure_point(ctx, model, data, form=form, family="measure", method="measure",
-                          stage="variant" if compressed else "baseline", level=last.get("level"),
-                          level_name=last.get("level_name", ""), input_checkpoint=cfg.checkpoint,
-                          artifact=cfg.checkpoint, latency=cfg.latency, lineage=meta.lineage,
-                          lineage_text=describe_lineage(meta), weights_format=meta.weights_format)]
+    with using(calibration=Calibration.of_checkpoint(meta)):  # an int8 model on another runtime: its own split
+        return [measure_point(ctx, model, data, form=form, family="measure", method="measure",
+                              stage="variant" if compressed else "baseline", level=last.get("level"),
+                              level_name=last.get("level_name", ""), input_checkpoint=cfg.checkpoint,
+                              artifact=cfg.checkpoint, latency=cfg.latency, runtime=runtime, lineage=meta.lineage,
+                              lineage_text=describe_lineage(meta), weights_format=meta.weights_format)
+                for runtime in cfg.runtime]

@@ -27,6 +27,7 @@ from engine.errors import ConfigError
 from engine.models import MODELS, build_model
 from engine.point import Point
 from engine.progress import Progress, scaled
+from engine.runtimes import RUNTIME_NAMES
 from engine.tasks import check_dataset_name, measure_point, open_checkpoint, register_task, save_float_variant
 from engine.train import TrainConfig, fit, pick_device, seed_everything
 
@@ -46,6 +47,8 @@ class DistillTask(SaveOptions):
                                      lo=1, hi=10_000_000)
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
     latency: bool = param(True, "time the teacher and the students (--no-latency: latency fields stay empty)")
+    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
+                                  "(engine/runtimes.py)", choices=RUNTIME_NAMES)
     train: TrainConfig = param(default_factory=TrainConfig)  # the same budget for every method
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from engine.methods import register_method
 from engine.models import MODELS
 from engine.point import Point
 from engine.prune.channels import first_conv
+from engine.runtimes import RUNTIME_NAMES
 from engine.tasks import make_point, open_checkpoint, register_task, save_float_variant
 
 FAMILY = "prune"
@@ -42,6 +43,8 @@ class PruneTask(SaveOptions):
     checkpoint: str = param("", "checkpoint directory of the model to prune (required, no default)")
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
     latency: bool = param(True, "time each distinct deployed model (--no-latency: latency fields stay empty)")
+    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
+                                  "(engine/runtimes.py)", choices=RUNTIME_NAMES)
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -109,7 +112,7 @@ def candidate_layers(model: nn.Module, classifier: str, keep_first_last: bool) -
     return layers
 
 
-PATHS = ("checkpoint", "data_root", "latency", "out", "save", "overwrite")
+PATHS = ("checkpoint", "data_root", "latency", "runtime", "out", "save", "overwrite")
 
 
 def point_params(cfg: Config, drop: tuple[str, ...] = (), **values) -> dict:

@@ -29,6 +29,7 @@ from engine.methods import register_method
 from engine.point import Point
 from engine.progress import Progress
 from engine.quant import formats, maths
+from engine.runtimes import RUNTIME_NAMES
 from engine.tasks import measure_point, open_checkpoint, register_task
 from engine.train import scores
 
@@ -42,6 +43,8 @@ class QuantRun(Config):
     checkpoint: str = param("", "checkpoint directory to quantize (a float checkpoint)")
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
     latency: bool = param(True, "time the model that runs (--no-latency: latency fields stay empty)")
+    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
+                                  "(engine/runtimes.py)", choices=RUNTIME_NAMES)
     seed: int = param(0, "seeds calibration sampling and training", lo=0, hi=2**32 - 1)
 
     def method_params(self) -> dict:
@@ -49,7 +52,7 @@ class QuantRun(Config):
         return {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
 
 
-RUN_FIELDS = ("checkpoint", "data_root", "latency", "out", "save", "overwrite")  # where and how, not what
+RUN_FIELDS = ("checkpoint", "data_root", "latency", "runtime", "out", "save", "overwrite")  # where and how, not what
 
 
 @dataclass
