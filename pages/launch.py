@@ -1,6 +1,226 @@
-"""Launch (issue #11): being built."""
+"""Launch: any method of any family with its generated form, a study preset, or a recipe.
+
+The forms come from each task's config dataclass (engine/forms.py), so every setting of every method
+is here and a new method needs no page code. Models come from a finished run's checkpoint or from
+uploaded weights (engine/uploads.py). Submitting queues a background job; Runs follows it.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
+import yaml
+
+from engine.data import DATASETS
+from engine.distill.base import DISTILLERS
+from engine.distill.task import DistillTask
+from engine.errors import UserError
+from engine.executors import available_executors
+from engine.forms import build_config, form_fields
+from engine.launch import FAMILY_TITLES, checkpoint_rows, dataset_rows, methods_of
+from engine.models import MODELS
+from engine.recipes import RECIPE_TASK, RecipeTask
+from engine.studies import STUDIES, StudyTask
+from engine.tasks import get_task
+from engine.uploads import import_weights
+from pages.forms import draw_form
+from pages.shared import open_runner_or_stop, show_error
 
 st.title("Launch")
-st.info("This page is being built.", icon=":material/construction:")
+runner = open_runner_or_stop()
+store = runner.store
+
+NAMES = {"dataset": DATASETS.names(), "model": MODELS.names(), "student": MODELS.names()}
+
+
+def queued(run_ids: list[str]) -> None:
+    """Confirms the submission with the run ids and a link to Runs."""
+    st.session_state["launch.queued"] = run_ids
+
+
+def show_queued() -> None:
+    ids = st.session_state.get("launch.queued")
+    if ids:
+        st.success(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)}. Follow "
+                   f"{'them' if len(ids) > 1 else 'it'} on the Runs page.", icon=":material/schedule:")
+        st.page_link("pages/runs.py", label="Open Runs", icon=":material/list_alt:")
+
+
+def pick_checkpoint(label: str, key: str) -> str | None:
+    """A float checkpoint: one a finished run saved, or uploaded weights for a zoo architecture."""
+    source = st.radio(f"{label} from", ["a finished run", "uploaded weights"], horizontal=True, key=f"{key}.source")
+    if source == "a finished run":
+        rows = checkpoint_rows(store.points(expand=False))
+        if rows.empty:
+            st.info("No saved checkpoint yet: train a model first (family *train*), or upload weights.",
+                    icon=":material/info:")
+            return None
+        labels = dict(zip(rows["artifact"], rows["label"], strict=True))
+        return st.selectbox(label, list(labels), format_func=labels.get, key=f"{key}.run")
+    left, mid, right = st.columns(3)
+    arch = left.selectbox("Architecture", MODELS.names(), key=f"{key}.arch")
+    dataset = mid.selectbox("Trained on", DATASETS.names(), key=f"{key}.dataset")
+    width = right.number_input("Width multiplier", 0.05, 4.0, 1.0, key=f"{key}.width")
+    upload = st.file_uploader("Weights (.safetensors, or a .pt/.pth state_dict: loaded with weights_only=True)",
+                              type=["safetensors", "pt", "pth"], key=f"{key}.file")
+    if upload is None:
+        return None
+    try:
+        directory = import_weights(upload.getvalue(), upload.name, arch, dataset, width=float(width))
+    except UserError as e:
+        st.error(f"{upload.name}: {e}", icon=":material/error:")
+        return None
+    st.caption(f"Loaded into {arch} for {dataset}: saved as `{directory}`.")
+    return directory
+
+
+def method_tab() -> None:
+    left, right = st.columns(2)
+    family = left.selectbox("Family", list(FAMILY_TITLES), format_func=FAMILY_TITLES.get, key="launch.family")
+    choices = methods_of(family)
+    if family == "distill":
+        methods = right.multiselect("Methods (one run each)", [c.method for c in choices], default=["kd"],
+                                    key="launch.distill_methods",
+                                    help="; ".join(f"{c.method}: {c.description}" for c in choices))
+        distill_form(methods)
+        return
+    by_name = {c.method: c for c in choices}
+    method = right.selectbox("Method", list(by_name), key=f"launch.method.{family}",
+                             format_func=lambda m: f"{m}: {by_name[m].description}")
+    choice = by_name[method]
+    fixed = {}
+    if choice.needs_checkpoint:
+        checkpoint = pick_checkpoint("Checkpoint", f"launch.{family}.ckpt")
+        if checkpoint is None:
+            return
+        fixed["checkpoint"] = checkpoint
+    config_cls = get_task(choice.task).config
+    fields = form_fields(config_cls, choices=NAMES)
+    form_key = f"launch.form.{choice.task}"
+    values = draw_form(fields, form_key, st.session_state.get(f"{form_key}.errors"))
+    if st.button("Start", type="primary", icon=":material/play_arrow:", key=f"{form_key}.submit"):
+        cfg, errors = build_config(config_cls, fields, values, fixed)
+        st.session_state[f"{form_key}.errors"] = errors
+        if cfg is None:
+            st.rerun()
+        try:
+            queued([runner.submit(choice.task, cfg)])
+        except UserError as e:
+            show_error(e)
+            return
+        st.rerun()
+    form_level_error(form_key)
+
+
+def form_level_error(form_key: str) -> None:
+    errors = st.session_state.get(f"{form_key}.errors") or {}
+    if "" in errors:
+        st.error(errors[""], icon=":material/error:")
+
+
+def distill_form(methods: list[str]) -> None:
+    teacher = pick_checkpoint("Teacher", "launch.distill.teacher")
+    fields = form_fields(DistillTask, choices=NAMES)
+    form_key = "launch.form.distill"
+    values = draw_form(fields, form_key, st.session_state.get(f"{form_key}.errors"))
+    settings: dict[str, tuple] = {}
+    for method in methods:
+        own = form_fields(DISTILLERS.get(method).config)
+        if own:
+            with st.expander(f"{method} settings"):
+                settings[method] = (own, draw_form(own, f"{form_key}.{method}",
+                                                   st.session_state.get(f"{form_key}.{method}.errors")))
+    if st.button("Start", type="primary", icon=":material/play_arrow:", key=f"{form_key}.submit",
+                 disabled=teacher is None or not methods):
+        configs, failed = [], False
+        for method in methods:
+            own, raw = settings.get(method, ([], {}))
+            method_cfg, errors = build_config(DISTILLERS.get(method).config, own, raw)
+            st.session_state[f"{form_key}.{method}.errors"] = errors
+            if method_cfg is None:
+                failed = True
+                continue
+            cfg, errors = build_config(DistillTask, fields, values,
+                                       {"teacher": teacher, "method": method, "settings": method_cfg.to_dict()})
+            st.session_state[f"{form_key}.errors"] = errors
+            failed |= cfg is None
+            configs.append(cfg)
+        if failed:
+            st.rerun()
+        try:
+            queued([runner.submit("distill", cfg) for cfg in configs])
+        except UserError as e:
+            show_error(e)
+            return
+        st.rerun()
+    if teacher is None:
+        st.caption("Choose a teacher checkpoint to start.")
+    form_level_error(form_key)
+
+
+def study_tab() -> None:
+    st.caption("The seeds' experiments as presets. *Quick* cuts the budgets so a first run shows real curves "
+               "in minutes; its numbers are a check, not findings.")
+    names = list(STUDIES)
+    study = st.selectbox("Study", names, key="launch.study.name",
+                         format_func=lambda n: f"{n} (seed {STUDIES[n].seeds}): {STUDIES[n].description}")
+    left, right = st.columns(2)
+    dataset = left.selectbox("Dataset", [None, *DATASETS.names()], key="launch.study.dataset",
+                             format_func=lambda d: "the recipe's" if d is None else d)
+    quick = right.checkbox("Quick", value=True, key="launch.study.quick")
+    executor = left.selectbox("Executor", available_executors(), key="launch.study.executor")
+    if st.button("Start the study", type="primary", icon=":material/play_arrow:", key="launch.study.submit"):
+        try:
+            cfg = StudyTask(study=study, dataset=dataset, quick=quick, executor=executor)
+            queued([runner.submit("study", cfg, name=f"study {study}{' (quick)' if quick else ''}")])
+            st.rerun()
+        except UserError as e:
+            show_error(e)
+
+
+def recipe_tab() -> None:
+    st.caption("A recipe chains tasks with sweep axes (see `examples/*.yaml`); finished units already in the "
+               "store are reused.")
+    upload = st.file_uploader("Recipe file (.yaml)", type=["yaml", "yml"], key="launch.recipe.file")
+    text = st.text_area("or paste it here", height=220, key="launch.recipe.text",
+                        placeholder="name: my-recipe\ndataset: digits\nstages:\n  - name: teacher\n    task: train\n"
+                                    "    config: {model: cnn_s, train: {epochs: 2}}")
+    executor = st.selectbox("Executor", available_executors(), key="launch.recipe.executor",
+                            help="local runs in this app's process; ray appears when Ray is installed "
+                                 "(pip install -r requirements-ray.txt)")
+    if st.button("Validate and start", type="primary", icon=":material/play_arrow:", key="launch.recipe.submit"):
+        source = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else text
+        try:
+            cfg = recipe_config(source, executor)
+            queued([runner.submit(RECIPE_TASK, cfg, name=str(cfg.recipe.get("name") or "recipe"))])
+            st.rerun()
+        except UserError as e:
+            st.error(f"The recipe is not valid: {e}", icon=":material/error:")
+
+
+def recipe_config(source: str, executor: str) -> RecipeTask:
+    if not source.strip():
+        raise UserError("it is empty: upload a .yaml file or paste a recipe")
+    try:
+        doc = yaml.safe_load(source)
+    except yaml.YAMLError as e:
+        raise UserError(f"it is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise UserError("it must be a mapping with name, dataset and stages")
+    return RecipeTask(recipe=doc, executor=executor)
+
+
+show_queued()
+method, study, recipe = st.tabs(["Method", "Study preset", "Recipe"])
+with method:
+    try:
+        method_tab()
+    except UserError as e:
+        show_error(e)
+with study:
+    study_tab()
+with recipe:
+    recipe_tab()
+with st.expander("Datasets on this machine"):
+    st.dataframe(dataset_rows(), hide_index=True, key="launch.datasets")
+    st.caption("mnist5k and digits are embedded; the others are downloaded only when a train run asks for it "
+               "(its *download* switch).")
