@@ -1,6 +1,130 @@
-"""Trade-offs (issue #11): being built."""
+"""Trade-offs: accuracy against size, file size, latency, sparsity, bits, MACs or parameters for every
+stored point, with filters, the Pareto front and a clicked point's details and lineage."""
 
+import json
+
+import pandas as pd
 import streamlit as st
 
+from engine.tradeoffs import (
+    AXES,
+    COLOUR_BY,
+    FILTERS,
+    SYMBOL_BY,
+    apply_filters,
+    filter_options,
+    lineage_of,
+    on_axis,
+    pareto_points,
+    point_details,
+    run_labels,
+    selected_point_id,
+    shape_points,
+)
+from pages.figures.tradeoffs import SIMULATED_TEXT, tradeoff_figure
+from pages.shared import open_runner_or_stop, show_error
+
 st.title("Trade-offs")
-st.info("This page is being built.", icon=":material/construction:")
+runner = open_runner_or_stop()
+store = runner.store
+st.caption(f"Store: `{store.path}`")
+
+try:
+    points = shape_points(store.points(expand=False))
+except Exception as e:  # noqa: BLE001 - shown as a message
+    show_error(e)
+    st.stop()
+
+if points.empty:
+    st.info("No points yet: every trained, pruned, quantized or distilled model a run measures becomes a point "
+            "here. Launch a sweep (for example a prune or quantize sweep on a trained checkpoint) and come back "
+            "when it has finished.", icon=":material/scatter_plot:")
+    st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
+    st.stop()
+
+c1, c2, c3, c4 = st.columns([2, 1.3, 1.3, 1.2])
+axis = c1.selectbox("x axis", list(AXES), format_func=lambda k: AXES[k].label, key="tradeoffs_x")
+colour_by = c2.selectbox("Colour by", list(COLOUR_BY), key="tradeoffs_colour")
+symbol_by = c3.selectbox("Symbol by", list(SYMBOL_BY), key="tradeoffs_symbol")
+with c4:
+    log_x = st.toggle("Log x", key="tradeoffs_log", help="points at x = 0 (e.g. sparsity 0) cannot be drawn on a "
+                      "log axis; the caption says how many are left off")
+    show_front = st.toggle("Pareto front", value=True, key="tradeoffs_pareto",
+                           help="the points no other point beats on both accuracy and x (less is better on x, "
+                                "except sparsity, where more is)")
+
+options = filter_options(points)
+labels = run_labels(points)
+with st.expander("Filters (none chosen: all points)", expanded=False):
+    cols = st.columns(3)
+    chosen = {}
+    for i, name in enumerate(FILTERS):
+        fmt = (lambda r: labels.get(r, r)) if name == "run" else str
+        chosen[name] = cols[i % 3].multiselect(name.capitalize(), options[name], format_func=fmt,
+                                               key=f"tradeoffs_filter_{name}", placeholder="all")
+
+shown = apply_filters(points, chosen)
+view = on_axis(shown, axis, log_x)
+if shown.empty:
+    st.warning("No point matches these filters: clear one of them.", icon=":material/filter_alt_off:")
+    st.stop()
+if view.caption():
+    st.caption(view.caption())
+if view.points.empty:
+    st.warning(f"None of the {len(shown)} chosen points has {AXES[axis].label}: choose another x axis.",
+               icon=":material/warning:")
+    st.stop()
+
+fig = tradeoff_figure(view, colour_by, symbol_by, log_x, show_front)
+event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="tradeoffs_chart")
+front = pareto_points(view)
+n_sim = int(view.points["simulated"].sum())
+n_rep = int(view.points["error"].notna().sum())
+st.caption(f"{len(view.points)} points drawn, {len(front)} on the Pareto front. "
+           + (f"{n_sim} open symbols: {SIMULATED_TEXT}. " if n_sim else "")
+           + (f"Error bars: ± accuracy std over repeats ({n_rep} points). " if n_rep else "")
+           + "Click a point for its details and lineage.")
+
+with st.expander(f"Pareto front ({len(front)} points)"):
+    st.dataframe(front[["run_label", "method_label", "level_text", "model", "dataset", "runtime", "accuracy",
+                        AXES[axis].column, "simulated"]].rename(columns={"run_label": "run", "method_label": "method",
+                                                                          "level_text": "level"}),
+                 hide_index=True, key="tradeoffs_front_table")
+
+
+point_id = selected_point_id(event.selection.points if event is not None else [])
+if point_id is None:
+    st.stop()
+
+st.subheader("Selected point")
+try:
+    d = point_details(points, point_id)
+except Exception as e:  # noqa: BLE001 - shown as a message
+    show_error(e)
+    st.stop()
+level = f", {d['level_name'] or 'level'} {d['level']:g}" if d.get("level") is not None else ""
+st.markdown(f"**{d['run_name']}** (`{d['run_id']}`): {d['family']} / {d['method']}, {d['stage']}{level}, "
+            f"{d['model']} on {d['dataset']}, {d['runtime']}")
+if d.get("simulated"):
+    st.info(f"Quantization here is simulated: {SIMULATED_TEXT}. Its size counts the low-bit weights; its latency "
+            "is the float model's.", icon=":material/info:")
+left, right = st.columns(2)
+with left:
+    metrics = {k: v for k, v in d.items() if k not in ("params", "extra", "run_name", "run_id")}
+    table = pd.DataFrame({"field": list(metrics), "value": [json.dumps(v) if isinstance(v, list | dict) else
+                                                            "" if v is None else str(v) for v in metrics.values()]})
+    st.dataframe(table, hide_index=True, key="tradeoffs_point_table", height=420)
+with right:
+    st.markdown("**Lineage**")
+    lineage = lineage_of(d.get("artifact"))
+    if lineage.found:
+        st.markdown(f"`{lineage.text}`")
+        st.caption(f"Checkpoint: `{d['artifact']}`")
+        with st.expander("Lineage steps"):
+            st.json(lineage.steps, expanded=False)
+    else:
+        st.caption(lineage.note)
+    with st.expander("Method settings (params)"):
+        st.json(d["params"], expanded=False)
+    with st.expander("Extra"):
+        st.json(d["extra"], expanded=False)

@@ -1,0 +1,106 @@
+"""The Breakpoints page against the pre-filled store: it renders the chosen sweeps with the detection curve
+underneath, the detector, its setting and x change the answer, a teacher curve gives seed 002's Table 3,
+and an empty store guides instead of drawing nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.studies import TABLE3_ROWS
+from tests.pages.conftest import APP
+
+PAGE = "pages/breakpoints.py"
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def widget(items, key):
+    return next(w for w in items if w.key == key)
+
+
+def text(at: AppTest) -> str:
+    return " ".join(m.value for m in at.markdown)
+
+
+def test_the_sweeps_are_drawn_with_their_breakpoints_and_the_detection_curve_underneath(db):
+    at = open_page()
+    picked = widget(at.multiselect, "breakpoints_curves")
+    assert len(picked.value) == 2  # the prune sweep and the fake-quant sweep, newest first
+    spec = chart(at)
+    layout = spec["layout"]
+    assert "xaxis2" in layout and "yaxis2" in layout  # two rows sharing x
+    assert layout["yaxis2"]["title"]["text"] == "normalised difference"
+    assert layout["xaxis2"]["title"]["text"] == "remaining parameters"
+    names = [t.get("name") for t in spec["data"]]
+    assert any(n.startswith("prune cnn_s") and n.endswith(": breakpoint") for n in names)
+    assert any(t.get("yaxis") == "y2" for t in spec["data"])
+    assert "breakpoint at sparsity 0.6" in text(at)
+    per_curve = at.dataframe[-1].value
+    assert len(per_curve) == 2 and per_curve["found"].any()
+
+
+def test_detector_setting_and_x_change_the_answer(db):
+    at = open_page()
+    widget(at.selectbox, "breakpoints_detector").set_value("tolerance").run()
+    assert not at.exception
+    assert chart(at)["layout"]["yaxis2"]["title"]["text"] == "gap to the tolerance"
+    strict = text(at)
+    widget(at.number_input, "breakpoints_tolerance_delta").set_value(0.5).run()
+    assert not at.exception
+    assert text(at) != strict  # a looser tolerance moves (or removes) the breakpoints
+    widget(at.selectbox, "breakpoints_x").set_value("bits").run()
+    assert not at.exception
+    assert "does not change steadily" in text(at)  # pruning keeps 32 bits: no curve against bits
+    widget(at.toggle, "breakpoints_log").set_value(True).run()
+    assert chart(at)["layout"]["xaxis"]["type"] == "log"
+
+
+def test_a_teacher_curve_gives_seed_002s_table_3(db):
+    at = open_page()
+    assert len(at.dataframe) == 1  # no teacher chosen: each curve against its own reference only
+    teacher = widget(at.selectbox, "breakpoints_teacher")
+    prune = next(o for o in teacher.options if o.startswith("prune cnn_s"))
+    teacher.set_value(prune).run()
+    assert not at.exception
+    assert len(at.dataframe) == 2
+    table = at.dataframe[0].value
+    assert list(table.index) == TABLE3_ROWS
+    assert len(table.columns) == 1 and table.columns[0].startswith("fake-quant cnn_s")
+
+
+def test_pooled_curves_are_offered_by_method_and_model(db):
+    at = open_page()
+    widget(at.radio, "breakpoints_group").set_value("method").run()
+    assert not at.exception
+    labels = widget(at.multiselect, "breakpoints_curves").options
+    assert any(o.startswith("prune.global_unstructured on cnn_s, digits (1 run)") for o in labels)
+
+
+@pytest.fixture
+def empty_db(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_LAB_DB", str(tmp_path / "empty.duckdb"))
+    monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(tmp_path))
+    yield
+    from engine.jobs import shutdown_all
+
+    shutdown_all("test finished")
+
+
+def test_an_empty_store_guides_to_a_first_sweep(empty_db):
+    at = open_page()
+    assert any("No curves yet" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
