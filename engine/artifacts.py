@@ -112,6 +112,35 @@ def claim_output(out: str, inputs: list[str | None], overwrite: bool = False, *,
         raise
 
 
+def made_by_us(path: str | Path) -> bool:
+    """Whether a run of this tool created `path`: it, or the output folder it lies in, holds MARKER."""
+    p = Path(path).resolve()
+    return any((d / MARKER).is_file() for d in (p, *p.parents))
+
+
+def remove_artifacts(paths: list[str], keep: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """Removes the artifact folders and files of deleted runs: only what this tool created (MARKER), never
+    a path in `keep` (still used by a remaining run) or a folder holding one. Returns (removed, left with why)."""
+    kept_resolved = {Path(k).resolve() for k in keep if k}
+    removed, left = [], []
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            continue
+        r = p.resolve()
+        if r in kept_resolved or any(r in k.parents for k in kept_resolved):
+            left.append(f"{path} (another run uses it)")
+        elif not made_by_us(p):
+            left.append(f"{path} (not created by Compression Lab)")
+        else:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(path)
+            parent = p.parent
+            if (parent / MARKER).is_file() and [c.name for c in parent.iterdir()] == [MARKER]:
+                shutil.rmtree(parent)  # a sweep's output folder with nothing left in it
+    return removed, left
+
+
 def is_checkpoint(directory: str | Path) -> bool:
     d = Path(directory)
     return (d / WEIGHTS).is_file() and (d / "meta.json").is_file()

@@ -1,7 +1,16 @@
-"""Every recorded run: live status and progress, cancel, and one run's points, metrics and log."""
+"""Runs: the live table (status, progress, ETA, message), cancel, and a selected run's details:
+config, lineage, training curves, points, log and error; re-run with the same config; delete."""
 
+from __future__ import annotations
+
+import json
+
+import pandas as pd
 import streamlit as st
 
+from engine.artifacts import remove_artifacts
+from engine.checkpoint import describe_lineage, read_meta
+from engine.errors import UserError
 from pages.figures.runs import metric_history_figure
 from pages.shared import open_runner_or_stop, show_error
 
@@ -10,57 +19,144 @@ runner = open_runner_or_stop()
 store = runner.store
 st.caption(f"Store: `{store.path}`")
 
-STATUS_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "cancelled": "⏹️",
-                "interrupted": "⚠️"}
+SHOWN = ["name", "kind", "status", "progress", "eta", "message", "n_points", "duration_s", "created_at", "run_id"]
+
+
+def table_view(runs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """The runs as the table shows them: an ETA in words for running runs and the seconds each took."""
+    view = runs.copy()
+    eta = view["eta_s"].where(view["status"] == "running")
+    view["eta"] = eta.map(lambda s: "" if pd.isna(s) else f"{int(s // 60)} min {int(s % 60)} s" if s >= 60
+                          else f"{int(s)} s")
+    end = view["ended_at"].fillna(now)
+    view["duration_s"] = (end - view["started_at"]).dt.total_seconds()
+    return view[SHOWN]
 
 
 @st.fragment(run_every=2)
-def runs_table() -> None:
-    runs = store.list_runs(limit=200)
+def live_table() -> None:
+    runs = store.list_runs(limit=500, top_level=not st.session_state.get("runs.children", False))
     if runs.empty:
-        st.info("No runs yet. Start one on the Train page, or with `python -m engine train --db ...`.")
+        st.info("No runs yet. Launch one on the Launch page (or try a quick study there), or from a terminal "
+                "with `python -m engine train --db ...`.", icon=":material/info:")
         return
-    view = runs.assign(status=runs["status"].map(lambda s: f"{STATUS_ICONS.get(s, '')} {s}"))
-    st.dataframe(
-        view[["run_id", "name", "status", "progress", "message", "n_points", "duration_s", "created_at"]],
-        hide_index=True,
+    view = table_view(runs, pd.Timestamp.now(tz="UTC"))
+    event = st.dataframe(
+        view, hide_index=True, key="runs.table", on_select="rerun", selection_mode="single-row",
         column_config={
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
             "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
+            "n_points": st.column_config.NumberColumn("points"),
         },
     )
+    rows = event.selection.rows if event is not None else []
+    chosen = str(view["run_id"].iloc[rows[0]]) if rows and rows[0] < len(view) else None
+    if chosen and chosen != st.session_state.get("runs.selected"):
+        st.session_state["runs.selected"] = chosen
+        st.rerun()  # the details below belong to the whole page
     active = runner.active()
     if active:
-        pick = st.selectbox("Active run", list(active), format_func=lambda r: f"{r} ({active[r]})")
-        if st.button("Cancel run", icon=":material/stop:"):
+        pick = st.selectbox("Active run", list(active), key="runs.active",
+                            format_func=lambda r: f"{r} ({active[r]})")
+        if st.button("Cancel run", icon=":material/stop:", key="runs.cancel"):
             runner.cancel(pick)
-            st.toast(f"Cancelling {pick}")
+            st.toast(f"Cancelling {pick}", icon=":material/stop:")
 
 
-runs_table()
+def lineage_lines(artifacts: pd.DataFrame) -> list[str]:
+    lines = []
+    for path in artifacts["path"].drop_duplicates():
+        try:
+            lines.append(f"`{path}`: {describe_lineage(read_meta(path))}")
+        except Exception:  # noqa: BLE001 - a folder deleted since: said so, not an error
+            lines.append(f"`{path}`: no longer on disk")
+    return lines
 
-st.subheader("Run details")
-run_id = st.text_input("Run id (or a unique prefix)")
-if run_id:
+
+def details(run_id: str) -> None:
+    run = store.get_run(run_id)
+    st.subheader(run["name"])
+    st.write(f"**{run['status']}** · {run['kind']} · seed {run['seed']} · {run['device']} · "
+             f"code {run['code_version']} · run `{run['run_id']}`")
+    if run["error"]:
+        st.error(run["error"], icon=":material/error:")
+        with st.expander("Traceback"):
+            st.code(run["traceback"] or "", language="text")
+    left, right = st.columns(2)
+    with left.expander("Config"):
+        st.json(json.loads(run["config"]) if isinstance(run["config"], str) else run["config"])
+    artifacts = store.artifacts(run["run_id"])
+    with right.expander("Lineage of its checkpoints", expanded=not artifacts.empty):
+        lines = lineage_lines(artifacts) if not artifacts.empty else []
+        st.markdown("\n".join(f"- {line}" for line in lines) or "This run saved no checkpoint.")
+    children = store.list_runs(parent=run["run_id"])
+    if not children.empty:
+        st.markdown(f"**{len(children)} child runs** (the units of this recipe or study)")
+        st.dataframe(children[["name", "kind", "status", "n_points", "run_id"]], hide_index=True,
+                     key="runs.children_table")
+    points = store.points(run["run_id"])
+    if not points.empty:
+        st.markdown("**Points**")
+        st.dataframe(points.drop(columns=["params", "extra"], errors="ignore"), hide_index=True, key="runs.points")
+    history = store.metric_history(run["run_id"])
+    epoch_keys = [k for k in history["key"].unique() if not k.startswith("batch_")] if not history.empty else []
+    if epoch_keys:
+        keys = st.multiselect("Training curves", epoch_keys, key="runs.curves",
+                              default=[k for k in epoch_keys if "accuracy" in k][:3])
+        if keys:
+            st.plotly_chart(metric_history_figure(history, keys), key="runs.curves_chart")
+    with st.expander("Log"):
+        st.dataframe(store.events(run["run_id"]), hide_index=True, key="runs.log")
+    actions(run, artifacts)
+
+
+def actions(run: dict, artifacts: pd.DataFrame) -> None:
+    left, right = st.columns(2)
+    if left.button("Re-run with the same config", icon=":material/replay:", key="runs.rerun"):
+        try:
+            config = json.loads(run["config"]) if isinstance(run["config"], str) else run["config"]
+            new = runner.submit(run["kind"], config, name=run["name"])
+            st.success(f"Queued run {new} with the same config.", icon=":material/schedule:")
+        except UserError as e:
+            show_error(e)
+    if run["status"] in ("queued", "running"):
+        right.caption("A queued or running run cannot be deleted: cancel it first.")
+        return
+    with right.popover("Delete this run", icon=":material/delete:"):
+        st.write(f"Delete **{run['name']}**, its child runs and their points, metrics and log from the store?")
+        remove = st.checkbox("Also delete the checkpoints it saved (only folders Compression Lab created, and "
+                             "none that another run still uses)", value=True, key="runs.delete_files")
+        if st.button("Delete for good", type="primary", key="runs.delete"):
+            try:
+                paths = store.delete_run(run["run_id"])
+                removed, left_alone = [], []
+                if remove:
+                    remaining = store.points(expand=False)
+                    keep = set(remaining["artifact"].dropna()) | set(remaining["input_checkpoint"].dropna())
+                    removed, left_alone = remove_artifacts(paths, keep)
+                st.session_state.pop("runs.selected", None)
+                st.session_state["runs.deleted"] = (run["run_id"], removed, left_alone)
+                st.rerun()
+            except UserError as e:
+                show_error(e)
+
+
+deleted = st.session_state.pop("runs.deleted", None)
+if deleted:
+    run_id, removed, left_alone = deleted
+    st.success(f"Deleted run {run_id}" + (f" and {len(removed)} checkpoint folder(s)" if removed else "") + ".",
+               icon=":material/delete:")
+    if left_alone:
+        st.caption("Left on disk: " + "; ".join(left_alone))
+
+st.toggle("Show recipe and study units (child runs)", key="runs.children")
+live_table()
+
+selected = st.session_state.get("runs.selected")
+if selected:
     try:
-        run = store.get_run(run_id)
-        st.write(f"**{run['name']}** — {run['status']}, seed {run['seed']}, {run['device']}, code {run['code_version']}")
-        if run["error"]:
-            st.error(run["error"])
-            with st.expander("Traceback"):
-                st.code(run["traceback"] or "", language="text")
-        points = store.points(run["run_id"])
-        if not points.empty:
-            st.dataframe(points.drop(columns=["params", "extra"], errors="ignore"), hide_index=True)
-            st.download_button("Export points (CSV)", points.to_csv(index=False), f"points-{run['run_id']}.csv",
-                               "text/csv")
-        history = store.metric_history(run["run_id"])
-        epoch_keys = [k for k in history["key"].unique() if not k.startswith("batch_")] if not history.empty else []
-        if epoch_keys:
-            keys = st.multiselect("Metrics", epoch_keys, default=[k for k in epoch_keys if "accuracy" in k][:3])
-            if keys:
-                st.plotly_chart(metric_history_figure(history, keys))
-        with st.expander("Log"):
-            st.dataframe(store.events(run["run_id"]), hide_index=True)
+        details(selected)
     except Exception as e:  # noqa: BLE001 - shown as a message
         show_error(e)
+else:
+    st.caption("Select a row to see the run's config, lineage, curves, points and log.")

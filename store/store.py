@@ -371,6 +371,32 @@ class Store:
         self._write(lambda cur: cur.execute("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", list(row.values())))
         return row
 
+    def delete_run(self, run_id: str) -> list[str]:
+        """Deletes a finished run and its child runs (a recipe's units), with their points, metrics, events
+        and artifact records. A queued or running run is refused. Returns the artifact paths the deleted runs
+        recorded: the caller decides what to remove from disk (engine.artifacts.remove_artifacts)."""
+        self.flush()  # deferred rows of the run must not arrive after it is gone
+        run = self.get_run(run_id)
+        full = run["run_id"]
+
+        def delete(cur) -> list[str]:
+            ids = [r[0] for r in cur.execute(
+                "WITH RECURSIVE tree(id) AS (SELECT ?::VARCHAR UNION ALL "
+                "SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.id) SELECT id FROM tree",
+                [full]).fetchall()]
+            active = cur.execute("SELECT run_id, status FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[])) "
+                                 "AND status IN ('queued', 'running')", [ids]).fetchall()
+            if active:
+                raise StoreError(f"run {active[0][0]} is {active[0][1]}: cancel it and wait for it to end "
+                                 f"before deleting")
+            paths = [r[0] for r in cur.execute(
+                "SELECT DISTINCT path FROM artifacts WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()]
+            for table in ("points", "metrics", "events", "artifacts", "runs"):
+                cur.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
+            return paths
+
+        return self._write(delete)
+
     # ------------------------------------------------------------ reads (DataFrames for the pages)
 
     def list_runs(self, status: str | Iterable[str] | None = None, kind: str | Iterable[str] | None = None,
