@@ -15,7 +15,8 @@ choose_store()
 
 pages = {
     "": [
-        st.Page("pages/overview.py", title="Datasets and models", icon=":material/dataset:", default=True),
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/overview.py", title="Datasets and models", icon=":material/dataset:"),
     ],
     "Run": [
         st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
