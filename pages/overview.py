@@ -6,8 +6,11 @@ import streamlit as st
 from engine.data import DEFAULT_ROOT
 from engine.data import catalog as data_catalog
 from engine.models import catalog as model_catalog
+from pages.shared import through_the_app
 
-st.title("Compression Lab")
+through_the_app()
+
+st.title("Datasets and models")
 st.caption("Train an image classifier or bring your own weights, compress it, and see what each choice costs and buys.")
 
 st.subheader("Datasets")

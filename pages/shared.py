@@ -56,8 +56,23 @@ def show_error(e: Exception) -> None:
         st.error(f"Something went wrong: {type(e).__name__}: {e}", icon=":material/bug_report:")
 
 
+def through_the_app() -> None:
+    """Makes sure app.py routes this run. A page opened by its own URL as the first visit after the server
+    started runs without app.py: Streamlit then serves pages/ as a plain folder of pages (its legacy
+    multipage mode, PagesManager.uses_pages_directory) until app.py's st.navigation has run once. Switching
+    that mode off and rerunning runs app.py, with its sidebar, Settings and chosen store."""
+    if "store_file" in st.session_state:
+        return
+    from streamlit.runtime.pages_manager import PagesManager  # no public switch for this mode
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def open_runner_or_stop() -> JobRunner:
     """The runner, or an error on the page and a stop (e.g. another process holds the store file)."""
+    through_the_app()
     try:
         return runner()
     except Exception as e:  # noqa: BLE001 - shown to the user, never a raw traceback

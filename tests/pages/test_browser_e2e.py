@@ -1,0 +1,218 @@
+"""The dashboard in a real browser: Debian's chromium and chromium-driver driven by Selenium against
+`streamlit run app.py` on localhost.
+
+One journey: open the app, launch a quick recipe (train cnn_s on digits, then a two-level pruning sweep) from
+Launch, watch it finish on Runs, see its points on Trade-offs, and download the CSV of its points from
+Compare & export and check its rows against the store. Each page is saved as a screenshot (in
+$COMPRESSION_LAB_SCREENSHOTS when set, else the test's temporary folder).
+
+Skipped with a one-line reason where Chromium or its driver is missing (`.ci/run` installs both).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)),
+                                reason="Debian's chromium and chromium-driver are not installed "
+                                       "(apt-get install chromium chromium-driver)")
+
+RECIPE = """name: e2e
+dataset: digits
+model: {arch: cnn_s, latency: false, train: {epochs: 2}}
+stages:
+- {name: prune, task: prune.global_unstructured, config: {sparsities: [0.0, 0.5], latency: false}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "COMPRESSION_LAB_DB": str(tmp_path / "lab.duckdb"),
+           "COMPRESSION_LAB_STORE_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port",
+                               str(port), "--server.address", "localhost", "--server.headless", "true"],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert server.poll() is None, (tmp_path / "streamlit.log").read_text()
+            time.sleep(0.3)
+        yield f"http://localhost:{port}", tmp_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(predicate, timeout: float, what: str, driver=None):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - the page is still rendering
+            last = e
+        time.sleep(0.5)
+    text = driver.find_element("tag name", "body").text[-1500:] if driver is not None else ""
+    raise AssertionError(f"timed out waiting for {what} ({last!r}); page ends with: {text}")
+
+
+def page_text(driver) -> str:
+    return driver.find_element("tag name", "body").text
+
+
+def open_page(driver, base: str, path: str, heading: str) -> None:
+    driver.get(f"{base}/{path}")
+    wait_for(lambda: any(h.text == heading for h in driver.find_elements("css selector", "h1")), 90,
+             f"the {heading} page", driver)
+    wait_for(lambda: not driver.find_elements("css selector", "[data-testid='stStatusWidget']"), 60,
+             f"the {heading} page to finish running", driver)
+
+
+def shot(driver, tmp_path: Path, name: str) -> None:
+    folder = Path(os.environ.get("COMPRESSION_LAB_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(folder / f"{name}.png"))
+
+
+def click_button(driver, label: str) -> None:
+    button = wait_for(lambda: next(b for b in driver.find_elements("css selector", "button")
+                                   if b.is_displayed() and b.text.strip().endswith(label)), 30,
+                      f"a button {label!r}", driver)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+
+
+def click_tab(driver, label: str) -> None:
+    tab = wait_for(lambda: next(t for t in driver.find_elements("css selector", "[role='tab']")
+                                if t.text.strip() == label), 30, f"the tab {label!r}", driver)
+    tab.click()
+
+
+def store_points(db: str):
+    from store import Store
+
+    store = Store(db, read_only=True)
+    try:
+        return store.points(expand=False)
+    finally:
+        store.close()
+
+
+def test_launch_a_recipe_watch_it_finish_see_its_points_and_download_them(app_server, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    base, tmp_path = app_server
+    db = str(tmp_path / "lab.duckdb")
+
+    open_page(browser, base, "", "Compression Lab")
+    assert "No runs yet" in page_text(browser)
+    shot(browser, tmp_path, "1-home")
+
+    # Launch: paste a recipe and start it
+    open_page(browser, base, "launch", "Launch")
+    click_tab(browser, "Recipe")
+    area = wait_for(lambda: next(a for a in browser.find_elements("css selector", "textarea") if a.is_displayed()),
+                    30, "the recipe box", browser)
+    area.click()
+    for line in RECIPE.splitlines():
+        area.send_keys(line)
+        area.send_keys(Keys.SHIFT, Keys.ENTER)
+    area.send_keys(Keys.CONTROL, Keys.ENTER)  # commits the text area's value
+    time.sleep(1.5)
+    click_button(browser, "Validate and start")
+    wait_for(lambda: "Queued 1 run" in page_text(browser), 60, "the run to be queued", browser)
+    shot(browser, tmp_path, "2-launch")
+
+    # Runs: the recipe run finishes (the table refreshes itself every 2 s)
+    open_page(browser, base, "runs", "Runs")
+    wait_for(lambda: (not (p := store_points(db)).empty) and set(p["level"].dropna()) >= {0.0, 0.5}, 300,
+             "the recipe's points in the store", browser)
+    wait_for(lambda: "finished" in page_text(browser) or browser.find_elements(
+        "xpath", "//*[contains(text(), 'finished')]"), 60, "the Runs page to show it finished", browser)
+    shot(browser, tmp_path, "3-runs")
+
+    # Trade-offs: its points are drawn
+    open_page(browser, base, "tradeoffs", "Trade-offs")
+    markers = wait_for(lambda: browser.find_elements("css selector", ".js-plotly-plot .scatterlayer .point"), 60,
+                       "points on the trade-off chart", browser)
+    assert len(markers) >= 3  # the trained model and the two sparsity levels
+    shot(browser, tmp_path, "4-tradeoffs")
+
+    # Compare & export: choose the recipe run, download the points as CSV
+    open_page(browser, base, "compare", "Compare & export")
+    chooser = wait_for(lambda: next(i for i in browser.find_elements("css selector", "input[role='combobox']")
+                                    if i.is_displayed()), 30, "the runs chooser", browser)
+    chooser.click()
+    chooser.send_keys("e2e")
+    chooser.send_keys(Keys.ENTER)
+    chooser.send_keys(Keys.ESCAPE)
+    click_tab(browser, "Points")
+    click_button(browser, "CSV")
+    csv_file = wait_for(lambda: next((f for f in browser.downloads.glob("*.csv")), None), 60, "the CSV download",
+                        browser)
+    shot(browser, tmp_path, "5-compare")
+    rows = list(csv.DictReader(io.StringIO(csv_file.read_text(encoding="utf-8"))))
+    stored = store_points(db)
+    assert len(rows) == len(stored)
+    assert sorted(round(float(r["accuracy"]), 6) for r in rows) == sorted(round(a, 6) for a in stored["accuracy"])
+    shutil.copy(csv_file, tmp_path / "points.csv")
+
+    # the other pages render on the same store without an error
+    for path, heading in (("breakpoints", "Breakpoints"), ("whatif", "What-if"), ("overview", "Datasets and models")):
+        open_page(browser, base, path, heading)
+        time.sleep(2)
+        assert "Something went wrong" not in page_text(browser)
+        shot(browser, tmp_path, f"6-{path}")
