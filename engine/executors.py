@@ -6,8 +6,9 @@ An executor receives a unit, its validated config (input checkpoints filled in) 
 run the driver created; it hands back an `Outcome`: the status, the Points (each with its `artifact`)
 and the artifact paths. `LocalExecutor` runs units in this process through engine.jobs.execute_run, so
 progress, metrics and events reach the store live through the process's one writer (`recorded=True`).
-A remote executor (Ray, a later issue) runs the task with a plain RunContext on a worker and returns
-the points with `recorded=False`; the driver then writes them: only the driver's process writes the store.
+The `ray` executor (engine/ray_executor.py, optional: requirements-ray.txt) runs each unit as a Ray task
+and returns the points with `recorded=False`; the driver then writes them: only the driver's process
+writes the store. `available_executors()` names the executors that can run here (for the app's Launch page).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Outcome:
     artifacts: list[str] = field(default_factory=list)
     error: str | None = None
     recorded: bool = True  # the executor already wrote the points and the end status (see records_live)
+    traceback: str | None = None  # a failed unit's traceback, when the executor has one (recorded=False)
 
 
 class Executor(ABC):
@@ -77,10 +79,23 @@ def register_executor(name: str):
     return EXECUTORS.register(name)
 
 
-def make_executor(name: str, store, workers: int = 1) -> Executor:
+def make_executor(name: str, store, workers: int = 1, **options) -> Executor:
+    """The executor `name` for a recipe; `options` are that executor's own (ray: address, cpus, gpus, shared)."""
     cls = EXECUTORS.get(name)
     cls.check_available()
-    return cls(store, workers)
+    return cls(store, workers, **options)
+
+
+def available_executors() -> list[str]:
+    """The executors that can run here, `local` first (`ray` only where Ray is installed); cheap: imports nothing."""
+    names = []
+    for name, cls in EXECUTORS.items():
+        try:
+            cls.check_available()
+        except UserError:
+            continue
+        names.append(name)
+    return names
 
 
 @dataclass(eq=False)
@@ -152,25 +167,4 @@ class LocalExecutor(Executor):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-@register_executor("ray")
-class RayExecutor(Executor):
-    """Placeholder: a later issue runs units as Ray tasks (workers return Outcomes with recorded=False)."""
-
-    @classmethod
-    def check_available(cls) -> None:
-        raise UserError("the ray executor is not installed yet (a later issue adds it); use --executor local")
-
-    def __init__(self, store, workers: int = 1) -> None:
-        self.check_available()
-
-    def submit(self, unit, config: Config, run_id: str) -> Any:
-        raise NotImplementedError
-
-    def wait(self, handles: list, timeout: float | None = None) -> list[Outcome]:
-        raise NotImplementedError
-
-    def cancel(self, handle, reason: str | None = None) -> None:
-        raise NotImplementedError
-
-    def run_id(self, handle) -> str:
-        raise NotImplementedError
+import engine.ray_executor  # noqa: E402, F401 - registers "ray" (Ray itself is imported only when used)

@@ -553,14 +553,37 @@ def as_point(d: dict) -> Point:
 class RecipeTask(Config):
     recipe: dict[str, Any] = param(default_factory=lambda: copy.deepcopy(DEFAULT_RECIPE),
                                    help="the recipe document (see examples/)", cli=False)
-    executor: str = param("local", "where the units run: local (this process); ray comes later")
+    executor: str = param("local", "where the units run: local (this process) or ray (a Ray cluster; "
+                                   "pip install -r requirements-ray.txt)")
     workers: int = param(1, "units the local executor runs at once (PyTorch already uses every core)", lo=1, hi=64)
+    ray_address: str | None = param(None, "ray: the cluster to use: auto (the one `ray start` runs on this "
+                                          "machine), ray://HEAD:10001 (Ray Client); default: start a local Ray")
+    ray_cpus: float = param(1.0, "ray: CPUs each unit declares (and the threads it uses)", lo=0.1, hi=1024)
+    ray_gpus: float = param(0.0, "ray: GPUs each unit declares (a unit with none sees no GPU; a fraction shares "
+                                 "one)", lo=0.0, hi=64)
+    ray_shared: bool = param(False, "ray: the recipe's out is on storage every node mounts at the same path: "
+                                    "workers write checkpoints there instead of sending them back as bytes")
 
     def validate(self) -> None:
         from engine.executors import EXECUTORS
 
         EXECUTORS.get(self.executor).check_available()
+        if self.executor != "ray":
+            given = [f for f, default in RAY_DEFAULTS.items() if getattr(self, f) != default]
+            if given:
+                raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the ray executor "
+                                  f"only (executor is {self.executor})")
         Recipe.from_dict(self.recipe)
+
+    def executor_options(self) -> dict[str, Any]:
+        """The chosen executor's own options, for engine.executors.make_executor."""
+        if self.executor != "ray":
+            return {}
+        return {"address": self.ray_address or None, "cpus": self.ray_cpus, "gpus": self.ray_gpus,
+                "shared": self.ray_shared}
+
+
+RAY_DEFAULTS = {"ray_address": None, "ray_cpus": 1.0, "ray_gpus": 0.0, "ray_shared": False}
 
 
 @dataclass
@@ -582,7 +605,7 @@ def recipe_task(cfg: RecipeTask, ctx: RunContext) -> list[Point]:
         raise UserError("a recipe runs in a run store (its children are runs): run it with engine.jobs.run_sync "
                         "or the job runner")
     recipe = Recipe.from_dict(cfg.recipe)
-    executor = make_executor(cfg.executor, ctx.store, workers=cfg.workers)
+    executor = make_executor(cfg.executor, ctx.store, workers=cfg.workers, **cfg.executor_options())
     try:
         results = run_recipe(recipe, ctx, executor)
     finally:
@@ -686,7 +709,8 @@ def _result(store, unit: Unit, outcome) -> UnitResult:
             store.add_point(outcome.run_id, p)
         for path in outcome.artifacts:
             store.add_artifact(outcome.run_id, path, "checkpoint")
-        store.end_run(outcome.run_id, outcome.status, message=outcome.status, error=outcome.error)
+        store.end_run(outcome.run_id, outcome.status, message=outcome.status, error=outcome.error,
+                      traceback=outcome.traceback)
     dicts = [p.to_dict() for p in outcome.points]
     return UnitResult(unit, outcome.status, outcome.run_id, unit_output(dicts), outcome.error,
                       [_tagged(p, unit, outcome.run_id, reused=False) for p in outcome.points])

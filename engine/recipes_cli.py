@@ -11,6 +11,7 @@ import argparse
 
 from engine.cli import add_run_args, format_point, print_json
 from engine.context import ConsoleContext
+from engine.executors import EXECUTORS
 from engine.recipes import RECIPE_TASK, RecipeTask, load_recipe
 
 
@@ -19,8 +20,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "reused")
     p.add_argument("recipe", metavar="RECIPE", help="recipe file, e.g. examples/kd_prune_finetune.yaml")
     add_run_args(p)
-    p.add_argument("--executor", default="local", help="where units run: local (this process); ray comes later")
+    p.add_argument("--executor", default="local", choices=EXECUTORS.names(),
+                   help="where units run: local (this process, the default) or ray (a Ray cluster; "
+                        "pip install -r requirements-ray.txt)")
     p.add_argument("--workers", type=int, default=1, help="units the local executor runs at once (default 1)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="ray: auto (the cluster `ray start` runs on this machine) or ray://HEAD:10001; "
+                        "default: start a local Ray")
+    p.add_argument("--ray-cpus", type=float, default=1.0, help="ray: CPUs each unit declares (default 1)")
+    p.add_argument("--ray-gpus", type=float, default=0.0, help="ray: GPUs each unit declares (default 0)")
+    p.add_argument("--ray-shared", action="store_true",
+                   help="ray: the recipe's out is on storage every node mounts at the same path (checkpoints "
+                        "are written there, not sent back as bytes)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without running it and print its expanded grid size")
@@ -46,7 +57,9 @@ def cmd_run(args: argparse.Namespace) -> list:
     from engine.jobs import run_sync
 
     recipe = load_recipe(args.recipe)
-    config = RecipeTask(recipe=recipe.to_dict(), executor=args.executor, workers=args.workers)
+    config = RecipeTask(recipe=recipe.to_dict(), executor=args.executor, workers=args.workers,
+                        ray_address=args.ray_address, ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
+                        ray_shared=args.ray_shared)
     console = ConsoleContext(quiet=args.json)
     try:
         points = run_sync(RECIPE_TASK, config, args.db, echo=console, name=f"recipe {recipe.name}")
