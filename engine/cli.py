@@ -105,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
-    points = execute(args, "measure", MeasureTask.from_dict(MEASURE_OPTIONS.values(args, "measure")), single=True)
+    cfg = MeasureTask.from_dict(MEASURE_OPTIONS.values(args, "measure"))
+    points = execute(args, "measure", cfg, single=len(cfg.runtime) == 1)  # one point per runtime
     if not args.json and points:
         print(f"lineage: {points[-1].extra.get('lineage_text', '')}")
 
