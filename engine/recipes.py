@@ -303,6 +303,8 @@ def _short(value: Any) -> str:
 def unit_key(task: str, config: dict, dataset: str, inputs: dict[str, str]) -> str:
     """sha256 of what the unit computes: task, config (paths and input fields left out), dataset, upstream keys."""
     body = {k: v for k, v in config.items() if k not in KEY_IGNORES and k not in inputs}
+    if body.get("runtime") in ("torch", ["torch"], ("torch",)):
+        del body["runtime"]  # the default since runtimes came: units stored before then keep their keys
     doc = {"task": task, "config": body, "dataset": dataset, "inputs": dict(sorted(inputs.items()))}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -151,11 +151,6 @@ def test_a_stage_after_a_quantize_stage_is_refused_unless_it_measures(tmp_path):
     assert Recipe.from_dict(doc).grid()["check"] == 1
 
 
-def test_the_ray_executor_is_refused_before_anything_runs(tmp_path):
-    with pytest.raises(UserError, match="ray executor is not installed yet"):
-        RecipeTask(recipe=kd_then_prune(str(tmp_path)), executor="ray")
-
-
 # ---------------------------------------------------------------- running: reuse and resume
 
 
