@@ -229,7 +229,7 @@ class WhatIf:
             lat = measure_latency(self.original, x[:1], batch_sizes=(1,), seconds=0.5)
             self.dense_latency_ms = lat["latency_ms_b1"]
         self.hits = self.misses = 0
-        self.last_hit = False
+        self._local = threading.local()  # last_hit per thread: each browser session runs on its own
         self._memo: OrderedDict[tuple, WhatIfResult] = OrderedDict()
         self._masks: OrderedDict[float, dict[str, Tensor]] = OrderedDict()
         self._cuts: OrderedDict[float, _Cut] = OrderedDict()
@@ -252,7 +252,7 @@ class WhatIf:
             if hit is not None:
                 self._memo.move_to_end(key)
                 self.hits += 1
-                self.last_hit = True
+                self._local.hit = True
                 return hit
             started = time.perf_counter()
             if mode == "unstructured":
@@ -267,8 +267,13 @@ class WhatIf:
             if len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
             self.misses += 1
-            self.last_hit = False
+            self._local.hit = False
             return result
+
+    @property
+    def last_hit(self) -> bool:
+        """Whether this thread's latest evaluate() was answered from the memo."""
+        return getattr(self._local, "hit", False)
 
     def _mask(self, sparsity: float) -> dict[str, Tensor]:
         masks = self._masks.get(sparsity)
