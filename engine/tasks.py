@@ -42,7 +42,7 @@ TASKS: Registry[Task] = Registry("task")
 
 # packages whose import registers their tasks; loaded before any lookup, so the job runner can run a
 # task by name without the caller having imported its family
-FAMILIES = ("engine.quant", "engine.prune", "engine.distill", "engine.recipes", "engine.studies")
+FAMILIES = ("engine.quant", "engine.prune", "engine.distill", "engine.recipes", "engine.studies", "engine.whatif")
 
 
 def load_families() -> None:
