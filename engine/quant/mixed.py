@@ -6,9 +6,11 @@ Two searches choose the layer to lower:
 
 - `greedy`, the "greedy path-following" quantization of seed 003: at each step every layer is tried
   one rung lower and the one that costs the least validation accuracy is lowered (ties: lower
-  validation loss, then the layer that saves more bits). About layers x rungs x layers evaluations;
-  the prefix activation cache (`engine.quant.prefix_cache`) runs each candidate from the input of the
-  layer it lowers, which changes no score.
+  validation loss, then the layer that saves more bits). About layers x rungs x layers evaluations,
+  made cheaper without changing one score or choice (`engine.quant.prefix_cache`): each candidate runs
+  from the kept input of the layer it lowers, the next step starts from the kept activations of the
+  lowering it took, and a candidate is abandoned part-way once the validation images it has run
+  (hardest first) prove that it cannot rank first, so only the lowering taken is sure to run in full.
 - `sensitivity` (the default): one pass of per-layer sensitivity (each layer alone at each width,
   the others at the top width), then a path that lowers, at each step, the layer with the smallest
   predicted loss per bit saved, the loss predicted as the sum of the layers' own losses. This
@@ -102,20 +104,21 @@ def lowerings(bits: dict[str, int], ladder: list[int]) -> list[Change]:
     return [(name, low) for name, b in bits.items() if (low := next_lower(ladder, b)) is not None]
 
 
+def greedy_rank(bits: dict[str, int], sizes: dict[str, int], change: Change, val: Scores) -> tuple[float, float, int]:
+    """How greedy ranks a lowering of `bits` scored `val`: accuracy, then lower loss, then bits saved."""
+    name, low = change
+    return val["accuracy"], -val["loss"], (bits[name] - low) * sizes[name]
+
+
 def greedy_choice(bits: dict[str, int], sizes: dict[str, int], tried: dict[Change, Scores]) -> Change:
     """The tried lowering that keeps the most accuracy; ties: lower loss, then more bits saved, then the
     earlier layer. `tried[(layer, b)]` scores `bits` with that layer at b."""
-
-    def key(item: tuple[Change, Scores]) -> tuple[float, float, int]:
-        (name, low), val = item
-        return val["accuracy"], -val["loss"], (bits[name] - low) * sizes[name]
-
-    return max(tried.items(), key=key)[0]
+    return max(tried.items(), key=lambda item: greedy_rank(bits, sizes, *item))[0]
 
 
 def greedy_path(start: dict[str, int], ladder: list[int], sizes: dict[str, int], start_val: Scores,
-                evaluate_changes: Callable[[dict[str, int], list[Change]], list[Scores]], *, max_drop: float,
-                target_bits: float, stopped: Callable[[str], None]) -> Iterator[Step]:
+                evaluate_changes: Callable[[dict[str, int], list[Change]], list[Scores | None]], *,
+                max_drop: float, target_bits: float, stopped: Callable[[str], None]) -> Iterator[Step]:
     """Seed 003's greedy path: each step tries every layer one rung lower and keeps the best."""
     bits, index = dict(start), 0
     yield Step(0, dict(bits), (), start_val)
@@ -124,7 +127,8 @@ def greedy_path(start: dict[str, int], ladder: list[int], sizes: dict[str, int],
         if not changes:
             stopped("stopped: every layer is at the lowest width of the ladder")
             return
-        tried = dict(zip(changes, evaluate_changes(bits, changes)))
+        # a lowering scored None was dropped part-way, proven to rank below another
+        tried = {c: v for c, v in zip(changes, evaluate_changes(bits, changes)) if v is not None}
         name, low = greedy_choice(bits, sizes, tried)
         val = tried[(name, low)]
         drop = start_val["accuracy"] - val["accuracy"]
@@ -280,7 +284,12 @@ def mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionConfig, 
 
     start_val = evaluator.evaluate(start)
     if cfg.search == "greedy":
-        path = greedy_path(start, ladder, weights.sizes, start_val, evaluator.evaluate_changes,
+        def tried(bits: dict[str, int], changes: list[Change]) -> list[Scores]:
+            # the states of the lowering greedy will take are kept: the next step starts from them
+            return evaluator.evaluate_changes(bits, changes, keep=lambda change, val: greedy_rank(
+                bits, weights.sizes, change, val), abandon=True)
+
+        path = greedy_path(start, ladder, weights.sizes, start_val, tried,
                            max_drop=cfg.max_accuracy_drop, target_bits=cfg.target_bits, stopped=stopped)
     else:
         path = sensitivity_path(start, ladder, weights.sizes, start_val, evaluator.evaluate_changes,
@@ -296,7 +305,8 @@ def mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionConfig, 
             backend=simulated_backend("mixed-precision"), step=step.index, bits_per_layer=step.bits,
             lowered=list(step.lowered), val_accuracy=step.val["accuracy"], val_loss=step.val["loss"],
             search=cfg.search, val_samples=len(y_val), evaluations=evaluator.evaluations,
-            full_evaluations=evaluator.full_forwards))
+            full_evaluations=evaluator.full_forwards, abandoned=evaluator.abandoned,
+            segments=round(evaluator.segments, 2)))
     weights.apply(maths.FLOAT_BITS)
     report(ctx, 1.0, "done")
     return points
