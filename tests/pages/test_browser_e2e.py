@@ -211,8 +211,9 @@ def test_launch_a_recipe_watch_it_finish_see_its_points_and_download_them(app_se
     shutil.copy(csv_file, tmp_path / "points.csv")
 
     # the other pages render on the same store without an error
-    for path, heading in (("breakpoints", "Breakpoints"), ("whatif", "What-if"), ("overview", "Datasets and models")):
+    for path, heading, shown in (("breakpoints", "Breakpoints", "Detector"), ("whatif", "What-if", "Accuracy (subset)"),
+                                 ("overview", "Datasets and models", "Architectures")):
         open_page(browser, base, path, heading)
-        time.sleep(2)
+        wait_for(lambda shown=shown: shown in page_text(browser), 90, f"{shown!r} on {heading}", browser)
         assert "Something went wrong" not in page_text(browser)
         shot(browser, tmp_path, f"6-{path}")
