@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -164,7 +165,8 @@ def main() -> None:
                       flush=True)
             if args.cli:
                 cli(arch, ck, "greedy", args.threads)
-    print(f"load average {os.getloadavg()}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"load average {os.getloadavg()}; peak memory of this process {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from engine.train import scores
 EVAL_BATCH = 512  # evaluate_tensors' batch size: same batches, same numbers
 STATE_BYTES = 768 << 20  # kept states (plus at most half as much for the candidate a search keeps)
 
-CHUNK = 100  # images per chunk: the unit of reuse and of abandoning a candidate
+CHUNK = 100  # images in the first (hardest) chunk; each next chunk is twice the one before
 LOSS_MARGIN = 1e-5  # relative: a partial loss must pass the best loss by this much to prove it worse
 Change = tuple[str, int]
 
@@ -158,8 +158,9 @@ class CandidateEvaluator:
     many it tried, how many of those ran from the input, how many it dropped part-way (`abandon`)
     and how many segments it ran.
 
-    With cuts, the images run in chunks of `chunk`, hardest first (by the loss of the first
-    assignment scored), and the logits are put back in their order before scoring. The first scoring
+    With cuts, the images run in chunks (`chunk` images, then twice as many each time), hardest first
+    (by the loss of the first assignment scored), and the logits are put back in their order before
+    scoring. The first scoring
     also runs the model as `evaluate_tensors` does and compares the logits bit for bit: chunks are used
     only where they give the very same numbers (per-image results do not depend on the batch on these
     kernels); elsewhere the evaluator keeps `evaluate_tensors`' batches and order."""
@@ -326,10 +327,17 @@ class CandidateEvaluator:
         return reference
 
     def _use(self, order: Tensor, size: int) -> None:
+        """Images in `order`, in chunks of `size`, then each twice the one before, up to EVAL_BATCH: the
+        hardest images, which settle most abandonments, in small chunks; the rest in the larger batches
+        that run faster per image with several threads on a busy machine."""
         self._order = order
         x, y = self.x[order], self.y[order]
-        self._input = [(x[i : i + size],) for i in range(0, len(y), size)]
-        self._labels = [y[i : i + size] for i in range(0, len(y), size)]
+        bounds, start = [], 0
+        while start < len(y):
+            bounds.append((start, min(len(y), start + size)))
+            start, size = start + size, min(EVAL_BATCH, size * 2)
+        self._input = [(x[a:b],) for a, b in bounds]
+        self._labels = [y[a:b] for a, b in bounds]
         self.store = StateStore(self.store.budget)  # states in another order are of no use
 
     def _logits(self, outs: list[Tensor]) -> Tensor:
