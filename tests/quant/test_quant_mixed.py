@@ -131,8 +131,11 @@ def test_the_greedy_path_is_the_same_with_and_without_the_prefix_cache(digits, g
     assert cached[-1]["full_evaluations"] < plain[-1]["full_evaluations"] == plain[-1]["evaluations"]
 
 
-def test_the_sensitivity_path_goes_as_low_as_greedy_within_half_a_bit(greedy, sensitivity):
-    assert sensitivity[0][-1]["level"] <= greedy[0][-1]["level"] + 0.5
+def test_the_sensitivity_path_goes_as_low_as_greedy_within_half_a_point_of_accuracy(greedy, sensitivity):
+    # the test: at the same --max-drop, the same or a lower average width, and a final accuracy
+    # within 0.5 point of greedy's
+    assert sensitivity[0][-1]["level"] <= greedy[0][-1]["level"] + 1e-9
+    assert sensitivity[0][-1]["accuracy"] >= greedy[0][-1]["accuracy"] - 0.005
     assert sensitivity[0][-1]["evaluations"] < greedy[0][-1]["evaluations"]
 
 
