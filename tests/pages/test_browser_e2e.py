@@ -158,7 +158,8 @@ def test_launch_a_recipe_watch_it_finish_see_its_points_and_download_them(app_se
     db = str(tmp_path / "lab.duckdb")
 
     open_page(browser, base, "", "Compression Lab")
-    assert "No runs yet" in page_text(browser)
+    # the heading can be drawn before the rest of the script has run: wait for the empty state itself
+    wait_for(lambda: "No runs yet" in page_text(browser), 60, "Home's empty state", browser)
     shot(browser, tmp_path, "1-home")
 
     # Launch: paste a recipe and start it
