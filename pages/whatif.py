@@ -63,6 +63,11 @@ except Exception as e:  # noqa: BLE001 - shown as a message
 curves = W.checkpoint_points(points, path)
 
 
+def _change(delta: float, unit: str) -> str | None:
+    """A metric's change to one decimal, or none where it rounds to zero (Streamlit draws +0.0 as a rise)."""
+    return None if round(delta, 1) == 0 else f"{delta:+,.1f} {unit}"
+
+
 @st.fragment
 def explore() -> None:
     a, b = st.columns(2)
@@ -85,10 +90,10 @@ def explore() -> None:
     base = engine.baseline
 
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Accuracy (subset)", f"{r.accuracy:.2%}", f"{(r.accuracy - base.accuracy) * 100:+.1f} pp",
+    m1.metric("Accuracy (subset)", f"{r.accuracy:.2%}", _change((r.accuracy - base.accuracy) * 100, "pp"),
               help=f"Top-1 accuracy {engine.subset_caption()}; the change is against the checkpoint on the "
                    f"same images ({base.accuracy:.2%}).")
-    m2.metric("Size", f"{r.size_bytes / 1024:,.1f} KiB", f"{(r.size_bytes - base.size_bytes) / 1024:+,.1f} KiB",
+    m2.metric("Size", f"{r.size_bytes / 1024:,.1f} KiB", _change((r.size_bytes - base.size_bytes) / 1024, "KiB"),
               delta_color="inverse",
               help="Storage of a deployed copy (engine.measure.storage): each weight tensor dense or sparse, "
                    "whichever is smaller, at its bit width, plus one scale and zero point per group.")

@@ -36,6 +36,10 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label))
 
 
+def delta(at: AppTest, label: str) -> str:
+    return next(m.delta for m in at.metric if m.label.startswith(label))
+
+
 def widget(items, key: str):
     return next(w for w in items if w.key == key)
 
@@ -47,6 +51,7 @@ def test_the_page_draws_the_checkpoints_curves_and_the_what_if_point(db, lab_sto
     assert names[-2:] == ["checkpoint (same subset)", "what-if (250 test images)"]
     assert {"prune cnn_s (global_unstructured)", "fake-quant cnn_s (fake)", "train cnn_s digits (train)"} <= set(names)
     assert metric(at, "Compression") == "1.0x"
+    assert not delta(at, "Size") and not delta(at, "Accuracy")  # no change drawn as a +0.0 rise
     captions = " ".join(c.value for c in at.caption)
     assert "on 250 of 360 test images" in captions and "estimated" in captions
 
@@ -58,6 +63,7 @@ def test_moving_the_sliders_changes_the_accuracy_size_and_chart(db):
     assert not at.exception, at.exception
     assert metric(at, "Accuracy") != before and star(at) != size_before
     assert star(at)[0] < size_before[0]  # sparse storage is smaller
+    assert delta(at, "Size").startswith("-") and delta(at, "Size").endswith(" KiB")
     widget(at.slider, "whatif_bits").set_value(4).run()
     assert not at.exception, at.exception
     assert float(metric(at, "Compression").rstrip("x")) > 8
