@@ -135,7 +135,8 @@ def _teacher(unit: StoredUnit) -> dict:
     return next(p for p in unit.points if p.get("role") == "teacher")
 
 
-def _pct(value: float | None) -> float | None:
+def percent(value: float | None) -> float | None:
+    """A fraction as a percentage for the tables; None (not NaN) where it is missing or not finite."""
     return None if value is None or not math.isfinite(value) else 100.0 * value
 
 
@@ -165,14 +166,14 @@ def kd_prune_table1(units: list[StoredUnit]) -> pd.DataFrame:
         return pd.DataFrame(columns=["model", "accuracy (%)", "vs scratch (points)", "parameters"])
     teacher = _teacher(distil[0])
     scratch = next((_student(u)["accuracy"] for u in distil if u.method == KD_BASELINE), None)
-    rows = [{"model": "Teacher", "accuracy (%)": _pct(teacher["accuracy"]),
-             "vs scratch (points)": None if scratch is None else _pct(teacher["accuracy"] - scratch),
+    rows = [{"model": "Teacher", "accuracy (%)": percent(teacher["accuracy"]),
+             "vs scratch (points)": None if scratch is None else percent(teacher["accuracy"] - scratch),
              "parameters": teacher["params_total"]}]
     for u in distil:
         s = _student(u)
         name = "Student scratch" if u.method == KD_BASELINE else u.method
-        rows.append({"model": name, "accuracy (%)": _pct(s["accuracy"]),
-                     "vs scratch (points)": None if scratch is None else _pct(s["accuracy"] - scratch),
+        rows.append({"model": name, "accuracy (%)": percent(s["accuracy"]),
+                     "vs scratch (points)": None if scratch is None else percent(s["accuracy"] - scratch),
                      "parameters": s["params_total"]})
     return pd.DataFrame(rows)
 
@@ -196,8 +197,8 @@ def kd_prune_pruning_table(curves: dict[str, list[dict]]) -> pd.DataFrame:
     for name, points in curves.items():
         for p in points:
             row = rows.setdefault(float(p["level"]), {"sparsity (%)": 100 * float(p["level"])})
-            row[f"{name} acc (%)"] = _pct(p["accuracy"])
-            row[f"{name} std"] = _pct(p.get("accuracy_std") or 0.0)
+            row[f"{name} acc (%)"] = percent(p["accuracy"])
+            row[f"{name} std"] = percent(p.get("accuracy_std") or 0.0)
             row[f"{name} params"] = p["params_nonzero"]
     return pd.DataFrame([rows[k] for k in sorted(rows)])
 
@@ -229,9 +230,9 @@ def kd_prune_table3(curves: dict[str, list[dict]], trained: dict[str, float] | N
             s_at = s_curve.params[r.index] if r.found else None
             before = t_curve.params[0]
             columns[f"{name} / {r.detector}"] = [
-                _pct(trained.get("teacher", t_curve.mean[0])), _pct(trained.get(name, s_curve.mean[0])), before,
+                percent(trained.get("teacher", t_curve.mean[0])), percent(trained.get(name, s_curve.mean[0])), before,
                 s_curve.params[0],
-                _pct(tr.accuracy) if tr.found else None, _pct(r.accuracy) if r.found else None, t_at, s_at,
+                percent(tr.accuracy) if tr.found else None, percent(r.accuracy) if r.found else None, t_at, s_at,
                 100.0 * (before - s_at) / before if s_at else None, before / s_at if s_at else None]
     return pd.DataFrame(columns, index=TABLE3_ROWS)
 
@@ -339,7 +340,7 @@ def kd_quant_bits_table(units: list[StoredUnit]) -> pd.DataFrame:
     for u in sorted((u for u in units if u.stage in ("teacher-bits", "bits")), key=lambda u: u.stage != "teacher-bits"):
         row: dict[str, Any] = {"model": _model_name(u)}
         for p in sorted(u.points, key=lambda p: p["level"]):
-            row[f"{int(p['level'])}-bit"] = _pct(p["accuracy"])
+            row[f"{int(p['level'])}-bit"] = percent(p["accuracy"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -351,8 +352,8 @@ def kd_quant_mixed_table(units: list[StoredUnit]) -> pd.DataFrame:
         steps = sorted(u.points, key=lambda p: p.get("step", 0))
         first, last = steps[0], steps[-1]
         rows.append({"model": _model_name(u), "steps": len(steps) - 1, "start bits": first["level"],
-                     "start acc (%)": _pct(first["accuracy"]), "average bits": last["level"],
-                     "acc (%)": _pct(last["accuracy"]), "size (bytes)": last["size_bytes"]})
+                     "start acc (%)": percent(first["accuracy"]), "average bits": last["level"],
+                     "acc (%)": percent(last["accuracy"]), "size (bytes)": last["size_bytes"]})
     return pd.DataFrame(rows)
 
 
@@ -398,7 +399,7 @@ def kd_quant_tables(units: list[StoredUnit]) -> tuple[dict[str, pd.DataFrame], l
 # ---------------------------------------------------------------- compare-techniques (seeds 000, 001)
 
 
-def _technique_point(u: StoredUnit) -> dict:
+def technique_point(u: StoredUnit) -> dict:
     """The point that stands for a technique: the int8 model, the QAT result, the last iteration, the student."""
     if u.task == "distill":
         return _student(u)
@@ -419,14 +420,14 @@ def compare_table(units: list[StoredUnit]) -> pd.DataFrame:
     for u in units:
         if u.stage not in TECHNIQUE_NAMES and u.stage != "students":
             continue
-        p = _technique_point(u)
+        p = technique_point(u)
         name = TECHNIQUE_NAMES.get(u.stage) or ("Student scratch" if u.method == KD_BASELINE else
                                                 f"KD student ({u.method})")
         if u.stage == "qat":
             name = f"QAT ({p.get('kind', 'qat')})"
         if u.stage in ("iterative", "structured"):
             name = f"{name} ({100 * float(p['level']):.0f} % {p.get('level_name', '')})"
-        rows.append({"technique": name, "accuracy (%)": _pct(p["accuracy"]), "size (KB)": p["size_bytes"] / 1024,
+        rows.append({"technique": name, "accuracy (%)": percent(p["accuracy"]), "size (KB)": p["size_bytes"] / 1024,
                      "latency b1 (ms)": p.get("latency_ms_b1"), "parameters": p["params_total"],
                      "nonzero": p["params_nonzero"], "MACs": p["macs"]})
     df = pd.DataFrame(rows)

@@ -35,7 +35,7 @@ import pandas as pd
 
 from engine.breakpoint import X_FIELDS, curve_from_points, detect_all, table3
 from engine.errors import UserError
-from engine.studies import StoredUnit, _pct, _technique_point, kd_prune_table3
+from engine.studies import StoredUnit, kd_prune_table3, percent, technique_point
 
 # runs whose work is done by child runs: choosing one chooses its children
 CONTAINER_KINDS = ("recipe", "study")
@@ -248,7 +248,7 @@ def accuracy_by_bits(points: pd.DataFrame, known: pd.DataFrame | Lineage | None 
     for (model, method), _ in order.groupby(["_model", "_method"], sort=False):
         row: dict[str, Any] = {"model": model, "method": method}
         for b in widths:
-            row[f"{b:g}-bit"] = _pct(cells["mean"].get((model, method, b)))
+            row[f"{b:g}-bit"] = percent(cells["mean"].get((model, method, b)))
         rows.append(row)
     notes = []
     simulated = sorted(set(sweep.loc[sweep["simulated"].astype(bool), "_method"]))
@@ -290,7 +290,7 @@ def _numbers(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def _pct_or_none(v: Any) -> float | None:
     v = _value(v)
-    return None if v is None else _pct(float(v))
+    return None if v is None else percent(float(v))
 
 
 # ---------------------------------------------------------------- seeds 000/001: techniques compared
@@ -308,7 +308,7 @@ def representatives(points: pd.DataFrame) -> pd.DataFrame:
     for run_id, group in points.groupby("run_id", sort=False):
         records = point_records(group)
         kind = records[0].get("run_kind") or ""
-        chosen = _technique_point(StoredUnit(stage="", task=kind, axes={}, run_id=str(run_id), points=records))
+        chosen = technique_point(StoredUnit(stage="", task=kind, axes={}, run_id=str(run_id), points=records))
         keep.append(chosen["point_id"])
     return points[points["point_id"].isin(keep)]
 

@@ -24,7 +24,7 @@ from engine.checkpoint import CheckpointError, describe_lineage, read_meta
 from engine.errors import UserError
 from engine.measure import METRIC_FIELDS
 from engine.options import config_options
-from engine.studies import TABLE3_ROWS
+from engine.studies import TABLE3_ROWS, percent
 
 Y = "accuracy"
 
@@ -428,8 +428,8 @@ def table3_summary(curves: Mapping[str, Curve], results: Mapping[str, Breakpoint
         before, s_at = t_row["params_before"], s_row["params_at_breakpoint"]
         usable = before is not None and s_at  # None or 0: no rate
         columns[f"{name} / {r.detector}"] = [
-            _pct(t_row["accuracy_before"]), _pct(s_row["accuracy_before"]), before, s_row["params_before"],
-            _pct(t_row["accuracy_at_breakpoint"]), _pct(s_row["accuracy_at_breakpoint"]),
+            percent(t_row["accuracy_before"]), percent(s_row["accuracy_before"]), before, s_row["params_before"],
+            percent(t_row["accuracy_at_breakpoint"]), percent(s_row["accuracy_at_breakpoint"]),
             t_row["params_at_breakpoint"], s_at,
             100.0 * (before - s_at) / before if usable else None, before / s_at if usable else None]
     return pd.DataFrame(columns, index=TABLE3_ROWS)
@@ -442,13 +442,9 @@ def per_curve_summary(curves: Mapping[str, Curve], results: Mapping[str, Breakpo
     for name, curve in curves.items():
         row = table3(curve, [results[name]])[0]
         rows.append({"curve": name, "detector": row["detector"], "found": row["found"],
-                     "accuracy before (%)": _pct(row["accuracy_before"]),
-                     "accuracy at breakpoint (%)": _pct(row["accuracy_at_breakpoint"]),
+                     "accuracy before (%)": percent(row["accuracy_before"]),
+                     "accuracy at breakpoint (%)": percent(row["accuracy_at_breakpoint"]),
                      "params before": row["params_before"], "params at breakpoint": row["params_at_breakpoint"],
                      "percentage decrease (%)": row["percentage_decrease"],
                      "compression rate (x)": row["compression_rate"], "level": row["level"]})
     return pd.DataFrame(rows)
-
-
-def _pct(v: float | None) -> float | None:
-    return None if v is None or not math.isfinite(v) else 100.0 * v
