@@ -20,7 +20,6 @@ pages = {
     ],
     "Run": [
         st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
     ],
     "Explore": [

@@ -34,6 +34,7 @@ WIDGETS = ("switch", "choice", "int", "float", "text", "sweep", "multichoice", "
 class FormField:
     option: Option
     widget: str  # one of WIDGETS
+    typed: bool = False  # a choice that also takes a typed value (a dataset given as imagefolder:<path>)
 
     @property
     def name(self) -> str:
@@ -100,16 +101,18 @@ def widget_of(o: Option) -> str:
 
 
 def form_fields(cls: type[Config], hidden: typing.Collection[str] = SERVER_SIDE,
-                choices: dict[str, typing.Sequence] | None = None) -> list[FormField]:
+                choices: dict[str, typing.Sequence] | None = None,
+                typed: typing.Collection[str] = ()) -> list[FormField]:
     """The fields of `cls` (nested configs flattened) a form shows, in declaration order. `choices`
-    gives a text field the names it may take (a dataset or an architecture from a registry)."""
+    gives a text field the names it may take (a dataset or an architecture from a registry); the fields
+    named in `typed` also take a value typed in (checked by the config like any other)."""
     out = []
     for o in config_options(cls):
         if o.path[-1] in hidden:
             continue
         if choices and o.name in choices:
             o = dataclasses.replace(o, choices=tuple(choices[o.name]))
-        out.append(FormField(o, widget_of(o)))
+        out.append(FormField(o, widget_of(o), typed=o.name in typed and bool(o.choices)))
     return out
 
 

@@ -47,7 +47,7 @@ def draw_field(f: FormField, key: str) -> Any:
         if optional:
             options = [None, *options]
         index = options.index(default) if default in options else 0
-        return st.selectbox(label, options, index=index, help=help_text, key=key,
+        return st.selectbox(label, options, index=index, help=help_text, key=key, accept_new_options=f.typed,
                             format_func=lambda v: "(default)" if v is None else str(v))
     if f.widget in ("int", "float"):
         o = f.option

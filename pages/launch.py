@@ -30,6 +30,7 @@ runner = open_runner_or_stop()
 store = runner.store
 
 NAMES = {"dataset": DATASETS.names(), "model": MODELS.names(), "student": MODELS.names()}
+TYPED = {"dataset"}  # besides the registry's names, imagefolder:<path> to your own images
 
 
 def queued(run_ids: list[str]) -> None:
@@ -94,7 +95,7 @@ def method_tab() -> None:
             return
         fixed["checkpoint"] = checkpoint
     config_cls = get_task(choice.task).config
-    fields = form_fields(config_cls, choices=NAMES)
+    fields = form_fields(config_cls, choices=NAMES, typed=TYPED)
     form_key = f"launch.form.{choice.task}"
     values = draw_form(fields, form_key, st.session_state.get(f"{form_key}.errors"))
     if st.button("Start", type="primary", icon=":material/play_arrow:", key=f"{form_key}.submit"):
@@ -119,7 +120,7 @@ def form_level_error(form_key: str) -> None:
 
 def distill_form(methods: list[str]) -> None:
     teacher = pick_checkpoint("Teacher", "launch.distill.teacher")
-    fields = form_fields(DistillTask, choices=NAMES)
+    fields = form_fields(DistillTask, choices=NAMES, typed=TYPED)
     form_key = "launch.form.distill"
     values = draw_form(fields, form_key, st.session_state.get(f"{form_key}.errors"))
     settings: dict[str, tuple] = {}

@@ -40,7 +40,7 @@ except Exception as e:  # noqa: BLE001 - shown as a message
     show_error(e)
     st.stop()
 if not choices:
-    st.info("No float checkpoint yet. Train a model on the Train page (or Launch a method that saves one); "
+    st.info("No float checkpoint yet. Train a model on the Launch page (family train, or any method that saves one); "
             "every finished run's saved float checkpoint is listed here.", icon=":material/info:")
     st.stop()
 

@@ -72,12 +72,12 @@ def test_the_runs_page_shows_runs_a_terminal_recorded_with_live_progress(db, tmp
 
 def test_a_terminal_lists_and_shows_a_run_the_app_is_running(db):
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/train.py").run()
-    at.selectbox[0].set_value("digits")
-    at.selectbox[1].set_value("cnn_s")
-    at.number_input[0].set_value(200)
-    at.button[0].click().run()
-    assert not at.exception and any("Queued run" in s.value for s in at.success), [e.value for e in at.error]
+    at.switch_page("pages/launch.py").run()
+    at.selectbox(key="launch.form.train.dataset").set_value("digits")
+    at.selectbox(key="launch.form.train.model").set_value("cnn_s")
+    at.number_input(key="launch.form.train.train.epochs").set_value(200)
+    at.button(key="launch.form.train.submit").click().run()
+    assert not at.exception and any("Queued 1 run" in s.value for s in at.success), [e.value for e in at.error]
 
     from engine.jobs import get_runner
 
