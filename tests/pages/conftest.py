@@ -7,10 +7,12 @@ into the test's own directory and points $COMPRESSION_LAB_DB at the copy, so a p
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from store import open_store
 
@@ -51,3 +53,18 @@ def db(lab_store, tmp_path, monkeypatch) -> str:
 
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def open_page(page: str, timeout: float = 60) -> AppTest:
+    """The app, switched to `page` (e.g. "pages/whatif.py"), drawn without an exception."""
+    at = AppTest.from_file(APP, default_timeout=timeout).run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart(at: AppTest) -> dict:
+    """The page's one Plotly figure, as its JSON spec."""
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)

@@ -4,32 +4,13 @@ and an empty store guides instead of drawing nothing."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.studies import TABLE3_ROWS
-from tests.pages.conftest import APP
+from tests.pages.conftest import chart, open_page
 
 PAGE = "pages/breakpoints.py"
-
-
-def open_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart(at: AppTest) -> dict:
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    return json.loads(charts[0].proto.spec)
-
-
-def widget(items, key):
-    return next(w for w in items if w.key == key)
 
 
 def text(at: AppTest) -> str:
@@ -37,8 +18,8 @@ def text(at: AppTest) -> str:
 
 
 def test_the_sweeps_are_drawn_with_their_breakpoints_and_the_detection_curve_underneath(db):
-    at = open_page()
-    picked = widget(at.multiselect, "breakpoints_curves")
+    at = open_page(PAGE)
+    picked = at.multiselect(key="breakpoints_curves")
     assert len(picked.value) == 2  # the prune sweep and the fake-quant sweep, newest first
     spec = chart(at)
     layout = spec["layout"]
@@ -54,25 +35,25 @@ def test_the_sweeps_are_drawn_with_their_breakpoints_and_the_detection_curve_und
 
 
 def test_detector_setting_and_x_change_the_answer(db):
-    at = open_page()
-    widget(at.selectbox, "breakpoints_detector").set_value("tolerance").run()
+    at = open_page(PAGE)
+    at.selectbox(key="breakpoints_detector").set_value("tolerance").run()
     assert not at.exception
     assert chart(at)["layout"]["yaxis2"]["title"]["text"] == "gap to the tolerance"
     strict = text(at)
-    widget(at.number_input, "breakpoints_tolerance_delta").set_value(0.5).run()
+    at.number_input(key="breakpoints_tolerance_delta").set_value(0.5).run()
     assert not at.exception
     assert text(at) != strict  # a looser tolerance moves (or removes) the breakpoints
-    widget(at.selectbox, "breakpoints_x").set_value("bits").run()
+    at.selectbox(key="breakpoints_x").set_value("bits").run()
     assert not at.exception
     assert "does not change steadily" in text(at)  # pruning keeps 32 bits: no curve against bits
-    widget(at.toggle, "breakpoints_log").set_value(True).run()
+    at.toggle(key="breakpoints_log").set_value(True).run()
     assert chart(at)["layout"]["xaxis"]["type"] == "log"
 
 
 def test_a_teacher_curve_gives_seed_002s_table_3(db):
-    at = open_page()
+    at = open_page(PAGE)
     assert len(at.dataframe) == 1  # no teacher chosen: each curve against its own reference only
-    teacher = widget(at.selectbox, "breakpoints_teacher")
+    teacher = at.selectbox(key="breakpoints_teacher")
     prune = next(o for o in teacher.options if o.startswith("prune cnn_s"))
     teacher.set_value(prune).run()
     assert not at.exception
@@ -83,10 +64,10 @@ def test_a_teacher_curve_gives_seed_002s_table_3(db):
 
 
 def test_pooled_curves_are_offered_by_method_and_model(db):
-    at = open_page()
-    widget(at.radio, "breakpoints_group").set_value("method").run()
+    at = open_page(PAGE)
+    at.radio(key="breakpoints_group").set_value("method").run()
     assert not at.exception
-    labels = widget(at.multiselect, "breakpoints_curves").options
+    labels = at.multiselect(key="breakpoints_curves").options
     assert any(o.startswith("prune.global_unstructured on cnn_s, digits (1 run)") for o in labels)
 
 
@@ -101,6 +82,6 @@ def empty_db(tmp_path, monkeypatch):
 
 
 def test_an_empty_store_guides_to_a_first_sweep(empty_db):
-    at = open_page()
+    at = open_page(PAGE)
     assert any("No curves yet" in i.value for i in at.info)
     assert not at.get("plotly_chart")

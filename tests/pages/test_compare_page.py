@@ -17,7 +17,7 @@ from engine import tables
 from engine.errors import UserError
 from engine.measure import Measurement
 from engine.tasks import make_point
-from tests.pages.conftest import APP
+from tests.pages.conftest import open_page
 
 PAGE = "pages/compare.py"
 
@@ -42,10 +42,8 @@ def download(at: AppTest, files: dict, key: str) -> bytes:
     return data if isinstance(data, bytes) else data.encode()
 
 
-def open_page(runs: list[str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception
+def open_compare(runs: list[str] | None = None) -> AppTest:
+    at = open_page(PAGE)
     if runs is not None:
         at.multiselect(key="compare_runs").set_value(runs).run()
         assert not at.exception
@@ -66,14 +64,14 @@ def finished_runs(lab_store) -> dict[str, str]:
 
 
 def test_the_page_renders_and_asks_for_runs(db, lab_store):
-    at = open_page()
+    at = open_compare()
     assert "Choose one or more finished runs" in at.info[0].value
     assert set(at.multiselect(key="compare_runs").options) >= {
         f"prune cnn_s (prune.global_unstructured, 4 points) · {finished_runs(lab_store)['prune cnn_s']}"}
 
 
 def test_choosing_runs_fills_the_tables_and_the_csv_parses_back_to_the_rows_shown(db, lab_store, files):
-    at = open_page(list(finished_runs(lab_store).values()))
+    at = open_compare(list(finished_runs(lab_store).values()))
     bits = shown(at, "2-bit")
     assert list(bits.columns) == ["model", "method", "2-bit", "4-bit", "8-bit", "32-bit"]
     assert list(bits["model"]) == ["cnn_s"] and bits.loc[0, "32-bit"] > 90
@@ -89,7 +87,7 @@ def test_choosing_runs_fills_the_tables_and_the_csv_parses_back_to_the_rows_show
 
 def test_choosing_points_narrows_the_tables_and_the_pivot_follows_its_settings(db, lab_store):
     ids = finished_runs(lab_store)
-    at = open_page([ids["fake-quant cnn_s"]])
+    at = open_compare([ids["fake-quant cnn_s"]])
     options = at.multiselect(key="compare_points").options
     assert len(options) == 4
     two = [int(o.split(" ")[0].lstrip("#")) for o in options[:2]]
@@ -104,7 +102,7 @@ def test_choosing_points_narrows_the_tables_and_the_pivot_follows_its_settings(d
 
 def test_a_variant_downloads_as_a_zip_of_its_checkpoint(db, lab_store, files):
     ids = finished_runs(lab_store)
-    at = open_page([ids["prune cnn_s"]])
+    at = open_compare([ids["prune cnn_s"]])
     variant = at.selectbox(key="compare_variant")
     assert len(variant.options) == 4  # the reference and three pruned levels, each saved
     last = next(o for o in variant.options if "sparsity=0.9" in o)
@@ -129,7 +127,7 @@ def test_a_variant_whose_checkpoint_is_gone_is_refused_with_a_message(db, tmp_pa
                                        artifact=str(tmp_path / "deleted-checkpoint")))
     store.end_run(run_id, "finished")
     store.close()
-    at = open_page([run_id])
+    at = open_compare([run_id])
     assert "is gone" in at.error[0].value
     assert not [b for b in at.download_button if b.key == "dl_checkpoint_zip"]
 
@@ -144,7 +142,7 @@ def test_onnx_is_made_only_on_request_and_a_failure_is_a_message(db, lab_store, 
     fake = types.ModuleType("engine.onnx_export")
     fake.export_checkpoint = export_checkpoint
     monkeypatch.setitem(sys.modules, "engine.onnx_export", fake)
-    at = open_page([finished_runs(lab_store)["prune cnn_s"]])
+    at = open_compare([finished_runs(lab_store)["prune cnn_s"]])
     assert not calls and not [b for b in at.download_button if b.key == "dl_onnx"]
     at.button(key="compare_onnx_export").click().run()
     assert len(calls) == 1 and not at.exception

@@ -13,22 +13,9 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from pages.figures.tradeoffs import CUSTOM_INDEX
-from tests.pages.conftest import APP
+from tests.pages.conftest import chart, open_page
 
 PAGE = "pages/tradeoffs.py"
-
-
-def open_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart(at: AppTest) -> dict:
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    return json.loads(charts[0].proto.spec)
 
 
 def names(at: AppTest) -> list[str]:
@@ -65,7 +52,7 @@ def click_point(at: AppTest, point_id: int) -> AppTest:
 
 
 def test_the_page_draws_every_point_with_the_pareto_front_and_simulated_points_marked(db):
-    at = open_page()
+    at = open_page(PAGE)
     spec = chart(at)
     assert [n for n in names(at) if not n.startswith("Pareto")] == ["prune", "quantize", "train",
                                                                     "open symbol: simulated"]
@@ -76,7 +63,7 @@ def test_the_page_draws_every_point_with_the_pareto_front_and_simulated_points_m
 
 
 def test_axis_log_colour_and_filters_change_the_chart(db):
-    at = open_page()
+    at = open_page(PAGE)
     select(at, "tradeoffs_x", "params")
     assert chart(at)["layout"]["xaxis"]["title"]["text"] == "nonzero parameters"
     next(t for t in at.toggle if t.key == "tradeoffs_log").set_value(True).run()
@@ -91,14 +78,14 @@ def test_axis_log_colour_and_filters_change_the_chart(db):
 
 
 def test_a_latency_axis_without_latency_says_so_instead_of_an_empty_chart(db):
-    at = select(open_page(), "tradeoffs_x", "latency_b1")
+    at = select(open_page(PAGE), "tradeoffs_x", "latency_b1")
     assert "9 points with no latency measured" in " ".join(c.value for c in at.caption)
     assert any("choose another x axis" in w.value for w in at.warning)
     assert not at.get("plotly_chart")
 
 
 def test_clicking_a_point_shows_its_details_and_lineage(db):
-    at = open_page()
+    at = open_page(PAGE)
     prune = next(t for t in chart(at)["data"] if t["name"] == "prune" and any(", sparsity 0.6<br>" in h
                                                                           for h in t["hovertext"]))
     i = next(i for i, h in enumerate(prune["hovertext"]) if ", sparsity 0.6<br>" in h)
@@ -125,6 +112,6 @@ def empty_db(tmp_path, monkeypatch):
 
 
 def test_an_empty_store_guides_to_a_first_run(empty_db):
-    at = open_page()
+    at = open_page(PAGE)
     assert any("No points yet" in i.value for i in at.info)
     assert not at.get("plotly_chart")

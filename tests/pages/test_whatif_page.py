@@ -4,26 +4,11 @@ point, a slider move changes the accuracy and the chart, simulated bits say so, 
 
 from __future__ import annotations
 
-import json
-
 from streamlit.testing.v1 import AppTest
 
-from tests.pages.conftest import APP
+from tests.pages.conftest import chart, open_page
 
 PAGE = "pages/whatif.py"
-
-
-def open_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def chart(at: AppTest) -> dict:
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    return json.loads(charts[0].proto.spec)
 
 
 def star(at: AppTest) -> tuple[float, float]:
@@ -40,13 +25,9 @@ def delta(at: AppTest, label: str) -> str:
     return next(m.delta for m in at.metric if m.label.startswith(label))
 
 
-def widget(items, key: str):
-    return next(w for w in items if w.key == key)
-
-
 def test_the_page_draws_the_checkpoints_curves_and_the_what_if_point(db, lab_store):
-    at = open_page()
-    assert widget(at.selectbox, "whatif_checkpoint").value == lab_store["checkpoint"]  # the trained model first
+    at = open_page(PAGE, timeout=90)
+    assert at.selectbox(key="whatif_checkpoint").value == lab_store["checkpoint"]  # the trained model first
     names = [t["name"] for t in chart(at)["data"]]
     assert names[-2:] == ["checkpoint (same subset)", "what-if (250 test images)"]
     assert {"prune cnn_s (global_unstructured)", "fake-quant cnn_s (fake)", "train cnn_s digits (train)"} <= set(names)
@@ -57,29 +38,29 @@ def test_the_page_draws_the_checkpoints_curves_and_the_what_if_point(db, lab_sto
 
 
 def test_moving_the_sliders_changes_the_accuracy_size_and_chart(db):
-    at = open_page()
+    at = open_page(PAGE, timeout=90)
     before, size_before = metric(at, "Accuracy"), star(at)
-    widget(at.slider, "whatif_sparsity").set_value(95).run()
+    at.slider(key="whatif_sparsity").set_value(95).run()
     assert not at.exception, at.exception
     assert metric(at, "Accuracy") != before and star(at) != size_before
     assert star(at)[0] < size_before[0]  # sparse storage is smaller
     assert delta(at, "Size").startswith("-") and delta(at, "Size").endswith(" KiB")
-    widget(at.slider, "whatif_bits").set_value(4).run()
+    at.slider(key="whatif_bits").set_value(4).run()
     assert not at.exception, at.exception
     assert float(metric(at, "Compression").rstrip("x")) > 8
     assert "Simulated quantization" in " ".join(c.value for c in at.caption)
-    widget(at.radio, "whatif_mode").set_value("channels").run()
+    at.radio(key="whatif_mode").set_value("channels").run()
     assert not at.exception and metric(at, "Latency b1").endswith("ms") and "(measured)" in at.metric[3].label
-    widget(at.slider, "whatif_sparsity").set_value(99).run()  # 99% of every layer's channels: refused, by name
+    at.slider(key="whatif_sparsity").set_value(99).run()  # 99% of every layer's channels: refused, by name
     assert not at.exception and any("would remove every channel" in e.value for e in at.error)
 
 
 def test_save_as_a_run_queues_a_whatif_job_that_finishes_with_one_point(db, lab_store, tmp_path, monkeypatch):
     monkeypatch.setattr("engine.artifacts.CHECKPOINT_ROOT", str(tmp_path / "checkpoints"))
-    at = open_page()
-    widget(at.slider, "whatif_sparsity").set_value(50).run()
-    widget(at.slider, "whatif_bits").set_value(4).run()
-    widget(at.button, "whatif_save").click().run()
+    at = open_page(PAGE, timeout=90)
+    at.slider(key="whatif_sparsity").set_value(50).run()
+    at.slider(key="whatif_bits").set_value(4).run()
+    at.button(key="whatif_save").click().run()
     assert not at.exception, at.exception
     assert any("Queued run" in s.value for s in at.success), [e.value for e in at.error]
 
