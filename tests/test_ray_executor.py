@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -14,10 +13,10 @@ import pytest
 from engine import ray_executor
 from engine.errors import Cancelled, ConfigError, UserError
 from engine.executors import available_executors, make_executor
-from engine.jobs import StoreContext, create_run, execute_run, resolve_task, run_sync
+from engine.jobs import create_run, execute_run, resolve_task, run_sync
 from engine.recipes import RECIPE_TASK, Recipe, RecipeTask
-from engine.recipes_cli import add_commands
 from store import open_store
+from tests.test_recipes import CancelAfter, cli
 
 QUICK = {"batch_size": 128, "epochs": 1}
 MODEL = {"arch": "cnn_s", "width": 0.5, "latency": False, "train": QUICK}
@@ -29,13 +28,6 @@ def sweep(out: str, prune_config: dict | None = None) -> dict:
     return {"name": "ray-sweep", "dataset": "digits", "out": out, "model": MODEL,
             "stages": [{"name": "prune", "task": "prune.l1_unstructured",
                         "config": prune_config or {"latency": False}, "sweep": {"sparsities": LEVELS}}]}
-
-
-def cli(*argv: str):
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers())
-    args = parser.parse_args(list(argv))
-    return args.func(args)
 
 
 @pytest.fixture(scope="session")
@@ -118,17 +110,6 @@ def test_a_sweep_on_ray_trains_once_and_records_what_the_local_executor_records(
         return {(p.extra["recipe_stage"], p.level): p.accuracy for p in points}
 
     assert accuracies(on_ray) == accuracies(local)  # same seeds, same numbers
-
-
-class CancelAfter(StoreContext):
-    """The parent run's context, cancelled once `n` units have finished (as the app's Cancel button does)."""
-
-    n = 2
-
-    def progress(self, p):
-        super().progress(p)
-        if p.message.startswith(f"{self.n}/"):
-            self.cancel.cancel()
 
 
 def test_cancelling_a_ray_recipe_keeps_finished_children_and_a_rerun_runs_only_the_rest(ray_cluster, tmp_path):
