@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from engine.breakpoint import curve_from_points, detect_all
+from engine.breakpoint import BreakpointResult, Curve, curve_from_points, detect_all
 from engine.config import Config, param
 from engine.errors import ConfigError, UserError
 from engine.point import Point
@@ -208,12 +208,28 @@ TABLE3_ROWS = ["ACC(t) (%)", "ACC(s) distillation (%)", "P(t) before pruning", "
                "Percentage decrease (%)", "Compression rate (x)"]
 
 
+def table3_column(t_curve: Curve, t_result: BreakpointResult, s_curve: Curve, s_result: BreakpointResult,
+                  acc_t: float | None = None, acc_s: float | None = None) -> list:
+    """One student's column of seed 002's Table 3 (rows TABLE3_ROWS) from a detector's answer on the
+    teacher's and the student's curves: accuracies and parameters before pruning and at each breakpoint;
+    percentage decrease = (P(t) before - P(s) at its breakpoint) / P(t) before x 100 and compression
+    rate = P(t) before / P(s) at its breakpoint, as in the seed. ACC(t) and ACC(s) are `acc_t` and
+    `acc_s` where given, else each curve's unpruned point. None where there is no breakpoint."""
+    before = t_curve.params[0] if t_curve.params else None
+    t_at = t_curve.params[t_result.index] if t_result.found and t_curve.params else None
+    s_at = s_curve.params[s_result.index] if s_result.found and s_curve.params else None
+    usable = before is not None and s_at  # None or 0: no rate
+    return [percent(t_curve.mean[0] if acc_t is None else acc_t), percent(s_curve.mean[0] if acc_s is None else acc_s),
+            before, s_curve.params[0] if s_curve.params else None,
+            percent(t_result.accuracy) if t_result.found else None,
+            percent(s_result.accuracy) if s_result.found else None,
+            t_at, s_at, 100.0 * (before - s_at) / before if usable else None, before / s_at if usable else None]
+
+
 def kd_prune_table3(curves: dict[str, list[dict]], trained: dict[str, float] | None = None) -> pd.DataFrame:
-    """Seed 002's Table 3, one column per (student, detector): accuracies and parameters before pruning
-    and at each model's breakpoint; percentage decrease = (P(t) before - P(s) at its breakpoint) / P(t)
-    before x 100 and compression rate = P(t) before / P(s) at its breakpoint, as in the seed. ACC(t) and
-    ACC(s) are the trained teacher's and the distilled student's accuracies (`trained`, by curve name),
-    else the curve's unpruned point (fine-tuned like every level)."""
+    """Seed 002's Table 3, one column per (student, detector) at every detector's defaults (see
+    table3_column). ACC(t) and ACC(s) are the trained teacher's and the distilled student's accuracies
+    (`trained`, by curve name), else the curve's unpruned point (fine-tuned like every level)."""
     trained = trained or {}
     if "teacher" not in curves:
         return pd.DataFrame(index=TABLE3_ROWS)
@@ -225,15 +241,8 @@ def kd_prune_table3(curves: dict[str, list[dict]], trained: dict[str, float] | N
             continue
         s_curve = curve_from_points(points)
         for r in detect_all(s_curve):
-            tr = t_results[r.detector]
-            t_at = t_curve.params[tr.index] if tr.found else None
-            s_at = s_curve.params[r.index] if r.found else None
-            before = t_curve.params[0]
-            columns[f"{name} / {r.detector}"] = [
-                percent(trained.get("teacher", t_curve.mean[0])), percent(trained.get(name, s_curve.mean[0])), before,
-                s_curve.params[0],
-                percent(tr.accuracy) if tr.found else None, percent(r.accuracy) if r.found else None, t_at, s_at,
-                100.0 * (before - s_at) / before if s_at else None, before / s_at if s_at else None]
+            columns[f"{name} / {r.detector}"] = table3_column(t_curve, t_results[r.detector], s_curve, r,
+                                                              trained.get("teacher"), trained.get(name))
     return pd.DataFrame(columns, index=TABLE3_ROWS)
 
 

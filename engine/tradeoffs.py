@@ -24,7 +24,7 @@ from engine.checkpoint import CheckpointError, describe_lineage, read_meta
 from engine.errors import UserError
 from engine.measure import METRIC_FIELDS
 from engine.options import config_options
-from engine.studies import TABLE3_ROWS, percent
+from engine.studies import TABLE3_ROWS, percent, table3_column
 
 Y = "accuracy"
 
@@ -411,27 +411,14 @@ def detector_fields(detector: str) -> list[dict]:
 def table3_summary(curves: Mapping[str, Curve], results: Mapping[str, BreakpointResult],
                    teacher: str) -> pd.DataFrame:
     """Seed 002's Table 3 for the chosen curves, in engine.studies.kd_prune_table3's layout (rows
-    TABLE3_ROWS, one column per "<student> / <detector>"), for whichever detector and settings found
-    `results`: ACC(t) and ACC(s) are each curve's reference accuracy, percentage decrease =
-    (P(t) before - P(s) at its breakpoint) / P(t) before x 100, compression rate = P(t) before /
-    P(s) at its breakpoint. With every detector at its defaults and x = params this is the study's table."""
+    TABLE3_ROWS, one column per "<student> / <detector>", each from engine.studies.table3_column), for
+    whichever detector and settings found `results`. With every detector at its defaults and x = params
+    this is the study's table."""
     if teacher not in curves:
         raise UserError(f"no curve {teacher!r} among the chosen curves to take as the teacher")
     t_curve, tr = curves[teacher], results[teacher]
-    t_row = table3(t_curve, [tr])[0]
-    columns = {}
-    for name, curve in curves.items():
-        if name == teacher:
-            continue
-        r = results[name]
-        s_row = table3(curve, [r])[0]
-        before, s_at = t_row["params_before"], s_row["params_at_breakpoint"]
-        usable = before is not None and s_at  # None or 0: no rate
-        columns[f"{name} / {r.detector}"] = [
-            percent(t_row["accuracy_before"]), percent(s_row["accuracy_before"]), before, s_row["params_before"],
-            percent(t_row["accuracy_at_breakpoint"]), percent(s_row["accuracy_at_breakpoint"]),
-            t_row["params_at_breakpoint"], s_at,
-            100.0 * (before - s_at) / before if usable else None, before / s_at if usable else None]
+    columns = {f"{name} / {results[name].detector}": table3_column(t_curve, tr, curve, results[name])
+               for name, curve in curves.items() if name != teacher}
     return pd.DataFrame(columns, index=TABLE3_ROWS)
 
 
