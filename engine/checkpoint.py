@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load as st_load
@@ -137,6 +140,30 @@ def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMet
     (d / WEIGHTS).write_bytes(state_dict_bytes(model))
     (d / META).write_text(json.dumps(meta.to_dict(), indent=2))
     return d
+
+
+Tag = TypeVar("Tag")
+
+
+def saved_checkpoints(rows: Iterable[tuple[str, Tag]], float_only: bool = True
+                      ) -> Iterator[tuple[str, Tag, CheckpointMeta]]:
+    """(path, tag, meta) for each readable checkpoint directory among `rows` of (path, tag) (the tag is
+    the caller's, e.g. the run that saved it), in the order given, each directory once (by its real
+    path). Gone, unreadable or foreign folders are left out; so are int8 and packed ones with
+    `float_only` (compression methods start from float weights; those are deployable ends)."""
+    seen = set()
+    for path, tag in rows:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            meta = read_meta(path)
+        except Exception:  # noqa: BLE001 - a deleted or foreign folder is simply not offered
+            continue
+        if float_only and meta.weights_format != "float":
+            continue
+        yield str(path), tag, meta
 
 
 def read_meta(directory: str | Path) -> CheckpointMeta:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.checkpoint import describe_lineage, read_meta
+from engine.checkpoint import describe_lineage, saved_checkpoints
 from engine.data import DATASETS, DEFAULT_ROOT, availability
 from engine.errors import UserError
 from engine.methods import family_methods
@@ -62,19 +62,10 @@ def checkpoint_rows(points: pd.DataFrame, float_only: bool = True) -> pd.DataFra
     columns = ["artifact", "label", "model", "dataset", "format", "lineage", "accuracy", "run_id"]
     if points.empty or "artifact" not in points:
         return pd.DataFrame(columns=columns)
-    rows, seen = [], set()
+    rows = []
     ordered = points[points["artifact"].fillna("") != ""].sort_values("created_at", ascending=False)
-    for r in ordered.itertuples(index=False):
-        path = str(r.artifact)
-        if path in seen:
-            continue
-        seen.add(path)
-        try:
-            meta = read_meta(path)
-        except Exception:  # noqa: BLE001 - a deleted or foreign folder is simply not offered
-            continue
-        if float_only and meta.weights_format != "float":
-            continue
+    saved = ((str(r.artifact), r) for r in ordered.itertuples(index=False))
+    for path, r, meta in saved_checkpoints(saved, float_only):
         accuracy = float(r.accuracy) if r.accuracy == r.accuracy else None
         lineage = describe_lineage(meta)
         label = (f"{meta.arch} on {meta.dataset} · {lineage} · "

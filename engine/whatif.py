@@ -43,12 +43,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from engine.artifacts import SaveOptions, claim_output, default_out_dir, is_checkpoint
-from engine.checkpoint import META, WEIGHTS, CheckpointMeta, describe_lineage, read_meta
+from engine.artifacts import SaveOptions, claim_output, default_out_dir
+from engine.checkpoint import META, WEIGHTS, CheckpointMeta, describe_lineage, read_meta, saved_checkpoints
 from engine.config import check_choice, check_range, param
 from engine.context import RunContext
 from engine.data import DEFAULT_ROOT
-from engine.errors import CheckpointError, ConfigError, UserError
+from engine.errors import CheckpointError, ConfigError
 from engine.measure import ModelForm, measure_latency, prunable_weights, storage, time_forward
 from engine.models import MODELS
 from engine.point import Point
@@ -395,20 +395,9 @@ def float_checkpoints(artifacts: pd.DataFrame, runs: pd.DataFrame) -> list[Check
     finished = runs[runs["status"] == "finished"].set_index("run_id")["name"]
     rows = artifacts[(artifacts["kind"] == "checkpoint") & artifacts["run_id"].isin(finished.index)]
     rows = rows.sort_values("created_at", ascending=False)
-    out, seen = [], set()
-    for run_id, path in zip(rows["run_id"], rows["path"]):
-        real = os.path.realpath(path)
-        if real in seen or not is_checkpoint(path):
-            continue
-        seen.add(real)
-        try:
-            meta = read_meta(path)
-        except UserError:
-            continue
-        if meta.weights_format != "float":
-            continue
-        out.append(CheckpointChoice(str(path), meta.arch, meta.dataset, describe_lineage(meta),
-                                    str(finished[run_id]), len(meta.lineage)))
+    out = [CheckpointChoice(path, meta.arch, meta.dataset, describe_lineage(meta), str(finished[run_id]),
+                            len(meta.lineage))
+           for path, run_id, meta in saved_checkpoints(zip(rows["path"], rows["run_id"]))]
     return sorted(out, key=lambda c: c.steps)  # stable: newest first within the same depth
 
 
