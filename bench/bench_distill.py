@@ -40,13 +40,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import engine.distill.task as task_module  # noqa: E402
-from engine.context import RunContext  # noqa: E402
-from engine.distill import DistillTask  # noqa: E402
-from engine.methods import family_methods  # noqa: E402
-from engine.point import Point  # noqa: E402
-from engine.tasks import TrainTask, run_task  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+import engine.methods.distill.task as task_module  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.core.point import Point  # noqa: E402
+from engine.methods.distill import DistillTask  # noqa: E402
+from engine.methods.registry import family_methods  # noqa: E402
+from engine.methods.tasks import run_task  # noqa: E402
+from engine.methods.train import TrainTask  # noqa: E402
+from engine.model.train import TrainConfig  # noqa: E402
 
 ACCURACY_METHODS = ("scratch", "kd", "dkd", "simkd")
 
@@ -56,7 +57,7 @@ _real_fit = task_module.fit
 
 
 def timed_fit(*args, **kwargs):
-    """engine.train.fit, timed in wall and CPU seconds (the task calls it once per run)."""
+    """engine.model.train.fit, timed in wall and CPU seconds (the task calls it once per run)."""
     wall, cpu = time.perf_counter(), time.process_time()
     history = _real_fit(*args, **kwargs)
     FIT_TIMES.append((time.perf_counter() - wall, time.process_time() - cpu))

@@ -37,13 +37,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.context import RunContext  # noqa: E402
-from engine.errors import Cancelled  # noqa: E402
-from engine.quant import MixedPrecisionConfig  # noqa: E402
-from engine.quant.common import Output  # noqa: E402
-from engine.quant.mixed import mixed_precision  # noqa: E402
-from engine.tasks import TrainTask, open_checkpoint, run_task  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.core.errors import Cancelled  # noqa: E402
+from engine.methods.quant import MixedPrecisionConfig  # noqa: E402
+from engine.methods.quant.common import Output  # noqa: E402
+from engine.methods.quant.mixed import mixed_precision  # noqa: E402
+from engine.methods.tasks import open_checkpoint, run_task  # noqa: E402
+from engine.methods.train import TrainTask
+from engine.model.train import TrainConfig  # noqa: E402
 
 EPOCHS = {"cnn_l": 2, "resnet20": 1}
 

@@ -33,15 +33,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
-from engine.context import RunContext  # noqa: E402
-from engine.data import load_dataset  # noqa: E402
-from engine.measure import count_macs, prunable_weights, storage, time_forward  # noqa: E402
-from engine.models import MODELS, build_model  # noqa: E402
-from engine.prune.channels import prune_channels  # noqa: E402
-from engine.prune.importance import weight_magnitudes  # noqa: E402
-from engine.prune.masks import apply_masks, rank  # noqa: E402
-from engine.tasks import run_task  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.deploy.measure import count_macs, prunable_weights, storage, time_forward  # noqa: E402
+from engine.methods.prune.channels import prune_channels  # noqa: E402
+from engine.methods.prune.importance import weight_magnitudes  # noqa: E402
+from engine.methods.prune.masks import apply_masks, rank  # noqa: E402
+from engine.methods.tasks import run_task  # noqa: E402
+from engine.model.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
+from engine.model.data import load_dataset  # noqa: E402
+from engine.model.zoo import MODELS, build_model  # noqa: E402
 
 
 def alternate_latency(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, rounds: int,

@@ -30,14 +30,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.context import RunContext  # noqa: E402
-from engine.data import load_dataset  # noqa: E402
-from engine.measure import time_forward  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.quant.backend import INT8_BACKENDS  # noqa: E402
-from engine.quant.common import fold_batchnorm  # noqa: E402
-from engine.tasks import TrainTask, run_task  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.deploy.int8 import INT8_BACKENDS  # noqa: E402
+from engine.deploy.measure import time_forward  # noqa: E402
+from engine.deploy.quantized import fold_batchnorm  # noqa: E402
+from engine.methods.tasks import run_task  # noqa: E402
+from engine.methods.train import TrainTask
+from engine.model.data import load_dataset  # noqa: E402
+from engine.model.train import TrainConfig  # noqa: E402
+from engine.model.zoo import build_model  # noqa: E402
 
 MODELS = [("cnn_l", 1, 28), ("resnet18", 3, 32)]
 

@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.context import RunContext  # noqa: E402
-from engine.jobs import run_sync  # noqa: E402
-from engine.recipes import RECIPE_TASK, RecipeTask  # noqa: E402
-from engine.tasks import TrainTask, run_task  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.methods.tasks import run_task  # noqa: E402
+from engine.methods.train import TrainTask
+from engine.model.train import TrainConfig  # noqa: E402
+from engine.run.jobs import run_sync  # noqa: E402
+from engine.run.recipes import RECIPE_TASK, RecipeTask  # noqa: E402
 from store import open_store  # noqa: E402
 
 SEED_STUDY = 270  # the example: 9 KD methods x 10 pruning levels x 3 repeats

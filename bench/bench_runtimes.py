@@ -6,15 +6,15 @@ at batch 1 and 32. Weights are random (seeded): latency does not depend on their
 the graph, so nothing is trained. Each form is what the engine runs for it:
 
 - torch fp32: the model as built (BatchNorm unfolded), eager, as a float checkpoint is measured;
-- torch int8: BatchNorm folded, then the engine's int8 backend (engine/quant/backend.py, torch.ao FX,
+- torch int8: BatchNorm folded, then the engine's int8 backend (engine/deploy/int8.py, torch.ao FX,
   engine x86 unless --engine), calibrated on 4 random batches;
-- ORT fp32: engine.onnx_export.to_onnx of the fp32 model, run by engine.runtimes.OrtRunner (ONNX
+- ORT fp32: engine.deploy.onnx.to_onnx of the fp32 model, run by engine.deploy.runtimes.OrtRunner (ONNX
   Runtime CPUExecutionProvider, all graph optimisations, intra-op threads = torch's);
-- ORT int8: the folded model exported and made a QDQ model by engine.onnx_export.quantize_qdq
+- ORT int8: the folded model exported and made a QDQ model by engine.deploy.onnx.quantize_qdq
   (onnxruntime.quantization.quantize_static, per-channel weights, same calibration batches).
 
 The four forms alternate in rounds so they share the machine's noise; each form's time is the median
-of its per-round medians (engine.measure.time_forward, wall time), and each ratio is taken per round
+of its per-round medians (engine.deploy.measure.time_forward, wall time), and each ratio is taken per round
 and its median printed (ratio = form's time / torch fp32's time: below 1 is faster). The CPU's
 flags (AVX2, AVX-512, VNNI, AMX), the thread count and the load average are printed: int8 kernels
 depend on VNNI, and on a shared machine the load says how far to trust the numbers.
@@ -38,12 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.measure import time_forward  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.onnx_export import quantize_qdq, to_onnx  # noqa: E402
-from engine.quant.backend import INT8_BACKENDS  # noqa: E402
-from engine.quant.common import fold_batchnorm  # noqa: E402
-from engine.runtimes import OrtRunner, ort_version  # noqa: E402
+from engine.deploy.int8 import INT8_BACKENDS  # noqa: E402
+from engine.deploy.measure import time_forward  # noqa: E402
+from engine.deploy.onnx import quantize_qdq, to_onnx  # noqa: E402
+from engine.deploy.quantized import fold_batchnorm  # noqa: E402
+from engine.deploy.runtimes import OrtRunner, ort_version  # noqa: E402
+from engine.model.zoo import build_model  # noqa: E402
 
 MODELS = {"cnn_l": (1, 28), "resnet18": (3, 32), "mobilenet_v2": (3, 32)}
 FORMS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8")

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import duckdb  # noqa: E402 - the benchmark's raw baselines; the product's SQL stays in store/
 import pandas as pd  # noqa: E402
 
-from engine.context import RunContext  # noqa: E402
-from engine.measure import METRIC_FIELDS  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.core.point import METRIC_FIELDS  # noqa: E402
 from store import Store  # noqa: E402
 from store.schema import metric_columns  # noqa: E402
 
@@ -215,10 +215,10 @@ def bench_loading(tmp: Path, n_runs: int) -> None:
 def bench_training(tmp: Path, epochs: int, repeats: int) -> None:
     import torch
 
-    from engine.data import load_dataset
-    from engine.jobs import StoreContext
-    from engine.models import build_model
-    from engine.train import TrainConfig, fit, seed_everything
+    from engine.model.data import load_dataset
+    from engine.model.train import TrainConfig, fit, seed_everything
+    from engine.model.zoo import build_model
+    from engine.run.jobs import StoreContext
 
     data = load_dataset("mnist5k")
     cfg = TrainConfig(epochs=epochs, seed=0)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.studies import STUDIES, run_study  # noqa: E402
+from engine.run.studies import STUDIES, run_study  # noqa: E402
 
 TARGET_S = {("kd-prune", False): 600, ("kd-prune", True): 120, ("kd-quant", True): 120,
             ("compare-techniques", True): 120}

@@ -7,7 +7,7 @@ training, over four models and three datasets. Then times what the page does on 
 median of --repeats builds:
 
   query     store.points(expand=False)
-  shape     engine.tradeoffs: shape_points, filter_options, apply_filters (none chosen), on_axis, pareto_points
+  shape     engine.analysis.tradeoffs: shape_points, filter_options, apply_filters (none chosen), on_axis, pareto_points
   figure    pages.figures.tradeoffs.tradeoff_figure
   build     the three together (the number the target is for)
   + json    the figure serialised as Streamlit sends it (fig.to_json), reported beside it
@@ -30,15 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.measure import Measurement  # noqa: E402
-from engine.tasks import make_point  # noqa: E402
-from engine.tradeoffs import (  # noqa: E402
-    apply_filters,
-    filter_options,
-    on_axis,
-    pareto_points,
-    shape_points,
-)
+from engine.analysis.tradeoffs import apply_filters, filter_options, on_axis, pareto_points, shape_points  # noqa: E402
+from engine.core.point import Measurement  # noqa: E402
+from engine.methods.tasks import make_point  # noqa: E402
 from pages.figures.tradeoffs import tradeoff_figure  # noqa: E402
 from store import Store  # noqa: E402
 
@@ -169,7 +163,7 @@ def main() -> None:
     n = len(points)
     print(f"{n:,} points in {points['run_id'].nunique():,} runs; trade-offs page build, median of {args.repeats}:")
     print(f"  query    store.points(expand=False)     {1000 * t_query:8.1f} ms")
-    print(f"  shape    engine.tradeoffs               {1000 * t_shape:8.1f} ms")
+    print(f"  shape    engine.analysis.tradeoffs               {1000 * t_shape:8.1f} ms")
     print(f"  figure   tradeoff_figure ({len(fig.data)} traces)   {1000 * t_fig:8.1f} ms")
     print(f"  build    query + shape + figure         {1000 * t_build:8.1f} ms   (target <= 1000 ms: "
           f"{'met' if t_build <= 1 else 'NOT met'})")

@@ -1,4 +1,4 @@
-"""Overhead of engine.train.fit against a bare PyTorch loop on the same model, data and seed.
+"""Overhead of engine.model.train.fit against a bare PyTorch loop on the same model, data and seed.
 
 Both loops see the same batches in the same order, use SGD with the same settings and evaluate
 on the validation split once per epoch; the engine also reports progress every batch, sets the
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.data import load_dataset  # noqa: E402
-from engine.models import build_model  # noqa: E402
-from engine.progress import CancelToken  # noqa: E402
-from engine.train import TrainConfig, evaluate, fit, seed_everything  # noqa: E402
+from engine.core.progress import CancelToken  # noqa: E402
+from engine.model.data import load_dataset  # noqa: E402
+from engine.model.train import TrainConfig, evaluate, fit, seed_everything  # noqa: E402
+from engine.model.zoo import build_model  # noqa: E402
 
 
 def bare_loop(model, data, cfg: TrainConfig) -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     print(f"model {args.model}, mnist5k train split ({len(data.train)} images), {args.epochs} epoch(s), "
           f"{args.repeats} alternating repeats, {torch.get_num_threads()} threads")
     print(f"bare PyTorch loop   median {b:.2f} s  runs {[round(t, 2) for t in times['bare']]}")
-    print(f"engine.train.fit    median {e:.2f} s  runs {[round(t, 2) for t in times['engine']]}")
+    print(f"engine.model.train.fit    median {e:.2f} s  runs {[round(t, 2) for t in times['engine']]}")
     print(f"overhead ratio engine/bare = {e / b:.3f}  (target <= 1.10)")
 
 

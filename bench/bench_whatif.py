@@ -1,7 +1,7 @@
 """What-if slider response time (server side), against the 300 ms p95 target for cnn_l on mnist5k.
 
 Trains the default teacher (cnn_l, 2 epochs on mnist5k) unless --checkpoint names one, builds the page's
-engine (`engine.whatif.WhatIf`, as `st.cache_resource` keeps it) and times random slider moves through it,
+engine (`engine.methods.whatif.WhatIf`, as `st.cache_resource` keeps it) and times random slider moves through it,
 as a user makes them: each move sets one control (sparsity 0-99 %, weight bits 2-32, or the scale
 granularity) to a random value, starting from 0 % / 32 bits. Printed: the engine's construction (once
 per checkpoint and subset: load, sort magnitudes, fold BatchNorm, time the dense model, evaluate the
@@ -31,11 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import whatif as W  # noqa: E402
-from engine.context import RunContext  # noqa: E402
-from engine.quant import maths  # noqa: E402
-from engine.tasks import TrainTask, run_task  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+from engine.core.context import RunContext  # noqa: E402
+from engine.deploy import qmaths as maths  # noqa: E402
+from engine.methods import whatif as W  # noqa: E402
+from engine.methods.tasks import run_task  # noqa: E402
+from engine.methods.train import TrainTask
+from engine.model.train import TrainConfig  # noqa: E402
 
 TARGET_MS = 300.0
 CPU_CLOCK = time.process_time  # every thread of the process; time.thread_time with --threads 1

@@ -4,9 +4,8 @@ underneath, and seed 002's Table 3."""
 
 import streamlit as st
 
-from engine.breakpoint import DETECTORS, X_FIELDS, X_LABELS, detect
-from engine.errors import UserError
-from engine.tradeoffs import (
+from engine.analysis.breakpoint import DETECTORS, X_FIELDS, X_LABELS, detect
+from engine.analysis.tradeoffs import (
     CURVE_GROUPS,
     build_curve,
     curve_candidates,
@@ -15,6 +14,7 @@ from engine.tradeoffs import (
     shape_points,
     table3_summary,
 )
+from engine.core.errors import UserError
 from pages.figures.breakpoints import breakpoint_figure
 from pages.shared import open_runner_or_stop, show_error
 

@@ -1,16 +1,15 @@
 """Compare & export (issue #11): chosen runs (or points) as the seeds' tables and a free pivot, each
 downloadable as CSV, Excel, Markdown, LaTeX, Parquet or JSON; a variant's checkpoint as a safetensors zip,
-and as ONNX where the export works. The tables come from engine/tables.py, the files from engine/exports.py."""
+and as ONNX where the export works. The tables come from engine/analysis/tables.py, the files from engine/analysis/exports.py."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from engine import tables
-from engine.breakpoint import X_FIELDS, X_LABELS
-from engine.errors import UserError
-from engine.exports import (
+from engine.analysis import tables
+from engine.analysis.breakpoint import X_FIELDS, X_LABELS
+from engine.analysis.exports import (
     FORMATS,
     arrow_ready,
     checkpoint_directory,
@@ -19,6 +18,7 @@ from engine.exports import (
     file_name,
     zip_checkpoint,
 )
+from engine.core.errors import UserError
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Compare & export")

@@ -1,4 +1,4 @@
-"""Draws an engine.forms form with Streamlit widgets (not a page: pages import it).
+"""Draws an engine.core.forms form with Streamlit widgets (not a page: pages import it).
 
 Each FormField kind has one widget; list fields get a sweep editor (values, or a range with a step);
 the error `build_config` attributes to a field is shown right under that field's widget.
@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from engine.forms import FormField
+from engine.core.forms import FormField
 
 MAX_COLUMNS = 3
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.errors import UserError
-from engine.studies import StudyTask
+from engine.core.errors import UserError
+from engine.run.studies import StudyTask
 from pages.shared import open_runner_or_stop, show_error
 
 DEMO = {"study": "kd-prune", "dataset": "mnist5k", "quick": True}

@@ -1,8 +1,8 @@
 """Launch: any method of any family with its generated form, a study preset, or a recipe.
 
-The forms come from each task's config dataclass (engine/forms.py), so every setting of every method
+The forms come from each task's config dataclass (engine/core/forms.py), so every setting of every method
 is here and a new method needs no page code. Models come from a finished run's checkpoint or from
-uploaded weights (engine/uploads.py). Submitting queues a background job; Runs follows it.
+uploaded weights (engine/model/uploads.py). Submitting queues a background job; Runs follows it.
 """
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from __future__ import annotations
 import streamlit as st
 import yaml
 
-from engine.data import DATASETS
-from engine.distill.base import DISTILLERS
-from engine.distill.task import DistillTask
-from engine.errors import UserError
-from engine.executors import available_executors
-from engine.forms import build_config, form_fields
-from engine.launch import FAMILY_TITLES, checkpoint_rows, dataset_rows, methods_of
-from engine.models import MODELS
-from engine.recipes import RECIPE_TASK, RecipeTask
-from engine.studies import STUDIES, StudyTask
-from engine.tasks import get_task
-from engine.uploads import import_weights
+from engine.core.errors import UserError
+from engine.core.forms import build_config, form_fields
+from engine.methods.distill.base import DISTILLERS
+from engine.methods.distill.task import DistillTask
+from engine.methods.tasks import get_task
+from engine.model.data import DATASETS
+from engine.model.uploads import import_weights
+from engine.model.zoo import MODELS
+from engine.run.executors import available_executors
+from engine.run.launch import FAMILY_TITLES, checkpoint_rows, dataset_rows, methods_of
+from engine.run.recipes import RECIPE_TASK, RecipeTask
+from engine.run.studies import STUDIES, StudyTask
 from pages.forms import draw_form
 from pages.shared import open_runner_or_stop, show_error
 

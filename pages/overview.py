@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from engine.data import DEFAULT_ROOT
-from engine.data import catalog as data_catalog
-from engine.models import catalog as model_catalog
+from engine.model.data import DEFAULT_ROOT
+from engine.model.data import catalog as data_catalog
+from engine.model.zoo import catalog as model_catalog
 from pages.shared import through_the_app
 
 through_the_app()

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine.artifacts import remove_artifacts
-from engine.checkpoint import describe_lineage, read_meta
-from engine.errors import UserError
+from engine.core.errors import UserError
+from engine.model.checkpoint import describe_lineage, read_meta
+from engine.model.outputs import remove_artifacts
 from pages.figures.runs import metric_history_figure
 from pages.shared import open_runner_or_stop, show_error
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.errors import UserError
-from engine.jobs import JobRunner, get_runner
+from engine.core.errors import UserError
+from engine.run.jobs import JobRunner, get_runner
 from store import Store, StoreError, default_db_path, resolve_db_path
 from store.paths import choose_store_file
 

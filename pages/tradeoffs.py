@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine.tradeoffs import (
+from engine.analysis.tradeoffs import (
     AXES,
     COLOUR_BY,
     FILTERS,

@@ -1,6 +1,6 @@
 """What-if: slide sparsity and bit width on a checkpoint and see accuracy, size, compression and latency at once.
 
-The work is engine/whatif.py's: a `WhatIf` object per checkpoint and evaluation subset, kept in
+The work is engine/methods/whatif.py's: a `WhatIf` object per checkpoint and evaluation subset, kept in
 `st.cache_resource` (the model, the sorted magnitudes, the subset's tensors and a memo of positions).
 The sliders live in a fragment, so a move reruns only that part of the page.
 """
@@ -11,10 +11,10 @@ import time
 
 import streamlit as st
 
-from engine import whatif as W
-from engine.checkpoint import read_meta
-from engine.errors import UserError
-from engine.quant import maths
+from engine.core.errors import UserError
+from engine.deploy import qmaths as maths
+from engine.methods import whatif as W
+from engine.model.checkpoint import read_meta
 from pages.figures.whatif import whatif_figure
 from pages.shared import open_runner_or_stop, show_error
 
@@ -95,7 +95,7 @@ def explore() -> None:
                    f"same images ({base.accuracy:.2%}).")
     m2.metric("Size", f"{r.size_bytes / 1024:,.1f} KiB", _change((r.size_bytes - base.size_bytes) / 1024, "KiB"),
               delta_color="inverse",
-              help="Storage of a deployed copy (engine.measure.storage): each weight tensor dense or sparse, "
+              help="Storage of a deployed copy (engine.deploy.measure.storage): each weight tensor dense or sparse, "
                    "whichever is smaller, at its bit width, plus one scale and zero point per group.")
     m3.metric("Compression", f"{r.compression:.1f}x", help="The checkpoint's size divided by this size.")
     latency_label = "Latency b1 (estimated)" if r.latency_estimated else "Latency b1 (measured)"

@@ -1,7 +1,7 @@
 """The run store: every run, its metric history, points, artifacts and events in one DuckDB file.
 
 The only package that imports duckdb. Pages and the CLI read DataFrames from `Store`; the job
-runner (engine/jobs.py) writes through it. No process keeps the file open: each read and each
+runner (engine/run/jobs.py) writes through it. No process keeps the file open: each read and each
 group commit takes it for a moment (store/sharing.py), so the app and any number of terminals
 record and read runs in one file at once.
 

@@ -1,6 +1,6 @@
 """What the store tells the user when it cannot do what was asked (each a UserError: one line in the CLI)."""
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 class StoreError(UserError):

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from engine.config import check_choice, check_range
-from engine.measure import METRIC_FIELDS
+from engine.core.config import check_choice, check_range
+from engine.core.point import METRIC_FIELDS
 from store.errors import RunNotFound
 from store.schema import CONTRACT_COLUMNS, RUN_STATUSES
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import typing
 from dataclasses import fields
 
-from engine.measure import METRIC_FIELDS, Measurement
+from engine.core.point import METRIC_FIELDS, Measurement
 
 RUN_STATUSES: tuple[str, ...] = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")  # a process still owns these
-# the typed point's fields (engine/point.py) stored as their own columns since version 3
+# the typed point's fields (engine/core/point.py) stored as their own columns since version 3
 CONTRACT_COLUMNS: tuple[str, ...] = ("family", "level", "level_name", "role", "input_checkpoint", "accuracy_std",
                                      "accuracy_runs")
 
@@ -39,7 +39,7 @@ def _sql_type(hint: typing.Any) -> str:
 
 
 def metric_columns() -> dict[str, str]:
-    """{column: type} for every name in engine.measure.METRIC_FIELDS, typed from Measurement."""
+    """{column: type} for every name in engine.deploy.measure.METRIC_FIELDS, typed from Measurement."""
     hints = typing.get_type_hints(Measurement)
     types = {f.name: _sql_type(hints[f.name]) for f in fields(Measurement)}
     return {name: types[name] for name in METRIC_FIELDS}
@@ -130,7 +130,7 @@ def fill_point_contract(cur) -> None:
 
 def old_point_contract(point_id: int, stage: str | None, method: str | None, params: str | None, extra: str | None,
                        kind: str | None) -> dict:
-    """The contract fields of a point written by schema version 2 (see engine/point.py)."""
+    """The contract fields of a point written by schema version 2 (see engine/core/point.py)."""
     import json
 
     params_d = json.loads(params or "{}")
@@ -164,7 +164,7 @@ def old_point_contract(point_id: int, stage: str | None, method: str | None, par
             "accuracy_std": extra_d.get("accuracy_std"), "accuracy_runs": json.dumps(runs) if runs is not None else None}
 
 
-# Version 3: the typed point's contract (engine/point.py) as columns, filled for older points.
+# Version 3: the typed point's contract (engine/core/point.py) as columns, filled for older points.
 V3 = [
     "ALTER TABLE points ADD COLUMN family VARCHAR",
     "ALTER TABLE points ADD COLUMN level DOUBLE",

@@ -31,8 +31,8 @@ from typing import Any
 
 import pandas as pd
 
-from engine.config import check_choice
-from engine.measure import METRIC_FIELDS
+from engine.core.config import check_choice
+from engine.core.point import METRIC_FIELDS
 from store import queries
 from store.errors import StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
 from store.process import process_alive, this_process
@@ -342,7 +342,7 @@ class Store:
         self.writer.defer_row("events", (run_id, time.time(), level, str(message)))
 
     def add_point(self, run_id: str, point: Any) -> int:
-        """Stores one evaluated variant (an engine.point.Point, or its dict): the contract and metric
+        """Stores one evaluated variant (an engine.core.point.Point, or its dict): the contract and metric
         columns, and every other key in `extra`. Returns its point_id."""
         if hasattr(point, "to_dict"):
             point = point.to_dict()
@@ -374,7 +374,7 @@ class Store:
     def delete_run(self, run_id: str) -> list[str]:
         """Deletes a finished run and its child runs (a recipe's units), with their points, metrics, events
         and artifact records. A queued or running run is refused. Returns the artifact paths the deleted runs
-        recorded: the caller decides what to remove from disk (engine.artifacts.remove_artifacts)."""
+        recorded: the caller decides what to remove from disk (engine.model.outputs.remove_artifacts)."""
         self.flush()  # deferred rows of the run must not arrive after it is gone
         run = self.get_run(run_id)
         full = run["run_id"]

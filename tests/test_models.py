@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
-from engine.models import MODELS, build_model, count_params, get_module
+from engine.core.errors import ConfigError
+from engine.model.zoo import MODELS, build_model, count_params, get_module
 
 
 @pytest.mark.parametrize("arch", MODELS.names())

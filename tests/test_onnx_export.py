@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from engine.context import RunContext
-from engine.tasks import run_task
-from engine.train import TrainConfig
+from engine.core.context import RunContext
+from engine.methods.tasks import run_task
+from engine.model.train import TrainConfig
 
 
 def _train(root, arch: str, epochs: int) -> str:
-    from engine.tasks import TrainTask
+    from engine.methods.train import TrainTask
 
     out = str(root / arch)
     run_task("train", TrainTask(dataset="digits", model=arch, out=out, latency=False, train=TrainConfig(epochs=epochs)),
@@ -28,8 +28,8 @@ def _train(root, arch: str, epochs: int) -> str:
 def _resnet20_with_running_statistics(root, digits) -> str:
     """resnet20 with random weights whose BatchNorm layers hold statistics of the training images (a few
     forward passes in train mode): BatchNorm is not the identity, and nothing is trained (cheap)."""
-    from engine.checkpoint import CheckpointMeta, save_checkpoint
-    from engine.models import build_model
+    from engine.model.checkpoint import CheckpointMeta, save_checkpoint
+    from engine.model.zoo import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet20", digits.num_classes, 1, 8)
@@ -71,7 +71,7 @@ def _run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["cnn_s", "structured", "resnet20"])
 def test_float_exports_match_pytorch(exported_digits, tmp_path, name):
-    from engine.onnx_export import export_checkpoint
+    from engine.deploy.onnx import export_checkpoint
 
     out = tmp_path / f"{name}.onnx"
     result = export_checkpoint(exported_digits[name], str(out))
@@ -89,7 +89,7 @@ def test_float_exports_match_pytorch(exported_digits, tmp_path, name):
 
 
 def test_structured_export_keeps_the_removed_channels_removed(exported_digits):
-    from engine.onnx_export import export_checkpoint
+    from engine.deploy.onnx import export_checkpoint
 
     full = export_checkpoint(exported_digits["cnn_s"])
     smaller = export_checkpoint(exported_digits["structured"])
@@ -98,7 +98,7 @@ def test_structured_export_keeps_the_removed_channels_removed(exported_digits):
 
 
 def test_int8_exports_as_qdq_with_per_channel_weights_and_keeps_accuracy(exported_digits):
-    from engine.onnx_export import export_checkpoint
+    from engine.deploy.onnx import export_checkpoint
 
     fp32 = export_checkpoint(exported_digits["cnn_s"])
     int8 = export_checkpoint(exported_digits["int8"])
@@ -119,8 +119,8 @@ def test_int8_exports_as_qdq_with_per_channel_weights_and_keeps_accuracy(exporte
 def test_int8_export_refused_when_quantize_static_fails(exported_digits, monkeypatch):
     import onnxruntime.quantization
 
-    from engine.errors import UserError
-    from engine.onnx_export import export_checkpoint
+    from engine.core.errors import UserError
+    from engine.deploy.onnx import export_checkpoint
 
     def broken(*args, **kwargs):
         raise RuntimeError("no calibrator for this graph\nsecond line")
@@ -132,7 +132,7 @@ def test_int8_export_refused_when_quantize_static_fails(exported_digits, monkeyp
 
 
 def test_packed_export_runs_the_dequantized_model_and_stays_simulated(exported_digits):
-    from engine.onnx_export import export_checkpoint
+    from engine.deploy.onnx import export_checkpoint
 
     result = export_checkpoint(exported_digits["packed"])
     assert result.simulated and result.weights_format == "packed"
@@ -154,7 +154,7 @@ class Bessel(nn.Module):
 
 
 def test_unsupported_op_is_named_on_one_line():
-    from engine.onnx_export import OnnxExportError, to_onnx
+    from engine.deploy.onnx import OnnxExportError, to_onnx
 
     with pytest.raises(OnnxExportError) as e:
         to_onnx(Bessel(), torch.zeros(2, 1, 8, 8), name="bessel")
@@ -164,7 +164,7 @@ def test_unsupported_op_is_named_on_one_line():
 
 
 def test_cli_export_writes_the_file_and_refuses_to_overwrite(exported_digits, tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     out = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", exported_digits["cnn_s"], "--format", "onnx", "--out", str(out),
@@ -178,12 +178,12 @@ def test_cli_export_writes_the_file_and_refuses_to_overwrite(exported_digits, tm
 
 
 def test_cli_export_failure_is_one_line(exported_digits, tmp_path, monkeypatch, capfd):
-    import engine.artifacts
-    from engine.cli import main
-    from engine.measure import ModelForm
+    import engine.deploy.formats
+    from engine.cli.main import main
+    from engine.deploy.measure import ModelForm
 
-    meta = engine.artifacts.read_meta(exported_digits["cnn_s"])
-    monkeypatch.setattr(engine.artifacts, "load_variant", lambda directory: (Bessel().eval(), ModelForm(), meta))
+    meta = engine.deploy.formats.read_meta(exported_digits["cnn_s"])
+    monkeypatch.setattr(engine.deploy.formats, "load_variant", lambda directory: (Bessel().eval(), ModelForm(), meta))
     code = main(["export", "--checkpoint", exported_digits["cnn_s"], "--out", str(tmp_path / "bad.onnx")])
     err = capfd.readouterr().err  # file descriptor 2 too: the exporter's own graph dump must not get through
     assert code == 2

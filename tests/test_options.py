@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.config import Config, param
-from engine.errors import ConfigError
-from engine.options import MAX_GRID, OptionSet, config_options, parse_list, parse_mapping
-from engine.train import TrainConfig
+from engine.core.config import Config, param
+from engine.core.errors import ConfigError
+from engine.core.options import MAX_GRID, OptionSet, config_options, parse_list, parse_mapping
+from engine.model.train import TrainConfig
 
 
 @dataclass

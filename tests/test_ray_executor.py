@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from engine import ray_executor
-from engine.errors import Cancelled, ConfigError, UserError
-from engine.executors import available_executors, make_executor
-from engine.jobs import create_run, execute_run, resolve_task, run_sync
-from engine.recipes import RECIPE_TASK, Recipe, RecipeTask
+from engine.core.errors import Cancelled, ConfigError, UserError
+from engine.run.executors import available_executors, make_executor
+from engine.run.executors import ray as ray_executor
+from engine.run.jobs import create_run, execute_run, resolve_task, run_sync
+from engine.run.recipes import RECIPE_TASK, Recipe, RecipeTask
 from store import open_store
 from tests.test_recipes import CancelAfter, cli
 

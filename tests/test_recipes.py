@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from engine.context import RunContext
-from engine.errors import Cancelled, ConfigError, UserError
-from engine.executors import Executor, LocalExecutor, Outcome
-from engine.jobs import StoreContext, create_run, execute_run, run_sync
-from engine.recipes import RECIPE_TASK, Recipe, RecipeTask, load_recipe, run_recipe
-from engine.recipes_cli import add_commands
-from engine.tasks import run_task
+from engine.cli.recipes import add_commands
+from engine.core.context import RunContext
+from engine.core.errors import Cancelled, ConfigError, UserError
+from engine.methods.tasks import run_task
+from engine.run.executors import Executor, LocalExecutor, Outcome
+from engine.run.jobs import StoreContext, create_run, execute_run, run_sync
+from engine.run.recipes import RECIPE_TASK, Recipe, RecipeTask, load_recipe, run_recipe
 from store import open_store
 
 QUICK = {"batch_size": 128, "epochs": 1}

@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.context import RunContext
-from engine.errors import ConfigError
-from engine.measure import measure
-from engine.tasks import run_task
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError
+from engine.deploy.measure import measure
+from engine.methods.tasks import run_task
 
 
 @pytest.fixture(scope="session")
 def cnn_s_digits(tmp_path_factory, digits):
     """cnn_s with random weights (seeded) saved as a digits checkpoint: runtimes only need a model to run."""
-    from engine.checkpoint import CheckpointMeta, save_checkpoint
-    from engine.models import build_model
+    from engine.model.checkpoint import CheckpointMeta, save_checkpoint
+    from engine.model.zoo import build_model
 
     torch.manual_seed(1)
     model = build_model("cnn_s", digits.num_classes, 1, 8).eval()
@@ -54,8 +54,8 @@ def test_onnxruntime_measures_accuracy_and_latency_of_its_session(cnn_s_digits, 
 
 
 def test_ort_session_uses_torchs_thread_count():
-    from engine.onnx_export import to_onnx
-    from engine.runtimes import OrtRunner
+    from engine.deploy.onnx import to_onnx
+    from engine.deploy.runtimes import OrtRunner
 
     onnx_model = to_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), torch.zeros(2, 1, 2, 2))
     before = torch.get_num_threads()
@@ -68,7 +68,7 @@ def test_ort_session_uses_torchs_thread_count():
 
 
 def test_a_tasks_runtime_reaches_every_measure_inside_it(cnn_s_digits, digits):
-    from engine.runtimes import active, using
+    from engine.deploy.runtimes import active, using
 
     model, _ = cnn_s_digits
     with using("onnxruntime"):
@@ -79,8 +79,8 @@ def test_a_tasks_runtime_reaches_every_measure_inside_it(cnn_s_digits, digits):
 
 
 def test_unknown_runtimes_are_refused_by_name():
-    from engine.quant.ptq_int8 import PTQInt8Config
-    from engine.tasks import MeasureTask
+    from engine.methods.measure import MeasureTask
+    from engine.methods.quant.ptq_int8 import PTQInt8Config
 
     with pytest.raises(ConfigError, match="runtime must be one of torch, onnxruntime; got 'tensorrt'"):
         PTQInt8Config(checkpoint="x", runtime="tensorrt")
@@ -91,7 +91,7 @@ def test_unknown_runtimes_are_refused_by_name():
 
 
 def test_measure_command_stores_one_point_per_runtime(cnn_s_digits, tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
     from store import Store
 
     _, checkpoint = cnn_s_digits
@@ -128,8 +128,8 @@ def test_simulated_low_bit_points_stay_simulated_on_onnxruntime(cnn_s_digits):
 
 
 def test_calibration_follows_the_step_that_made_the_checkpoint():
-    from engine.checkpoint import CheckpointMeta
-    from engine.runtimes import Calibration
+    from engine.deploy.runtimes import Calibration
+    from engine.model.checkpoint import CheckpointMeta
 
     meta = CheckpointMeta(arch="cnn_s", num_classes=10, in_channels=1, image_size=8, dataset="digits", class_names=[],
                           lineage=[{"method": "train", "params": {"seed": 3}},

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from engine.errors import ConfigError, UserError
-from engine.recipes import Recipe
-from engine.studies import QUICK, STUDIES, TABLE3_ROWS, apply_overrides, run_study, study_recipe
-from engine.studies_cli import add_commands
+from engine.cli.studies import add_commands
+from engine.core.errors import ConfigError, UserError
+from engine.run.recipes import Recipe
+from engine.run.studies import QUICK, STUDIES, TABLE3_ROWS, apply_overrides, run_study, study_recipe
 from store import open_store
 
 FAST = {"batch_size": 128, "epochs": 1}
@@ -124,7 +124,7 @@ def test_kd_quant_quick_builds_the_model_by_bits_table_and_the_mixed_path(shared
 
     # the same study again from the CLI reuses every unit and prints strict JSON with the same tables
     distilled = len(store.list_runs(kind="distill"))
-    monkeypatch.setattr("engine.studies_cli.run_study", functools.partial(run_study, overrides=overrides))
+    monkeypatch.setattr("engine.cli.studies.run_study", functools.partial(run_study, overrides=overrides))
     out = cli("study", "kd-quant", "--dataset", "digits", "--quick", "--db", db, "--json")
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(out))

@@ -8,11 +8,11 @@ import math
 import pandas as pd
 import pytest
 
-from engine import tables
-from engine.errors import UserError
-from engine.measure import Measurement
-from engine.studies import TABLE3_ROWS
-from engine.tasks import make_point
+from engine.analysis import tables
+from engine.core.errors import UserError
+from engine.core.point import Measurement
+from engine.methods.tasks import make_point
+from engine.run.studies import TABLE3_ROWS
 
 TEACHER, STUDENT = "/lab/teacher", "checkpoints/student"  # one absolute, one relative path: both must resolve
 
@@ -211,8 +211,8 @@ def test_pivot_names_what_is_wrong(lab, args, message):
 
 def test_a_study_runs_tables_are_the_studys_own(tmp_path):
     """A study's recipe run: its child units (found by name when the store's keys are another code version's)
-    go through engine.studies' own table builder."""
-    from engine.studies import study_recipe
+    go through engine.run.studies' own table builder."""
+    from engine.run.studies import study_recipe
     from store import Store
 
     doc = study_recipe("compare-techniques", dataset="digits", quick=True)

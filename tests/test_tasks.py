@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from engine.config import Config
-from engine.errors import ConfigError
-from engine.tasks import TASKS, TrainTask, get_task
+from engine.core.config import Config
+from engine.core.errors import ConfigError
+from engine.methods.tasks import TASKS, get_task
+from engine.methods.train import TrainTask
 
 
 def test_family_tasks_are_found_by_name_without_importing_the_family():
-    code = "from engine.tasks import get_task; print(get_task('distill').name, get_task('prune.structured').name)"
+    code = "from engine.methods.tasks import get_task; print(get_task('distill').name, get_task('prune.structured').name)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["distill", "prune.structured"]
@@ -61,7 +62,7 @@ def test_unknown_task_unknown_field_and_wrong_types_are_named():
 
 
 def test_the_job_runner_refuses_a_text_number_with_a_config_error(tmp_path):
-    from engine.jobs import JobRunner
+    from engine.run.jobs import JobRunner
 
     runner = JobRunner(str(tmp_path / "s.duckdb"))
     try:
@@ -72,7 +73,7 @@ def test_the_job_runner_refuses_a_text_number_with_a_config_error(tmp_path):
 
 
 def _commands() -> list[str]:
-    from engine.cli import build_parser
+    from engine.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -80,7 +81,7 @@ def _commands() -> list[str]:
 
 
 def test_every_cli_command_answers_help():
-    from engine.cli import main
+    from engine.cli.main import main
 
     commands = _commands()
     for needed in ("train", "measure", "quantize", "prune", "distill", "quantize-methods", "prune-methods",

@@ -11,12 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.breakpoint import curve_from_points, detect
-from engine.errors import UserError
-from engine.measure import Measurement
-from engine.studies import TABLE3_ROWS, kd_prune_table3
-from engine.tasks import make_point
-from engine.tradeoffs import (
+from engine.analysis.breakpoint import curve_from_points, detect
+from engine.analysis.tradeoffs import (
     AXES,
     apply_filters,
     build_curve,
@@ -33,6 +29,10 @@ from engine.tradeoffs import (
     shape_points,
     table3_summary,
 )
+from engine.core.errors import UserError
+from engine.core.point import Measurement
+from engine.methods.tasks import make_point
+from engine.run.studies import TABLE3_ROWS, kd_prune_table3
 from pages.figures.breakpoints import breakpoint_figure
 from pages.figures.tradeoffs import GL_ABOVE, tradeoff_figure
 from store import Store

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint
-from engine.errors import Cancelled, ConfigError, TrainingDiverged
-from engine.measure import measure
-from engine.models import build_model
-from engine.progress import CancelToken
-from engine.train import TrainConfig, evaluate, fit, lr_factor, seed_everything
+from engine.core.errors import Cancelled, ConfigError, TrainingDiverged
+from engine.core.progress import CancelToken
+from engine.deploy.measure import measure
+from engine.model.checkpoint import load_checkpoint
+from engine.model.train import TrainConfig, evaluate, fit, lr_factor, seed_everything
+from engine.model.zoo import build_model
 
 
 def test_student_reaches_90_percent_on_mnist5k_in_two_epochs(student_checkpoint, mnist5k):

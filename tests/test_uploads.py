@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from engine.checkpoint import CheckpointError, load_checkpoint
-from engine.models import build_model
-from engine.uploads import import_weights
+from engine.model.checkpoint import CheckpointError, load_checkpoint
+from engine.model.uploads import import_weights
+from engine.model.zoo import build_model
 
 
 @pytest.fixture

@@ -11,18 +11,18 @@ import pandas as pd
 import pytest
 import torch
 
-from engine import whatif as W
-from engine.artifacts import load_variant
-from engine.checkpoint import load_checkpoint, read_meta
-from engine.context import RunContext
-from engine.errors import ConfigError
-from engine.measure import measure, prunable_weights, storage
-from engine.prune.channels import prune_channels
-from engine.prune.masks import apply_masks, rank
-from engine.quant import maths
-from engine.quant.common import fold_batchnorm
-from engine.tasks import run_task
-from engine.train import scores
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError
+from engine.deploy import qmaths as maths
+from engine.deploy.formats import load_variant
+from engine.deploy.measure import measure, prunable_weights, storage
+from engine.deploy.quantized import fold_batchnorm
+from engine.methods import whatif as W
+from engine.methods.prune.channels import prune_channels
+from engine.methods.prune.masks import apply_masks, rank
+from engine.methods.tasks import run_task
+from engine.model.checkpoint import load_checkpoint, read_meta
+from engine.model.train import scores
 from pages.figures.whatif import whatif_figure
 
 SAMPLES = 200
@@ -42,7 +42,7 @@ def engine(checkpoint) -> W.WhatIf:
 
 
 def subset(checkpoint: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from engine.tasks import dataset_of
+    from engine.methods.tasks import dataset_of
 
     x, y = dataset_of(read_meta(checkpoint)).test.tensors()
     idx = W.eval_indices(len(y), SAMPLES, 0)
@@ -57,7 +57,7 @@ def independent(checkpoint: str, sparsity: float, mode: str, bits: int, granular
         ranking = rank([n for n, _ in layers], [m.weight.detach().abs() for _, m in layers], "global")
         apply_masks(model, ranking.masks(sparsity))
     elif sparsity > 0:
-        from engine.tasks import dataset_of
+        from engine.methods.tasks import dataset_of
 
         example = dataset_of(meta).test.tensors()[0][:1]
         model = prune_channels(model, example, ratio=sparsity, keep=("fc",), arch=meta.arch)
@@ -139,7 +139,7 @@ def test_positions_outside_the_sliders_are_messages(engine):
 @pytest.mark.parametrize("position", [(0.5, "unstructured", 4, "per_channel"), (0.3, "channels", 32, "per_channel")])
 def test_the_whatif_task_measures_on_the_whole_test_split_and_saves_a_checkpoint_that_reloads(
         checkpoint, tmp_path, position):
-    from engine.jobs import run_sync
+    from engine.run.jobs import run_sync
     from store import open_store
 
     sparsity, mode, bits, granularity = position
@@ -148,7 +148,7 @@ def test_the_whatif_task_measures_on_the_whole_test_split_and_saves_a_checkpoint
     [point] = run_sync("whatif", {"checkpoint": checkpoint, "sparsity": sparsity, "mode": mode, "bits": bits,
                                   "granularity": granularity, "out": out, "latency": False}, db)
     _, meta = load_checkpoint(checkpoint)
-    from engine.tasks import dataset_of
+    from engine.methods.tasks import dataset_of
 
     data = dataset_of(meta)
     expected = measure(independent(checkpoint, *position), data, latency=False)  # the whole test split

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
-from engine.breakpoint import BreakpointResult, Curve
+from engine.analysis.breakpoint import BreakpointResult, Curve
 
 COLOURS = qualitative.Plotly
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from engine.tradeoffs import COLOUR_BY, MAX_GROUPS, SYMBOL_BY, AxisView, Y, pareto_points
+from engine.analysis.tradeoffs import COLOUR_BY, MAX_GROUPS, SYMBOL_BY, AxisView, Y, pareto_points
 
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "triangle-down", "pentagon", "hexagon", "star", "cross",
            "x", "triangle-left", "triangle-right", "star-triangle-up", "hourglass", "bowtie", "diamond-wide")

@@ -25,7 +25,7 @@ def whatif_figure(curves: pd.DataFrame, point: dict, *, point_name: str = "what-
                   baseline: dict | None = None, log_x: bool = True) -> go.Figure:
     """Accuracy against size (KiB).
 
-    `curves`: rows of engine.whatif.checkpoint_points (series, size_bytes, accuracy, level, level_name,
+    `curves`: rows of engine.methods.whatif.checkpoint_points (series, size_bytes, accuracy, level, level_name,
     simulated, stage). `point`: the what-if position (WhatIfResult.to_dict(): size_bytes, accuracy, and
     the slider values). `baseline`: the checkpoint on the same subset (drawn as a hollow diamond).
     """

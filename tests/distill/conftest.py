@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.checkpoint import CheckpointMeta, save_checkpoint
-from engine.context import RunContext
-from engine.models import build_model
+from engine.core.context import RunContext
+from engine.model.checkpoint import CheckpointMeta, save_checkpoint
+from engine.model.zoo import build_model
 
 
 class RecordingContext(RunContext):
@@ -36,8 +36,9 @@ def make_checkpoint(directory, arch: str, dataset: str, num_classes: int, side: 
 
 
 def train_on_digits(tmp_path_factory, arch: str, epochs: int) -> str:
-    from engine.tasks import TrainTask, run_task
-    from engine.train import TrainConfig
+    from engine.methods.tasks import run_task
+    from engine.methods.train import TrainTask
+    from engine.model.train import TrainConfig
 
     out = tmp_path_factory.mktemp(f"digits-{arch}") / "checkpoint"
     run_task("train", TrainTask(dataset="digits", model=arch, out=str(out), latency=False,
@@ -94,10 +95,10 @@ class MethodRuns:
         return self.done[key]
 
     def _run(self, method: str, settings: dict, name: str) -> dict:
-        import engine.distill.task as task_module
-        from engine.distill import DistillTask
-        from engine.tasks import open_checkpoint, run_task
-        from engine.train import TrainConfig
+        import engine.methods.distill.task as task_module
+        from engine.methods.distill import DistillTask
+        from engine.methods.tasks import open_checkpoint, run_task
+        from engine.model.train import TrainConfig
 
         seen: dict = {"modes": [], "teachers": []}
 

@@ -8,14 +8,14 @@ import re
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
-from engine.cli import main
-from engine.context import RunContext
-from engine.measure import METRIC_FIELDS
-from engine.methods import family_methods
-from engine.options import config_options
-from engine.point import CONTRACT_FIELDS
-from engine.tasks import MeasureTask, run_task
+from engine.cli.main import main
+from engine.core.context import RunContext
+from engine.core.options import config_options
+from engine.core.point import CONTRACT_FIELDS, METRIC_FIELDS
+from engine.methods.measure import MeasureTask
+from engine.methods.registry import family_methods
+from engine.methods.tasks import run_task
+from engine.model.checkpoint import load_checkpoint
 
 README_FLAGS = ["--teacher", "--student", "--method", "--temperature", "--alpha", "--beta", "--student-layers",
                 "--teacher-layers", "--dataset", "--student-init", "--width", "--train-subset", "--epochs", "--out",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.distill.adapters import FeatureAdapter
-from engine.distill.base import FrozenTeacher
-from engine.distill.features import FeatureHooks, feature_shapes, pair_layers
-from engine.errors import ConfigError
-from engine.models import MODELS, build_model
-from engine.train import Batch
+from engine.core.errors import ConfigError
+from engine.methods.distill.adapters import FeatureAdapter
+from engine.methods.distill.base import FrozenTeacher
+from engine.methods.distill.features import FeatureHooks, feature_shapes, pair_layers
+from engine.model.train import Batch
+from engine.model.zoo import MODELS, build_model
 
 
 def test_hooks_capture_a_stage_output_and_a_classifier_input():

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.distill.at import at_loss, attention_map
-from engine.distill.crd import ContrastMemory, contrast_scores, nce_loss, update_bank
-from engine.distill.dkd import dkd_loss, nckd_loss, tckd_loss, warmup_weight
-from engine.distill.dml import mutual_loss
-from engine.distill.kd import kd_loss
-from engine.distill.mixup_kd import mixed_cross_entropy, mixup
-from engine.distill.simkd import fold_into_linear
-from engine.distill.sp import similarity_matrix, sp_loss
-from engine.distill.vid import VIDHead, gaussian_nll
+from engine.methods.distill.at import at_loss, attention_map
+from engine.methods.distill.crd import ContrastMemory, contrast_scores, nce_loss, update_bank
+from engine.methods.distill.dkd import dkd_loss, nckd_loss, tckd_loss, warmup_weight
+from engine.methods.distill.dml import mutual_loss
+from engine.methods.distill.kd import kd_loss
+from engine.methods.distill.mixup_kd import mixed_cross_entropy, mixup
+from engine.methods.distill.simkd import fold_into_linear
+from engine.methods.distill.sp import similarity_matrix, sp_loss
+from engine.methods.distill.vid import VIDHead, gaussian_nll
 
 
 def _softmax(z: list[float], t: float) -> list[float]:

@@ -11,12 +11,12 @@ import json
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, read_meta
-from engine.distill import DISTILLERS, DistillTask
-from engine.errors import Cancelled
-from engine.methods import family_methods
-from engine.tasks import open_checkpoint, run_task
-from engine.train import TrainConfig, evaluate
+from engine.core.errors import Cancelled
+from engine.methods.distill import DISTILLERS, DistillTask
+from engine.methods.registry import family_methods
+from engine.methods.tasks import open_checkpoint, run_task
+from engine.model.checkpoint import load_checkpoint, read_meta
+from engine.model.train import TrainConfig, evaluate
 
 CHANCE = 0.1  # ten digit classes
 

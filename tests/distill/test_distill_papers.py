@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import engine.distill.at as at_module
-import engine.distill.crd as crd_module
-from engine.distill.at import ATConfig
-from engine.distill.base import DISTILLERS, DistillSetup
-from engine.distill.crd import CRDConfig
-from engine.distill.fitnet import FitNetConfig
-from engine.distill.kd import KDConfig, kd_loss
-from engine.distill.mixup_kd import MixupKDConfig
-from engine.models import MODELS, build_model
-from engine.train import Batch, TrainConfig
+import engine.methods.distill.at as at_module
+import engine.methods.distill.crd as crd_module
+from engine.methods.distill.at import ATConfig
+from engine.methods.distill.base import DISTILLERS, DistillSetup
+from engine.methods.distill.crd import CRDConfig
+from engine.methods.distill.fitnet import FitNetConfig
+from engine.methods.distill.kd import KDConfig, kd_loss
+from engine.methods.distill.mixup_kd import MixupKDConfig
+from engine.model.train import Batch, TrainConfig
+from engine.model.zoo import MODELS, build_model
 
 
 def untrained_setup(data, student: str = "cnn_s", teacher: str = "cnn_l") -> DistillSetup:
@@ -63,7 +63,7 @@ def test_kd_weights_the_hard_and_the_soft_term_as_hinton_et_al(digits):
 
 
 def test_kd_alpha_is_a_share_in_zero_to_one():
-    from engine.errors import ConfigError
+    from engine.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="alpha"):
         KDConfig(alpha=1.5)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-import engine.distill.task as task_module
-from engine.context import RunContext
-from engine.distill import DistillTask
-from engine.errors import ConfigError
-from engine.tasks import run_task
-from engine.train import TrainConfig
+import engine.methods.distill.task as task_module
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError
+from engine.methods.distill import DistillTask
+from engine.methods.tasks import run_task
+from engine.model.train import TrainConfig
 
 
 @pytest.fixture

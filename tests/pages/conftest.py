@@ -19,7 +19,7 @@ from store import open_store
 
 @pytest.fixture(scope="session")
 def lab_store(tmp_path_factory) -> dict:
-    from engine.jobs import run_sync
+    from engine.run.jobs import run_sync
 
     root = tmp_path_factory.mktemp("lab")
     db = str(root / "lab.duckdb")
@@ -47,7 +47,7 @@ def db(lab_store, tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("COMPRESSION_LAB_DB", str(path))
     monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(tmp_path))
     yield str(path)
-    from engine.jobs import shutdown_all
+    from engine.run.jobs import shutdown_all
 
     shutdown_all("test finished")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.studies import TABLE3_ROWS
+from engine.run.studies import TABLE3_ROWS
 from tests.pages.conftest import chart, open_page
 
 PAGE = "pages/breakpoints.py"
@@ -76,7 +76,7 @@ def empty_db(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESSION_LAB_DB", str(tmp_path / "empty.duckdb"))
     monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(tmp_path))
     yield
-    from engine.jobs import shutdown_all
+    from engine.run.jobs import shutdown_all
 
     shutdown_all("test finished")
 

@@ -13,10 +13,10 @@ import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from engine import tables
-from engine.errors import UserError
-from engine.measure import Measurement
-from engine.tasks import make_point
+from engine.analysis import tables
+from engine.core.errors import UserError
+from engine.core.point import Measurement
+from engine.methods.tasks import make_point
 from tests.pages.conftest import open_page
 
 PAGE = "pages/compare.py"
@@ -139,9 +139,9 @@ def test_onnx_is_made_only_on_request_and_a_failure_is_a_message(db, lab_store, 
         calls.append(directory)
         return types.SimpleNamespace(data=b"onnx-bytes", max_abs_diff=2.5e-6)
 
-    fake = types.ModuleType("engine.onnx_export")
+    fake = types.ModuleType("engine.deploy.onnx")
     fake.export_checkpoint = export_checkpoint
-    monkeypatch.setitem(sys.modules, "engine.onnx_export", fake)
+    monkeypatch.setitem(sys.modules, "engine.deploy.onnx", fake)
     at = open_compare([finished_runs(lab_store)["prune cnn_s"]])
     assert not calls and not [b for b in at.download_button if b.key == "dl_onnx"]
     at.button(key="compare_onnx_export").click().run()
@@ -157,7 +157,7 @@ def test_onnx_is_made_only_on_request_and_a_failure_is_a_message(db, lab_store, 
     fake.export_checkpoint = refuse
     at.button(key="compare_onnx_export").click().run()
     assert not at.exception and at.error[0].value == "ONNX cannot export the op 'aten::foo'"
-    monkeypatch.setitem(sys.modules, "engine.onnx_export", None)  # the module is missing
+    monkeypatch.setitem(sys.modules, "engine.deploy.onnx", None)  # the module is missing
     at.button(key="compare_onnx_export").click().run()
     assert not at.exception and "ONNX export is not available" in at.error[0].value
 

@@ -19,7 +19,7 @@ def test_an_empty_store_guides_to_the_demo_which_queues_a_study(tmp_path, monkey
     db = str(tmp_path / "empty.duckdb")
     monkeypatch.setenv("COMPRESSION_LAB_DB", db)
     monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(tmp_path))
-    from engine.jobs import get_runner, shutdown_all
+    from engine.run.jobs import get_runner, shutdown_all
 
     try:
         at = AppTest.from_file(APP, default_timeout=60).run()

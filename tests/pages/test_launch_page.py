@@ -20,7 +20,7 @@ def by_key(widgets, key):
 
 
 def finished(db, timeout=180) -> list:
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     assert runner.wait(timeout=timeout)
@@ -36,7 +36,7 @@ def test_every_family_draws_its_generated_form_without_an_error(db, family):
 
 
 def test_every_method_of_every_family_has_a_form(db):
-    from engine.launch import FAMILY_TITLES, methods_of
+    from engine.run.launch import FAMILY_TITLES, methods_of
 
     at = launch(db)
     for family in FAMILY_TITLES:
@@ -102,7 +102,7 @@ def test_a_study_preset_queues_a_study_run(db):
     by_key(at.selectbox, "launch.study.dataset").set_value("digits").run()
     by_key(at.button, "launch.study.submit").click().run()
     assert not at.exception and any("Queued 1 run" in s.value for s in at.success)
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     (run_id,) = runner.active()

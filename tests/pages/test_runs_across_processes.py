@@ -41,7 +41,7 @@ def db(tmp_path, monkeypatch):
     path = tmp_path / "lab.duckdb"
     monkeypatch.setenv("COMPRESSION_LAB_DB", str(path))
     yield str(path)
-    from engine.jobs import shutdown_all
+    from engine.run.jobs import shutdown_all
 
     shutdown_all("test finished")
 
@@ -79,7 +79,7 @@ def test_a_terminal_lists_and_shows_a_run_the_app_is_running(db):
     at.button(key="launch.form.train.submit").click().run()
     assert not at.exception and any("Queued 1 run" in s.value for s in at.success), [e.value for e in at.error]
 
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     (run_id,) = runner.active()

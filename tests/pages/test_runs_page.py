@@ -52,7 +52,7 @@ def test_rerun_queues_the_same_config(db):
     at = runs_page(fake["run_id"])
     button(at, "runs.rerun").click().run()
     assert not at.exception and any("Queued run" in s.value for s in at.success), [e.value for e in at.error]
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     assert runner.wait(timeout=120)
@@ -61,7 +61,7 @@ def test_rerun_queues_the_same_config(db):
 
 
 def test_delete_removes_the_run_and_its_own_checkpoints_but_keeps_ones_other_runs_use(db, lab_store, tmp_path):
-    from engine.jobs import run_sync
+    from engine.run.jobs import run_sync
     from store import open_store
 
     # a run of this test's own (the session's runs share their checkpoints with other tests)

@@ -106,7 +106,7 @@ def empty_db(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESSION_LAB_DB", str(tmp_path / "empty.duckdb"))
     monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(tmp_path))
     yield
-    from engine.jobs import shutdown_all
+    from engine.run.jobs import shutdown_all
 
     shutdown_all("test finished")
 

@@ -15,7 +15,7 @@ def db(tmp_path, monkeypatch):
     path = tmp_path / "lab.duckdb"
     monkeypatch.setenv("COMPRESSION_LAB_DB", str(path))
     yield str(path)
-    from engine.jobs import shutdown_all
+    from engine.run.jobs import shutdown_all
 
     shutdown_all("test finished")
 
@@ -38,7 +38,7 @@ def test_training_from_launch_queues_a_background_run_that_finishes(db):
     at = open_train_form()
     assert any("Queued 1 run" in s.value for s in at.success), [e.value for e in at.error]
 
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     assert runner.wait(timeout=120)
@@ -62,15 +62,15 @@ def test_a_typed_image_folder_that_does_not_exist_fails_its_run_with_a_message(d
     assert at.selectbox(key="launch.form.train.dataset").proto.accept_new_options
     assert not at.selectbox(key="launch.form.train.model").proto.accept_new_options
     # AppTest cannot type into a select box, so the typed value goes through what the page calls
-    from engine.forms import build_config, form_fields
-    from engine.tasks import TrainTask
+    from engine.core.forms import build_config, form_fields
+    from engine.methods.train import TrainTask
 
     fields = form_fields(TrainTask, choices={"dataset": ["digits"]}, typed={"dataset"})
     values = {f.name: f.default for f in fields} | {"dataset": "imagefolder:/nonexistent/birds", "train.epochs": 1}
     cfg, errors = build_config(TrainTask, fields, values, {})
     assert not errors and cfg.dataset == "imagefolder:/nonexistent/birds"
 
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     runner.submit("train", cfg)

@@ -56,7 +56,7 @@ def test_moving_the_sliders_changes_the_accuracy_size_and_chart(db):
 
 
 def test_save_as_a_run_queues_a_whatif_job_that_finishes_with_one_point(db, lab_store, tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.artifacts.CHECKPOINT_ROOT", str(tmp_path / "checkpoints"))
+    monkeypatch.setattr("engine.model.outputs.CHECKPOINT_ROOT", str(tmp_path / "checkpoints"))
     at = open_page(PAGE, timeout=90)
     at.slider(key="whatif_sparsity").set_value(50).run()
     at.slider(key="whatif_bits").set_value(4).run()
@@ -64,7 +64,7 @@ def test_save_as_a_run_queues_a_whatif_job_that_finishes_with_one_point(db, lab_
     assert not at.exception, at.exception
     assert any("Queued run" in s.value for s in at.success), [e.value for e in at.error]
 
-    from engine.jobs import get_runner
+    from engine.run.jobs import get_runner
 
     runner = get_runner(db)
     assert runner.wait(timeout=120)

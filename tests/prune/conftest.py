@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from engine.context import RunContext
-from engine.tasks import run_task
+from engine.core.context import RunContext
+from engine.methods.tasks import run_task
 
 
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> str:
     """cnn_s trained 2 epochs on scikit-learn's 8x8 digits (seconds, not minutes; about 97% accuracy)."""
-    from engine.tasks import TrainTask
-    from engine.train import TrainConfig
+    from engine.methods.train import TrainTask
+    from engine.model.train import TrainConfig
 
     out = str(tmp_path_factory.mktemp("prune-digits") / "cnn_s")  # a new directory: train refuses an existing one
     run_task("train", TrainTask(dataset="digits", model="cnn_s", out=out, latency=False,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
-from engine.errors import ConfigError
-from engine.measure import prunable_weights
-from engine.prune.iterative import IterativeConfig
+from engine.core.errors import ConfigError
+from engine.deploy.measure import prunable_weights
+from engine.methods.prune.iterative import IterativeConfig
+from engine.model.checkpoint import load_checkpoint
 
 
 def test_each_iteration_is_a_step_on_the_geometric_schedule_and_masks_only_grow(prune, digits_checkpoint,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.context import RunContext
-from engine.errors import ConfigError
-from engine.measure import prunable_weights
-from engine.prune import lottery_ticket as lt
-from engine.prune.finetune import FinetuneConfig, finetune, finetune_training
-from engine.prune.importance import weight_magnitudes
-from engine.prune.masks import rank
-from engine.tasks import open_checkpoint, run_task
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError
+from engine.deploy.measure import prunable_weights
+from engine.methods.prune import lottery_ticket as lt
+from engine.methods.prune.finetune import FinetuneConfig, finetune, finetune_training
+from engine.methods.prune.importance import weight_magnitudes
+from engine.methods.prune.masks import rank
+from engine.methods.tasks import open_checkpoint, run_task
 
 
 def test_rewinding_restores_exactly_the_stored_initial_values_of_surviving_weights(digits_checkpoint):

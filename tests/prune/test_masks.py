@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from engine.errors import ConfigError
-from engine.prune import masks as masks_module
-from engine.prune.importance import weight_magnitudes
-from engine.prune.masks import apply_masks, mask_sparsity, rank
-from engine.prune.schedule import check_schedule, geometric
+from engine.core.errors import ConfigError
+from engine.methods.prune import masks as masks_module
+from engine.methods.prune.importance import weight_magnitudes
+from engine.methods.prune.masks import apply_masks, mask_sparsity, rank
+from engine.methods.prune.schedule import check_schedule, geometric
 
 
 def two_layer_model() -> nn.Module:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from engine.cli import main
-from engine.methods import METHODS, family_methods
-from engine.tasks import TASKS, load_families
+from engine.cli.main import main
+from engine.methods.registry import METHODS, family_methods
+from engine.methods.tasks import TASKS, load_families
 
 
 @pytest.fixture
@@ -24,9 +24,9 @@ def scratch_registries(monkeypatch):
 
 def declare_random_unstructured() -> None:
     """The whole method file: random scores instead of magnitudes (a floor for magnitude pruning)."""
-    from engine.config import param
-    from engine.prune.common import prune_method
-    from engine.prune.unstructured import UnstructuredConfig, unstructured_sweep
+    from engine.core.config import param
+    from engine.methods.prune.common import prune_method
+    from engine.methods.prune.unstructured import UnstructuredConfig, unstructured_sweep
 
     @dataclass
     class RandomUnstructuredConfig(UnstructuredConfig):

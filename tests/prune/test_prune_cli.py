@@ -8,14 +8,13 @@ import shutil
 
 import pytest
 
-from engine.checkpoint import load_checkpoint
-from engine.cli import build_parser, main
-from engine.errors import ConfigError
-from engine.measure import METRIC_FIELDS
-from engine.methods import family_methods
-from engine.point import CONTRACT_FIELDS
-from engine.prune.cli import build_config, prune_options
-from engine.tasks import get_task
+from engine.cli.main import build_parser, main
+from engine.cli.prune import build_config, prune_options
+from engine.core.errors import ConfigError
+from engine.core.point import CONTRACT_FIELDS, METRIC_FIELDS
+from engine.methods.registry import family_methods
+from engine.methods.tasks import get_task
+from engine.model.checkpoint import load_checkpoint
 
 METHODS = ("l1_unstructured", "global_unstructured", "structured", "iterative", "lottery_ticket", "sensitivity")
 README_FLAGS = ("--checkpoint", "--method", "--sparsity", "--repeats", "--importance", "--layer-ratios", "--finetune",

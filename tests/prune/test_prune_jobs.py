@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.methods import family_methods
+from engine.methods.registry import family_methods
 
 SMALL = {  # the least work that still runs each method end to end
     "l1_unstructured": {"sparsities": [0.5]},
@@ -22,7 +22,7 @@ def test_every_registered_method_has_a_small_setting_here():
 
 @pytest.mark.parametrize("method", sorted(SMALL))
 def test_the_job_runner_records_every_method(method, digits_checkpoint, tmp_path):
-    from engine.jobs import run_sync
+    from engine.run.jobs import run_sync
     from store import open_store
 
     db = str(tmp_path / "runs.duckdb")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.context import RunContext
-from engine.errors import ConfigError
-from engine.measure import prunable_weights
-from engine.tasks import open_checkpoint, run_task
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError
+from engine.deploy.measure import prunable_weights
+from engine.methods.tasks import open_checkpoint, run_task
 
 
 def test_each_layer_is_pruned_alone_at_each_ratio(prune, digits_checkpoint):
@@ -39,7 +39,7 @@ def test_structured_sensitivity_removes_channels_of_one_layer_and_saves_when_ask
 
 
 def test_sensitivity_saves_nothing_by_default():
-    from engine.prune.sensitivity import SensitivityConfig
+    from engine.methods.prune.sensitivity import SensitivityConfig
 
     assert SensitivityConfig(checkpoint="x").save is False
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from engine.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from engine.context import RunContext
-from engine.errors import ConfigError, UserError
-from engine.measure import count_macs, storage
-from engine.models import MODELS, build_model
-from engine.prune.channels import prune_channels
-from engine.prune.importance import FilterNorm, channel_importance
-from engine.tasks import run_task
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError, UserError
+from engine.deploy.measure import count_macs, storage
+from engine.methods.prune.channels import prune_channels
+from engine.methods.prune.importance import FilterNorm, channel_importance
+from engine.methods.tasks import run_task
+from engine.model.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from engine.model.zoo import MODELS, build_model
 
 
 def meta_for(arch: str, in_channels: int, size: int) -> CheckpointMeta:

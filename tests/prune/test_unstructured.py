@@ -7,16 +7,17 @@ import copy
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint
-from engine.context import RunContext
-from engine.errors import Cancelled, ConfigError
-from engine.measure import METRIC_FIELDS, prunable_weights
-from engine.prune import masks as masks_module
-from engine.prune.finetune import FinetuneConfig, finetune, finetune_training, head_inputs
-from engine.prune.importance import weight_magnitudes
-from engine.prune.masks import apply_masks, rank
-from engine.prune.unstructured import UnstructuredConfig
-from engine.tasks import open_checkpoint, run_task
+from engine.core.context import RunContext
+from engine.core.errors import Cancelled, ConfigError
+from engine.core.point import METRIC_FIELDS
+from engine.deploy.measure import prunable_weights
+from engine.methods.prune import masks as masks_module
+from engine.methods.prune.finetune import FinetuneConfig, finetune, finetune_training, head_inputs
+from engine.methods.prune.importance import weight_magnitudes
+from engine.methods.prune.masks import apply_masks, rank
+from engine.methods.prune.unstructured import UnstructuredConfig
+from engine.methods.tasks import open_checkpoint, run_task
+from engine.model.checkpoint import load_checkpoint
 
 
 @pytest.mark.parametrize("method", ["l1_unstructured", "global_unstructured"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import engine.measure
-import engine.quant.common
-from engine.context import RunContext
+import engine.deploy.measure
+import engine.methods.quant.common
+from engine.core.context import RunContext
 
 
 class RecordingContext(RunContext):
@@ -48,23 +48,24 @@ def cancelling_ctx():
 @pytest.fixture
 def latency_spy(monkeypatch):
     """Times for real, but briefly, and records every module whose latency was measured."""
-    real = engine.measure.measure_latency
+    real = engine.deploy.measure.measure_latency
     timed: list = []
 
     def spy(runner, example, batch_sizes=(1, 32), seconds=2.0):
         timed.append(runner)
         return real(runner, example, batch_sizes, seconds=0.05)
 
-    monkeypatch.setattr(engine.measure, "measure_latency", spy)
-    monkeypatch.setattr(engine.quant.common, "measure_latency", spy)
+    monkeypatch.setattr(engine.deploy.measure, "measure_latency", spy)
+    monkeypatch.setattr(engine.methods.quant.common, "measure_latency", spy)
     return timed
 
 
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> str:
     """cnn_s trained 1 epoch on the 8x8 digits: a checkpoint every method can run on in seconds."""
-    from engine.tasks import TrainTask, run_task
-    from engine.train import TrainConfig
+    from engine.methods.tasks import run_task
+    from engine.methods.train import TrainTask
+    from engine.model.train import TrainConfig
 
     out = str(tmp_path_factory.mktemp("quant-digits") / "cnn_s")
     run_task("train", TrainTask(dataset="digits", model="cnn_s", out=out, latency=False,
@@ -91,7 +92,7 @@ def digits_int8_run(digits_checkpoint, tmp_path_factory):
 
 
 def run_task_quietly(name: str, recipe: dict):
-    from engine.tasks import run_task
+    from engine.methods.tasks import run_task
 
     return run_task(name, recipe, RunContext())
 

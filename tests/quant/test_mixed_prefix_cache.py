@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models import build_model
-from engine.quant.common import LayerWeights, evaluate_tensors, fold_batchnorm
-from engine.quant.mixed import greedy_rank, validation_subset
-from engine.quant.prefix_cache import CandidateEvaluator, Race, max_pool_2x2
-from engine.tasks import open_checkpoint
+from engine.deploy.quantized import fold_batchnorm
+from engine.methods.quant.common import LayerWeights, evaluate_tensors
+from engine.methods.quant.mixed import greedy_rank, validation_subset
+from engine.methods.quant.prefix_cache import CandidateEvaluator, Race, max_pool_2x2
+from engine.methods.tasks import open_checkpoint
+from engine.model.zoo import build_model
 
 QUANTIZER = {"symmetric": True, "per_channel": True, "observer": "minmax", "percentile": 99.99}
 

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from engine.cli import main
-from engine.measure import METRIC_FIELDS
-from engine.point import CONTRACT_FIELDS
+from engine.cli.main import main
+from engine.core.point import CONTRACT_FIELDS, METRIC_FIELDS
 
 
 def test_quantize_help_lists_the_generated_options(capsys):

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from engine.artifacts import SaveOptions
-from engine.errors import ConfigError, UserError
-from engine.methods import family_methods
-from engine.point import json_safe
-from engine.quant import FakeQuantConfig, MixedPrecisionConfig, PTQInt8Config, QATConfig, quantize
-from engine.quant.backend import INT8_BACKENDS
-from engine.tasks import TASKS, run_task
-from engine.train import TrainConfig
+from engine.core.errors import ConfigError, UserError
+from engine.core.point import json_safe
+from engine.deploy.int8 import INT8_BACKENDS
+from engine.methods.quant import FakeQuantConfig, MixedPrecisionConfig, PTQInt8Config, QATConfig, quantize
+from engine.methods.registry import family_methods
+from engine.methods.tasks import TASKS, run_task
+from engine.model.outputs import SaveOptions
+from engine.model.train import TrainConfig
 
 METHODS = family_methods("quantize")
 
@@ -109,7 +109,7 @@ RECIPES = {
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_the_job_runner_records_every_method_run_by_name_and_dict(name, digits_checkpoint, ctx, tmp_path):
-    from engine.jobs import run_sync
+    from engine.run.jobs import run_sync
     from store import open_store
 
     recipe = {"checkpoint": digits_checkpoint, "latency": False, **RECIPES[name]}

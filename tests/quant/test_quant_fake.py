@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.errors import Cancelled
-from engine.measure import measure
-from engine.quant import FakeQuantConfig, quantize
-from engine.quant.common import fold_batchnorm
-from engine.quant.maths import SWEEP_BITS
-from engine.tasks import open_checkpoint
+from engine.core.errors import Cancelled
+from engine.deploy.measure import measure
+from engine.deploy.qmaths import SWEEP_BITS
+from engine.deploy.quantized import fold_batchnorm
+from engine.methods.quant import FakeQuantConfig, quantize
+from engine.methods.tasks import open_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.artifacts import load_variant
-from engine.checkpoint import WEIGHTS, read_meta
-from engine.cli import main
-from engine.context import RunContext
-from engine.errors import ConfigError
-from engine.point import CONTRACT_FIELDS
-from engine.quant.formats import pack_codes, unpack_codes
-from engine.tasks import run_task
+from engine.cli.main import main
+from engine.core.context import RunContext
+from engine.core.errors import ConfigError
+from engine.core.point import CONTRACT_FIELDS
+from engine.deploy.formats import load_variant, pack_codes, unpack_codes
+from engine.methods.tasks import run_task
+from engine.model.checkpoint import WEIGHTS, read_meta
 
 
 @pytest.mark.parametrize("bits", range(2, 17))
@@ -195,7 +194,7 @@ def test_qat_saves_its_low_bit_variants_packed_and_they_reload_exactly(digits_ch
 def test_a_checkpoint_with_resized_layers_quantizes_and_reloads(digits_checkpoint, tmp_path):
     import dataclasses
 
-    from engine.checkpoint import load_checkpoint, load_into, resize_to_state_dict, save_checkpoint
+    from engine.model.checkpoint import load_checkpoint, load_into, resize_to_state_dict, save_checkpoint
 
     model, meta = load_checkpoint(digits_checkpoint)
     sd = model.state_dict()  # keep 16 of the first convolution's 24 channels, as channel pruning would

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from engine.errors import UserError
-from engine.quant import DynamicInt8Config, PTQInt8Config, quantize
-from engine.quant.backend import INT8_BACKENDS, EngineRunner, Int8ConversionError
-from engine.quant.common import fold_batchnorm
-from engine.tasks import open_checkpoint
+from engine.core.errors import UserError
+from engine.deploy.int8 import INT8_BACKENDS, EngineRunner, Int8ConversionError
+from engine.deploy.quantized import fold_batchnorm
+from engine.methods.quant import DynamicInt8Config, PTQInt8Config, quantize
+from engine.methods.tasks import open_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.errors import ConfigError
-from engine.quant import maths
+from engine.core.errors import ConfigError
+from engine.deploy import qmaths as maths
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])

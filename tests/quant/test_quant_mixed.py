@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from engine.cli import main
-from engine.context import RunContext
-from engine.measure import prunable_weights
-from engine.models import build_model
-from engine.quant import MixedPrecisionConfig, SensitivityConfig, quantize
-from engine.quant.common import LayerWeights, Output, evaluate_tensors, fold_batchnorm
-from engine.quant.mixed import (
+from engine.cli.main import main
+from engine.core.context import RunContext
+from engine.deploy.measure import prunable_weights
+from engine.deploy.quantized import fold_batchnorm
+from engine.methods.quant import MixedPrecisionConfig, SensitivityConfig, quantize
+from engine.methods.quant.common import LayerWeights, Output, evaluate_tensors
+from engine.methods.quant.mixed import (
     greedy_choice,
     measured_indices,
     mixed_precision,
@@ -21,8 +21,9 @@ from engine.quant.mixed import (
     sensitivity_order,
     validation_subset,
 )
-from engine.quant.prefix_cache import CandidateEvaluator, graph_cuts
-from engine.tasks import open_checkpoint
+from engine.methods.quant.prefix_cache import CandidateEvaluator, graph_cuts
+from engine.methods.tasks import open_checkpoint
+from engine.model.zoo import build_model
 
 QUANTIZER = {"symmetric": True, "per_channel": True, "observer": "minmax", "percentile": 99.99}
 LADDER = (8, 4, 2)

@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from engine.errors import Cancelled
-from engine.measure import prunable_weights
-from engine.quant import QATConfig, maths, quantize
-from engine.quant.common import fold_batchnorm
-from engine.quant.qat import add_fake_quant, bake_fake_quant
-from engine.tasks import open_checkpoint
-from engine.train import TrainConfig, fit
+from engine.core.errors import Cancelled
+from engine.deploy import qmaths as maths
+from engine.deploy.measure import prunable_weights
+from engine.deploy.quantized import fold_batchnorm
+from engine.methods.quant import QATConfig, quantize
+from engine.methods.quant.qat import add_fake_quant, bake_fake_quant
+from engine.methods.tasks import open_checkpoint
+from engine.model.train import TrainConfig, fit
 
 
 def test_qat_at_4_bits_beats_ptq_at_4_bits_on_the_default_model(teacher_checkpoint, ctx):

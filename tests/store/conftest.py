@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from engine.measure import Measurement
-from engine.tasks import make_point
+from engine.core.point import Measurement
+from engine.methods.tasks import make_point
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def test_a_version_2_file_migrates_to_3_with_its_points_intact_and_their_contrac
 
 @pytest.mark.parametrize("table", ["runs", "sales"])
 def test_a_duckdb_file_with_tables_of_its_own_is_refused_and_left_untouched(db_path, table, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
     from store import Store, StoreError
 
     con = duckdb.connect(db_path)

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from engine.cli import main
-from engine.errors import ConfigError
-from engine.measure import METRIC_FIELDS
+from engine.cli.main import main
+from engine.core.errors import ConfigError
+from engine.core.point import METRIC_FIELDS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

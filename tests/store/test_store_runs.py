@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from engine.errors import ConfigError
-from engine.measure import METRIC_FIELDS
+from engine.core.errors import ConfigError
+from engine.core.point import METRIC_FIELDS
 from store import RunNotFound, StoreError
 
 

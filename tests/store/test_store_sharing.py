@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine.cli import main
+from engine.cli.main import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

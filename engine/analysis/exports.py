@@ -1,0 +1,294 @@
+"""Serialisers for the Compare & export page: a table as CSV, Excel, Markdown, LaTeX, Parquet or JSON,
+a checkpoint directory as a zip, and a checkpoint as ONNX (through engine/deploy/onnx.py, when present).
+
+`export_table(df, fmt)` returns (bytes, MIME type, file extension); `FORMATS` lists the formats.
+
+- A table whose index names its rows (seed 002's Table 3) keeps the names as a first column; column
+  names become strings (a pivot's columns can be numbers).
+- CSV and Excel: a text cell (or column name) that starts with `=`, `+`, `-`, `@`, a tab or a carriage
+  return gets a leading single quote, so a spreadsheet shows it as text instead of running it as a
+  formula (OWASP "CSV injection"). Numbers are left alone: -0.5 stays the number -0.5.
+- JSON is strict: NaN and infinities become null (`json.dumps(..., allow_nan=False)` succeeds), times are
+  ISO 8601 text. The document is {"title", "columns", "rows": [{column: value}]}.
+- Markdown and LaTeX are for reading: floats with 6 significant digits, missing values empty, the
+  characters each syntax reserves escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import os
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.core.errors import UserError
+from engine.core.point import json_safe
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# characters openpyxl refuses in a cell (control characters other than tab, newline, carriage return)
+_ILLEGAL_XLSX = re.compile(r"[\000-\010]|[\013-\014]|[\016-\037]")
+
+
+# ---------------------------------------------------------------- preparing a table
+
+
+def flat(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with its index as a column when the index names rows (not a plain 0..n-1 range),
+    nested column names joined with " / ", and every column name a string."""
+    out = df
+    if not isinstance(out.index, pd.RangeIndex) or out.index.name is not None:
+        out = out.rename_axis(out.index.name or "row").reset_index()
+    cols = [" / ".join(str(p) for p in c) if isinstance(c, tuple) else str(c) for c in out.columns]
+    out = out.copy()
+    out.columns = cols
+    if len(set(cols)) != len(cols):
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        raise UserError(f"the table has repeated column names ({', '.join(dup)}); rename them before exporting")
+    return out.reset_index(drop=True)
+
+
+def neutralise_text(value: Any) -> Any:
+    """A text value that a spreadsheet would read as a formula, with a single quote in front; anything
+    else (numbers included) unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def neutralise(df: pd.DataFrame) -> pd.DataFrame:
+    """Every text cell and column name through `neutralise_text` (numeric columns are not touched)."""
+    out = df.copy()
+    for c in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[c]) or pd.api.types.is_datetime64_any_dtype(out[c])):
+            out[c] = out[c].map(neutralise_text).astype(object)
+    out.columns = [neutralise_text(c) for c in out.columns]
+    return out
+
+
+def _naive_times(df: pd.DataFrame) -> pd.DataFrame:
+    """Timezone-aware times as naive UTC (Excel has no time zones)."""
+    out = df.copy()
+    for c in out.columns:
+        if isinstance(out[c].dtype, pd.DatetimeTZDtype):
+            out[c] = out[c].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
+def plain(value: Any) -> Any:
+    """A value for strict JSON: None for NaN, infinities and missing values; Python numbers; ISO times."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, dict | list | tuple):
+        return json_safe(value)
+    return json_safe(value) if isinstance(value, float) else value
+
+
+# ---------------------------------------------------------------- writers
+
+
+def to_csv(df: pd.DataFrame, title: str = "") -> bytes:
+    return neutralise(df).to_csv(index=False).encode("utf-8")
+
+
+def to_excel(df: pd.DataFrame, title: str = "") -> bytes:
+    data = neutralise(_naive_times(df))
+    for c in data.columns:
+        if data[c].dtype == object:
+            data[c] = data[c].map(_excel_cell)
+    buf = io.BytesIO()
+    with pd.ExcelWriter(buf, engine="openpyxl") as writer:
+        data.to_excel(writer, index=False, sheet_name=sheet_name(title))
+    return buf.getvalue()
+
+
+def _excel_cell(v: Any) -> Any:
+    """A value a cell takes: lists and mappings as JSON text, text without the control characters Excel refuses."""
+    if isinstance(v, list | tuple | dict):
+        v = neutralise_text(json.dumps(plain(v), default=str))
+    return _ILLEGAL_XLSX.sub("", v) if isinstance(v, str) else v
+
+
+def sheet_name(title: str) -> str:
+    """An Excel sheet name: at most 31 characters, none of : \\ / ? * [ ]."""
+    name = re.sub(r"[:\\/?*\[\]]", " ", title or "").strip() or "table"
+    return name[:31]
+
+
+def to_parquet(df: pd.DataFrame, title: str = "") -> bytes:
+    buf = io.BytesIO()
+    arrow_ready(df).to_parquet(buf, index=False, engine="pyarrow")
+    return buf.getvalue()
+
+
+def arrow_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns Arrow cannot type (text mixed with numbers, lists beside text) as text; missing values
+    stay missing. Parquet needs it, and so does st.dataframe."""
+    import pyarrow as pa
+
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            try:
+                pa.array(out[c], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                out[c] = out[c].map(lambda v: None if _missing(v) else str(v)).astype(object)
+    return out
+
+
+def to_json(df: pd.DataFrame, title: str = "") -> bytes:
+    rows = [{c: plain(v) for c, v in zip(df.columns, r, strict=True)} for r in df.itertuples(index=False, name=None)]
+    doc = {"title": title, "columns": list(df.columns), "rows": rows}
+    return json.dumps(doc, allow_nan=False, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+
+
+def _text(v: Any) -> str:
+    """A cell as text for Markdown and LaTeX."""
+    if _missing(v):
+        return ""
+    if hasattr(v, "item") and not isinstance(v, str | bytes):
+        v = v.item()
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, pd.Timestamp | dt.datetime):
+        return v.isoformat(sep=" ", timespec="seconds")
+    return str(v)
+
+
+def _numeric(df: pd.DataFrame) -> list[bool]:
+    return [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+
+
+def to_markdown(df: pd.DataFrame, title: str = "") -> bytes:
+    def cell(v: Any) -> str:
+        return _text(v).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+    lines = [f"**{cell(title)}**", ""] if title else []
+    lines.append("| " + " | ".join(cell(c) for c in df.columns) + " |")
+    lines.append("|" + "|".join("---:" if n else ":---" for n in _numeric(df)) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False, name=None)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text).replace("\r", " ").replace("\n", " ")
+
+
+def to_latex(df: pd.DataFrame, title: str = "") -> bytes:
+    """A plain tabular (no package needed), with the title as a comment above it."""
+    spec = "".join("r" if n else "l" for n in _numeric(df)) or "l"
+    lines = [f"% {latex_escape(title)}"] if title else []
+    lines += [f"\\begin{{tabular}}{{{spec}}}", "\\hline",
+              " & ".join(latex_escape(str(c)) for c in df.columns) + r" \\", "\\hline"]
+    lines += [" & ".join(latex_escape(_text(v)) for v in r) + r" \\" for r in df.itertuples(index=False, name=None)]
+    lines += ["\\hline", "\\end{tabular}"]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str  # the key export_table takes
+    label: str  # what a button says
+    extension: str  # without the dot
+    mime: str
+    write: Callable[[pd.DataFrame, str], bytes]
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("csv", "CSV", "csv", "text/csv", to_csv),
+    ExportFormat("excel", "Excel", "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                 to_excel),
+    ExportFormat("markdown", "Markdown", "md", "text/markdown", to_markdown),
+    ExportFormat("latex", "LaTeX", "tex", "application/x-tex", to_latex),
+    ExportFormat("parquet", "Parquet", "parquet", "application/vnd.apache.parquet", to_parquet),
+    ExportFormat("json", "JSON", "json", "application/json", to_json),
+)}
+
+
+def export_table(df: pd.DataFrame, fmt: str, title: str = "") -> tuple[bytes, str, str]:
+    """The table in format `fmt` (a key of FORMATS): (bytes, MIME type, file extension)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    f = FORMATS[fmt]
+    return f.write(flat(df), title), f.mime, f.extension
+
+
+def file_name(title: str, extension: str) -> str:
+    """A download file name from a table title: lower case letters, digits and dashes."""
+    stem = re.sub(r"[^a-z0-9]+", "-", (title or "table").lower()).strip("-") or "table"
+    return f"{stem[:60]}.{extension}"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_directory(artifact: str) -> Path:
+    """The checkpoint directory a point's `artifact` names, refused with a message when there is none."""
+    if not artifact:
+        raise UserError("this variant was not saved (its run had --no-save), so there is no checkpoint to download")
+    d = Path(artifact)
+    if not d.exists():
+        raise UserError(f"the checkpoint directory {artifact} is gone (deleted or moved); run the method again to "
+                        f"get the variant back")
+    if not d.is_dir() or not (d / "meta.json").is_file():
+        raise UserError(f"{artifact} is not a checkpoint directory (no meta.json in it)")
+    return d
+
+
+def zip_checkpoint(artifact: str) -> bytes:
+    """The checkpoint directory as a zip (its files under the directory's name; links are not followed)."""
+    d = checkpoint_directory(artifact)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for root, dirs, files in os.walk(d, followlinks=False):
+            dirs.sort()
+            for name in sorted(files):
+                path = Path(root) / name
+                if path.is_symlink() or not path.is_file():
+                    continue
+                zf.write(path, arcname=str(Path(d.name) / path.relative_to(d)))
+    return buf.getvalue()
+
+
+@dataclass
+class OnnxFile:
+    data: bytes
+    max_abs_diff: float | None  # the largest |logit difference| between ONNX Runtime and PyTorch
+    file_name: str
+    check: str = ""  # the export's own account of the comparison, in words
+
+
+def export_onnx(artifact: str) -> OnnxFile:
+    """The checkpoint exported to ONNX by engine.deploy.onnx (imported here, on request); a missing
+    module or a model it cannot export is a UserError with the reason."""
+    d = checkpoint_directory(artifact)
+    try:
+        from engine.deploy.onnx import export_checkpoint
+    except ImportError as e:
+        raise UserError(f"ONNX export is not available in this installation ({e}); the safetensors zip is") from None
+    result = export_checkpoint(str(d))
+    diff = getattr(result, "max_abs_diff", None)
+    return OnnxFile(bytes(result.data), None if diff is None else float(diff),
+                    getattr(result, "file_name", None) or f"{d.name}.onnx", getattr(result, "check", "") or "")

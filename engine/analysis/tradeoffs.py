@@ -1,0 +1,437 @@
+"""The Trade-offs and Breakpoints pages' logic: the point table shaped for a chart, filters, the Pareto
+front, curves for the breakpoint detectors and seed 002's Table 3. Pure functions over the frame
+`Store.points(expand=False)` returns (one row per stored point, JSON columns as text), so the pages
+stay thin and everything here is tested without a browser.
+
+Axes. Accuracy is the y axis and higher is better. On x, less is better for every cost (size,
+file size, latency, bits, MACs, nonzero parameters) and more is better for sparsity (the share of
+zero weights): the Pareto front keeps the points no other point beats on both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.analysis.breakpoint import DETECTORS, BreakpointResult, Curve, curve_from_points, table3
+from engine.core.errors import UserError
+from engine.core.options import config_options
+from engine.core.point import METRIC_FIELDS
+from engine.model.checkpoint import CheckpointError, describe_lineage, read_meta
+from engine.run.studies import TABLE3_ROWS, percent, table3_column
+
+Y = "accuracy"
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str  # what a selector and a URL call it
+    column: str  # the point column it reads
+    label: str  # the axis title
+    better: str  # "min" or "max": which way along x a model is better
+    fmt: str  # d3 format for hover text
+
+    @property
+    def latency(self) -> bool:
+        return self.column.startswith("latency")
+
+
+AXES: dict[str, Axis] = {a.key: a for a in (
+    Axis("size", "size_bytes", "size (bytes, as deployed)", "min", ",.0f"),
+    Axis("file", "file_bytes", "file size (bytes, as serialised)", "min", ",.0f"),
+    Axis("latency_b1", "latency_ms_b1", "latency, batch 1 (ms, median)", "min", ".3f"),
+    Axis("latency_b32", "latency_ms_b32", "latency, batch 32 (ms, median)", "min", ".3f"),
+    Axis("sparsity", "sparsity", "sparsity (share of zero weights)", "max", ".3f"),
+    Axis("bits", "bits", "bits per weight (mean)", "min", ".2f"),
+    Axis("macs", "macs", "MACs per sample", "min", ",.0f"),
+    Axis("params", "params_nonzero", "nonzero parameters", "min", ",.0f"),
+)}
+
+# what a point can be coloured / marked by: the shaped column each choice reads
+COLOUR_BY = {"family": "family", "method": "method_label", "model": "model", "dataset": "dataset",
+             "runtime": "runtime", "run": "run_label"}
+SYMBOL_BY = {"model": "model", "dataset": "dataset", "runtime": "runtime", "family": "family", "none": None}
+# filter name -> the shaped column it tests
+FILTERS = {"dataset": "dataset", "model": "model", "family": "family", "method": "method_label", "run": "run_id",
+           "runtime": "runtime"}
+MAX_GROUPS = 24  # colour groups drawn apart; smaller ones are pooled as "other"
+
+# ---------------------------------------------------------------- shaping
+
+
+def shape_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The points frame with what a chart needs beside the stored columns (vectorised, no JSON parsing):
+    `method_label` (family.method, since prune and quantize both have a `sensitivity`), `run_label`,
+    `level_text`, `repeats` (how many accuracies accuracy_runs holds: 0 when none), `error` (accuracy_std
+    where there were repeats, else NaN) and `simulated` as a plain bool."""
+    df = points.copy()
+    if df.empty:
+        for c in ("method_label", "run_label", "level_text"):
+            df[c] = pd.Series(dtype=object)
+        df["repeats"] = pd.Series(dtype="int64")
+        df["error"] = pd.Series(dtype=float)
+        return df
+    family = df["family"].fillna("").astype(str)
+    method = df["method"].fillna("").astype(str)
+    df["method_label"] = np.where((family == method) | (family == ""), method, family + "." + method)
+    for c in ("dataset", "model", "runtime", "role", "level_name", "stage", "backend", "artifact"):
+        if c in df:
+            df[c] = df[c].fillna("").astype(str)
+    df["model"] = df["model"].replace("", "(unknown model)")
+    df["dataset"] = df["dataset"].replace("", "(unknown dataset)")
+    name = df["run_name"].fillna("").astype(str)
+    df["run_label"] = name + " (" + df["run_id"].astype(str).str[:6] + ")"
+    level = df["level"]
+    has_level = level.notna()
+    text = pd.Series("", index=df.index, dtype=object)
+    if has_level.any():
+        text[has_level] = (df.loc[has_level, "level_name"].replace("", "level") + " "
+                           + level[has_level].map("{:g}".format))
+    df["level_text"] = text
+    runs = df["accuracy_runs"].fillna("").astype(str)
+    df["repeats"] = np.where(runs.str.startswith("["), runs.str.count(",") + 1, 0)
+    df.loc[runs.isin(["", "[]"]), "repeats"] = 0
+    df["error"] = df["accuracy_std"].where(df["repeats"] > 1)
+    df["simulated"] = df["simulated"].fillna(False).astype(bool)
+    return df
+
+
+def filter_options(df: pd.DataFrame) -> dict[str, list]:
+    """The values each filter can take, sorted (runs newest first)."""
+    out: dict[str, list] = {}
+    for name, column in FILTERS.items():
+        if name == "run":
+            order = df.sort_values("created_at", ascending=False) if "created_at" in df else df
+            out[name] = order["run_id"].drop_duplicates().tolist()
+        else:
+            out[name] = sorted(df[column].dropna().unique().tolist())
+    return out
+
+
+def run_labels(df: pd.DataFrame) -> dict[str, str]:
+    """run_id -> "name (id prefix)", for a run filter's labels."""
+    first = df.drop_duplicates("run_id")
+    return dict(zip(first["run_id"], first["run_label"], strict=True))
+
+
+def apply_filters(df: pd.DataFrame, filters: Mapping[str, Iterable[Any] | None]) -> pd.DataFrame:
+    """The rows whose every filtered column takes one of the chosen values; a filter given None or
+    nothing keeps every row (an empty multiselect means "all")."""
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise UserError(f"no filter {', '.join(unknown)}; filters are: {', '.join(FILTERS)}")
+    keep = np.ones(len(df), dtype=bool)
+    for name, chosen in filters.items():
+        values = list(chosen) if chosen is not None else []
+        if values:
+            keep &= df[FILTERS[name]].isin(values).to_numpy()
+    return df if keep.all() else df[keep]
+
+
+@dataclass
+class AxisView:
+    """The points a chart of accuracy against one axis can draw, and what it had to leave out."""
+
+    points: pd.DataFrame
+    axis: Axis
+    missing: int = 0  # points without this x (latency not measured) or without accuracy
+    nonpositive: int = 0  # points at x <= 0 left off a log axis
+
+    def caption(self) -> str:
+        """One sentence naming what was left out ('' when nothing was)."""
+        parts = []
+        if self.missing:
+            what = "no latency measured (run with latency timing on)" if self.axis.latency else \
+                f"no {self.axis.label}"
+            parts.append(f"{self.missing} point{'s' if self.missing != 1 else ''} with {what}")
+        if self.nonpositive:
+            parts.append(f"{self.nonpositive} point{'s' if self.nonpositive != 1 else ''} at {self.axis.label} "
+                         f"0 (a log axis cannot show them)")
+        return ("Not drawn: " + "; ".join(parts) + ".") if parts else ""
+
+
+def on_axis(df: pd.DataFrame, axis: str, log_x: bool = False) -> AxisView:
+    """The rows that have both this x and an accuracy (and x > 0 on a log axis), with counts of the rest."""
+    a = get_axis(axis)
+    x = pd.to_numeric(df[a.column], errors="coerce")
+    y = pd.to_numeric(df[Y], errors="coerce")
+    ok = np.isfinite(x.to_numpy(dtype=float)) & np.isfinite(y.to_numpy(dtype=float))
+    missing = int((~ok).sum())
+    positive = ok & (x.to_numpy(dtype=float) > 0) if log_x else ok
+    kept = df if positive.all() else df[positive]
+    return AxisView(kept, a, missing, int(ok.sum() - positive.sum()))
+
+
+def get_axis(axis: str) -> Axis:
+    if axis not in AXES:
+        raise UserError(f"no axis {axis!r}; axes are: {', '.join(AXES)}")
+    return AXES[axis]
+
+
+# ---------------------------------------------------------------- the Pareto front
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float], x_better: str = "min", y_better: str = "max") -> np.ndarray:
+    """Which points no other point dominates (a mask, in the order given).
+
+    A point dominates another when it is at least as good on both axes and better on one; so of
+    two identical points both stay on the front, and of two at the same x only the more accurate.
+    A point with a NaN (or infinite) coordinate is never on the front and dominates nothing.
+    """
+    for name, way in (("x_better", x_better), ("y_better", y_better)):
+        if way not in ("min", "max"):
+            raise ValueError(f"{name} must be 'min' or 'max', got {way!r}")
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    if xs.shape != ys.shape:
+        raise ValueError(f"x and y must have the same length, got {xs.size} and {ys.size}")
+    front = np.zeros(xs.size, dtype=bool)
+    valid = np.flatnonzero(np.isfinite(xs) & np.isfinite(ys))
+    if not valid.size:
+        return front
+    cost = xs[valid] if x_better == "min" else -xs[valid]  # smaller is better
+    gain = ys[valid] if y_better == "max" else -ys[valid]  # larger is better
+    order = np.lexsort((-gain, cost))  # by cost, the best gain first among equal costs
+    best_gain, best_cost = -math.inf, math.nan
+    for i in order:
+        c, g = cost[i], gain[i]
+        if g > best_gain:
+            front[valid[i]] = True
+            best_gain, best_cost = g, c
+        elif g == best_gain and c == best_cost:  # an exact twin of a point on the front
+            front[valid[i]] = True
+    return front
+
+
+def pareto_points(view: AxisView) -> pd.DataFrame:
+    """The points on the front of accuracy against the view's axis, ordered by x."""
+    df = view.points
+    if df.empty:
+        return df
+    mask = pareto_front(df[view.axis.column].to_numpy(dtype=float), df[Y].to_numpy(dtype=float),
+                        view.axis.better, "max")
+    return df[mask].sort_values(view.axis.column, kind="stable")
+
+
+# ---------------------------------------------------------------- one point: details and lineage
+
+
+DETAIL_FIELDS = ("run_name", "run_id", "point_id", "family", "method", "stage", "level_name", "level", "role",
+                 "dataset", "model", "runtime", "accuracy", "accuracy_std", "accuracy_runs", *[
+                     f for f in METRIC_FIELDS if f not in ("accuracy", "dataset", "model", "runtime")],
+                 "input_checkpoint", "artifact", "created_at")
+
+
+def point_details(df: pd.DataFrame, point_id: int) -> dict[str, Any]:
+    """One point as {field: value}: its identity, every metric, params and extra parsed from JSON."""
+    rows = df[df["point_id"] == point_id]
+    if rows.empty:
+        raise UserError(f"no point {point_id} in the store (was its run deleted?)")
+    row = rows.iloc[0]
+    out = {f: _plain(row[f]) for f in DETAIL_FIELDS if f in row.index}
+    if isinstance(out.get("accuracy_runs"), str):
+        out["accuracy_runs"] = json.loads(out["accuracy_runs"])
+    for c in ("params", "extra"):
+        text = row.get(c)
+        out[c] = json.loads(text) if isinstance(text, str) and text else {}
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if v is pd.NaT or (not isinstance(v, str | list | dict) and pd.isna(v)):
+        return None
+    return v
+
+
+def selected_point_id(selected: Sequence[Mapping[str, Any]]) -> int | None:
+    """The point id of the first selected point that carries one (customdata[0], as the Trade-offs figure
+    draws it). The browser sends a row of a numeric customdata array as an object keyed "0", "1", ...;
+    a list is taken too. Points without customdata (the Pareto line, legend markers) are skipped."""
+    for p in selected or []:
+        data = p.get("customdata")
+        if isinstance(data, Mapping):
+            data = data.get("0", data.get(0))
+        elif isinstance(data, Sequence) and not isinstance(data, str):
+            data = data[0] if len(data) else None
+        if data is None:
+            continue
+        try:
+            value = float(data)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            return int(value)
+    return None
+
+
+@dataclass
+class Lineage:
+    """How a point's checkpoint was made, read from its meta.json; `note` says why when it cannot be."""
+
+    text: str = ""  # describe_lineage: "train -> global_unstructured (sparsity 0.6)"
+    steps: list[dict] | None = None  # the meta's lineage steps
+    note: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.steps is not None
+
+
+def lineage_of(artifact: str | None) -> Lineage:
+    """The lineage of a point's artifact (engine.model.checkpoint.read_meta + describe_lineage), or a note."""
+    if not artifact:
+        return Lineage(note="this point saved no checkpoint (artifact empty): no lineage to read")
+    try:
+        meta = read_meta(artifact)
+    except CheckpointError as e:
+        return Lineage(note=f"the artifact's lineage cannot be read: {e}")
+    return Lineage(text=describe_lineage(meta), steps=[dict(s) for s in meta.lineage])
+
+
+# ---------------------------------------------------------------- breakpoint curves
+
+
+CURVE_GROUPS = {"run": "a run's sweep", "method": "method and model, pooled across runs"}
+
+
+@dataclass(frozen=True)
+class CurveKey:
+    """What a curve holds: one run's points (group "run") or every run's points of one method on one
+    model and dataset (group "method"); always one runtime (a point measured on several runtimes is
+    stored once per runtime)."""
+
+    group: str
+    ident: str  # run_id, or family.method
+    model: str
+    dataset: str
+    runtime: str
+    label: str
+    level_name: str
+    n_points: int
+    newest: float  # when its last point was stored (seconds), to order candidates
+    teacher: bool  # its points or its run name say teacher
+
+    @property
+    def id(self) -> str:
+        return "|".join((self.group, self.ident, self.model, self.dataset, self.runtime))
+
+
+def curve_candidates(df: pd.DataFrame, group: str = "run") -> list[CurveKey]:
+    """Every curve the detectors can be given: groups with points at two levels or more, per runtime,
+    newest first. Per-layer sensitivity scans (one point per layer at each level) are not curves."""
+    if group not in CURVE_GROUPS:
+        raise UserError(f"curves come from {' or '.join(CURVE_GROUPS)}, not {group!r}")
+    if df.empty:
+        return []
+    layered = df["extra"].fillna("").str.contains('"layer": "', regex=False)
+    scans = set(df.loc[layered, "run_id"])
+    usable = df[df["level"].notna() & ~df["run_id"].isin(scans)]
+    if usable.empty:
+        return []
+    keys = ["run_id"] if group == "run" else ["family", "method_label"]
+    keys += ["model", "dataset", "runtime"]
+    seconds = pd.to_datetime(usable["created_at"], utc=True).astype("datetime64[ns, UTC]").astype("int64") / 1e9
+    usable = usable.assign(_t=seconds, _teacher=(usable["role"] == "teacher")
+                           | usable["run_name"].fillna("").str.contains("teacher", case=False))
+    out = []
+    for values, g in usable.groupby(keys, sort=False, dropna=False):
+        if g["level"].nunique() < 2:
+            continue
+        v = dict(zip(keys, values, strict=True))
+        level_name = next((n for n in g["level_name"] if n), "level")
+        runtime = f", {v['runtime']}" if v["runtime"] != "torch" else ""
+        if group == "run":
+            ident, label = v["run_id"], f"{g['run_name'].iloc[0]} ({v['run_id'][:6]}{runtime})"
+        else:
+            n_runs = g["run_id"].nunique()
+            ident = v["method_label"]
+            label = (f"{ident} on {v['model']}, {v['dataset']}{runtime} "
+                     f"({n_runs} run{'s' if n_runs != 1 else ''})")
+        out.append(CurveKey(group, ident, v["model"], v["dataset"], v["runtime"], label, level_name, len(g),
+                            float(g["_t"].max()), bool(g["_teacher"].any())))
+    return sorted(out, key=lambda k: -k.newest)
+
+
+def curve_rows(df: pd.DataFrame, key: CurveKey) -> pd.DataFrame:
+    """The rows of the points frame that make one curve."""
+    column = "run_id" if key.group == "run" else "method_label"
+    sel = (df[column] == key.ident) & (df["model"] == key.model) & (df["dataset"] == key.dataset) \
+        & (df["runtime"] == key.runtime)
+    return df[sel]
+
+
+def as_point_dicts(rows: pd.DataFrame) -> list[dict]:
+    """Rows of the points frame rebuilt as the dicts Store.run_points gives (metrics, contract fields,
+    params and extra parsed), for engine.analysis.breakpoint.curve_from_points."""
+    out = []
+    for r in rows.to_dict("records"):
+        p = {k: _plain(v) for k, v in r.items() if k not in ("params", "extra")}
+        if isinstance(p.get("accuracy_runs"), str):
+            p["accuracy_runs"] = json.loads(p["accuracy_runs"])
+        p["params"] = json.loads(r.get("params") or "{}")
+        p.update(json.loads(r.get("extra") or "{}"))
+        out.append(p)
+    return out
+
+
+def build_curve(df: pd.DataFrame, key: CurveKey, x: str = "params") -> Curve:
+    """The curve of one candidate against x (params | size | bits | latency | level)."""
+    return curve_from_points(as_point_dicts(curve_rows(df, key)), x=x)
+
+
+# ---------------------------------------------------------------- detector settings as form fields
+
+
+def detector_fields(detector: str) -> list[dict]:
+    """A detector's settings as form fields: name, type (float | int | bool | str), default, help,
+    choices, lo, hi (from its config's param() declarations, so a new detector needs no page code)."""
+    d = DETECTORS.get(detector)
+    fields = []
+    for o in config_options(d.config):
+        base = o.base
+        kind = "bool" if base is bool else "int" if base is int else "float" if base is float else "str"
+        fields.append({"name": o.name, "type": kind, "default": o.default, "help": o.help,
+                       "choices": list(o.choices) if o.choices else None, "lo": o.lo, "hi": o.hi})
+    return fields
+
+
+# ---------------------------------------------------------------- seed 002, Table 3
+
+
+def table3_summary(curves: Mapping[str, Curve], results: Mapping[str, BreakpointResult],
+                   teacher: str) -> pd.DataFrame:
+    """Seed 002's Table 3 for the chosen curves, in engine.run.studies.kd_prune_table3's layout (rows
+    TABLE3_ROWS, one column per "<student> / <detector>", each from engine.run.studies.table3_column), for
+    whichever detector and settings found `results`. With every detector at its defaults and x = params
+    this is the study's table."""
+    if teacher not in curves:
+        raise UserError(f"no curve {teacher!r} among the chosen curves to take as the teacher")
+    t_curve, tr = curves[teacher], results[teacher]
+    columns = {f"{name} / {results[name].detector}": table3_column(t_curve, tr, curve, results[name])
+               for name, curve in curves.items() if name != teacher}
+    return pd.DataFrame(columns, index=TABLE3_ROWS)
+
+
+def per_curve_summary(curves: Mapping[str, Curve], results: Mapping[str, BreakpointResult]) -> pd.DataFrame:
+    """engine.analysis.breakpoint.table3's row for each curve against its own reference: accuracy and remaining
+    parameters before and at the breakpoint, percentage decrease and compression rate."""
+    rows = []
+    for name, curve in curves.items():
+        row = table3(curve, [results[name]])[0]
+        rows.append({"curve": name, "detector": row["detector"], "found": row["found"],
+                     "accuracy before (%)": percent(row["accuracy_before"]),
+                     "accuracy at breakpoint (%)": percent(row["accuracy_at_breakpoint"]),
+                     "params before": row["params_before"], "params at breakpoint": row["params_at_breakpoint"],
+                     "percentage decrease (%)": row["percentage_decrease"],
+                     "compression rate (x)": row["compression_rate"], "level": row["level"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,128 @@
+"""The typed point: one evaluated model variant, as every task returns it and the store records it.
+
+Every family speaks the same words:
+
+- `family`: train, measure, quantize, prune or distill; `method`: the method's registered name.
+- `stage`: `baseline` (the uncompressed reference a run measures), `variant` (a compressed model)
+  or `step` (a point on a path: a mixed-precision step, a pruning iteration).
+- `level` and `level_name`: the value of the swept knob as a number (sparsity 0.5, bits 4, average
+  bits 3.2, iteration 2) and which knob it is.
+- `role`: teacher, student, or empty.
+- `input_checkpoint`: the checkpoint the method started from; `artifact`: the checkpoint directory
+  holding this variant ("" when it was not saved).
+- the `Measurement` fields (accuracy, sizes, latency, `simulated`, ...), the method's `params`,
+  `accuracy_std` / `accuracy_runs` for repeats, and `extra`: whatever else a method reports
+  (per-layer bits, notes), kept as a mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from engine.core.config import check_choice
+
+
+@dataclass
+class Measurement:
+    accuracy: float
+    top5: float
+    loss: float
+    params_total: int
+    params_nonzero: int
+    sparsity: float
+    bits: float
+    size_bytes: int
+    size_fp32_bytes: int
+    file_bytes: int
+    macs: int
+    latency_ms_b1: float | None
+    latency_p90_ms_b1: float | None
+    latency_ms_b32: float | None
+    latency_p90_ms_b32: float | None
+    threads: int
+    backend: str
+    simulated: bool
+    dataset: str = ""  # the dataset the accuracy is on
+    model: str = ""  # the zoo architecture measured ("" when unknown)
+    runtime: str = "torch"  # what ran the model for accuracy and latency: torch | onnxruntime
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+METRIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Measurement))
+
+
+FAMILIES = ("train", "measure", "quantize", "prune", "distill")
+STAGES = ("baseline", "variant", "step")
+ROLES = ("", "teacher", "student")
+
+# the contract's own keys, in the order a table shows them
+CONTRACT_FIELDS = ("family", "method", "stage", "level", "level_name", "role", "input_checkpoint", "artifact",
+                   "params", "accuracy_std", "accuracy_runs")
+
+
+@dataclass
+class Point:
+    family: str
+    method: str
+    stage: str
+    measurement: Measurement
+    level: float | None = None  # the swept knob's value (None when nothing is swept)
+    level_name: str = ""  # which knob: sparsity, bits, average_bits, channel_ratio, iteration, ...
+    role: str = ""  # teacher | student | ""
+    input_checkpoint: str = ""  # what the method started from
+    artifact: str = ""  # the checkpoint directory of this variant; "" when not saved
+    params: dict = field(default_factory=dict)  # the method's settings that produced it
+    accuracy_std: float | None = None  # spread over repeats (sample std; 0 for one run)
+    accuracy_runs: list[float] | None = None  # each repeat's accuracy
+    extra: dict = field(default_factory=dict)  # anything else the method reports
+
+    def __post_init__(self) -> None:
+        check_choice("family", self.family, FAMILIES)
+        check_choice("stage", self.stage, STAGES)
+        check_choice("role", self.role, ROLES)
+        if self.level is not None:
+            self.level = float(self.level)
+        clash = sorted(set(self.extra) & (set(CONTRACT_FIELDS) | set(METRIC_FIELDS) | {"extra"}))
+        if clash:
+            raise ValueError(f"extra must not repeat a point field: {', '.join(clash)}")
+
+    @property
+    def accuracy(self) -> float:
+        return self.measurement.accuracy
+
+    @property
+    def simulated(self) -> bool:
+        return self.measurement.simulated
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the contract fields, every Measurement field and the extra keys, side by side."""
+        d = {name: getattr(self, name) for name in CONTRACT_FIELDS}
+        return {**d, **self.measurement.to_dict(), **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Point:
+        # a field Measurement gained later (dataset, model, runtime) takes its default in older rows
+        m = Measurement(**{f.name: f.default if d.get(f.name) is None and f.default is not MISSING
+                           else d.get(f.name) for f in fields(Measurement)})
+        own = {k: d[k] for k in CONTRACT_FIELDS if k in d and d[k] is not None}
+        extra = {k: v for k, v in d.items() if k not in CONTRACT_FIELDS and k not in METRIC_FIELDS}
+        return cls(measurement=m, **own, extra=extra)
+
+    def replace(self, **changes: Any) -> Point:
+        return dataclasses.replace(self, **changes)
+
+
+def json_safe(value: Any) -> Any:
+    """A value for strict JSON: NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,207 @@
+"""One way to measure any model: accuracy, parameters, sparsity, bits, sizes, MACs and latency.
+
+Definitions (the "prunable weights" are the weight tensors of every Conv and Linear layer):
+
+- `sparsity`: the fraction of prunable weights that are exactly zero.
+- `bits`: the mean bit-width of the prunable weights, weighted by their element counts.
+- `size_fp32_bytes`: 4 bytes x every parameter (the dense fp32 model).
+- `size_bytes`: what a deployed copy needs to store its parameters. For each prunable weight
+  tensor with n elements, nnz non-zeros, b bits and g quantization groups (1 per tensor, or one
+  per output channel):
+      dense  = ceil(n * b / 8)
+      sparse = ceil(nnz * b / 8) + min(ceil(n / 8), 4 * nnz)   (a bitmap, or int32 coordinates)
+      bytes  = min(dense, sparse) + (8 * g if b < 32 else 0)     (an fp32 scale + an int32 zero point)
+  Every other parameter (biases, BatchNorm affine) is stored dense at 4 bytes. Buffers such as
+  BatchNorm running statistics are not counted: a deployed model folds them into the weights.
+- `file_bytes`: the length of the artifact actually serialised (safetensors for float models).
+- `macs`: multiply-accumulates for one sample, from `torch.utils.flop_counter` (flops / 2).
+- latency: median and p90 wall time of a forward pass at batch 1 and batch 32 on the CPU, after a
+  warm-up, on the form that actually runs (`ModelForm.runner`); `backend` names it and `threads`
+  records torch's thread count. Simulated forms say `simulated=True`: their latency is that of the
+  float model that ran, never an estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine.core.point import Measurement
+from engine.model.checkpoint import state_dict_bytes
+from engine.model.data import Dataset
+from engine.model.train import scores
+
+PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+QPARAM_BYTES = 8  # one fp32 scale and one int32 zero point per quantization group
+
+
+def prunable_weights(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(module path, module) for every Conv2d and Linear: the layers pruning and quantization act on."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+
+
+@dataclass
+class ModelForm:
+    """How a model is deployed: what runs it and how its prunable weights are stored."""
+
+    runner: nn.Module | None = None  # computes predictions and latency; None = the float model itself
+    backend: str = "fp32 eager"  # what runs it, in words
+    weight_bits: dict[str, int] | int = 32  # bits per prunable layer (module path), or one width for all
+    quant_groups: dict[str, int] = field(default_factory=dict)  # scale groups per layer; default 1
+    simulated: bool = False  # quantization simulated in float: no smaller or faster kernel ran
+    artifact: bytes | None = None  # the serialised deployable; None = safetensors of the float model
+
+
+# ---------------------------------------------------------------- storage
+
+
+def tensor_bytes(n: int, nnz: int, bits: int, groups: int) -> int:
+    """Storage for one weight tensor: dense or sparse, whichever is smaller, plus its qparams."""
+    dense = math.ceil(n * bits / 8)
+    sparse = math.ceil(nnz * bits / 8) + min(math.ceil(n / 8), 4 * nnz)
+    return min(dense, sparse) + (QPARAM_BYTES * groups if bits < 32 else 0)
+
+
+def storage(model: nn.Module, weight_bits: dict[str, int] | int = 32,
+            quant_groups: dict[str, int] | None = None) -> dict:
+    """params_total, params_nonzero, sparsity, bits, size_bytes and size_fp32_bytes (see module doc)."""
+    quant_groups = quant_groups or {}
+    layers = prunable_weights(model)
+    weight_ids = set()
+    size = 0
+    n_w = zeros_w = bit_sum = 0
+    for name, m in layers:
+        w = m.weight.detach()
+        weight_ids.add(id(m.weight))
+        b = weight_bits if isinstance(weight_bits, int) else weight_bits.get(name, 32)
+        n, nnz = w.numel(), int(torch.count_nonzero(w))
+        size += tensor_bytes(n, nnz, b, quant_groups.get(name, 1))
+        n_w += n
+        zeros_w += n - nnz
+        bit_sum += b * n
+    total = nonzero = 0
+    for p in model.parameters():
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()))
+        if id(p) not in weight_ids:
+            size += 4 * p.numel()
+    return {
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "sparsity": zeros_w / n_w if n_w else 0.0,
+        "bits": bit_sum / n_w if n_w else 32.0,
+        "size_bytes": size,
+        "size_fp32_bytes": 4 * total,
+    }
+
+
+# ---------------------------------------------------------------- compute
+
+
+def count_macs(model: nn.Module, example: Tensor) -> int:
+    """MACs of one forward pass on `example` (batch 1), from torch's flop counter."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def time_forward(fn: Callable[[Tensor], Tensor], x: Tensor, warmup: int, max_runs: int,
+                 max_seconds: float, cpu_time: bool = False) -> list[float]:
+    """Times in ms of fn(x) after `warmup` calls; at least 5 runs, then until either limit.
+
+    Wall time by default; `cpu_time` uses this thread's CPU time (steadier on a shared machine, 1 thread).
+    """
+    clock = time.thread_time if cpu_time else time.perf_counter
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < max_seconds):
+            t0 = clock()
+            fn(x)
+            times.append((clock() - t0) * 1000)
+    return times
+
+
+def p90(values: list[float]) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, math.ceil(0.9 * len(s)) - 1)]
+
+
+def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, ...] = (1, 32),
+                    seconds: float = 2.0) -> dict:
+    """latency_ms_bN and latency_p90_ms_bN for each batch size, on the CPU."""
+    runner = runner.eval().to("cpu")
+    out = {}
+    for b in batch_sizes:
+        reps = math.ceil(b / example.shape[0])
+        x = example.repeat(reps, *([1] * (example.dim() - 1)))[:b].contiguous()
+        times = time_forward(runner, x, warmup=10 if b == 1 else 3, max_runs=200 if b == 1 else 50,
+                             max_seconds=seconds)
+        out[f"latency_ms_b{b}"] = statistics.median(times)
+        out[f"latency_p90_ms_b{b}"] = p90(times)
+    return out
+
+
+# ---------------------------------------------------------------- the one entry point
+
+
+def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, split: str = "test",
+            latency: bool | dict = True, batch_size: int = 512, runtime: str | None = None) -> Measurement:
+    """Measures `model` (the float structure whose weights are stored) deployed as `form`.
+
+    `latency` is True to time the runner now, False to skip (fields are None), or the latency
+    dict of an earlier `measure_latency` call on the very same runner (e.g. a sweep whose every
+    point runs the same float model).
+    `runtime` runs the form for accuracy and latency on `torch` or `onnxruntime` (engine/deploy/runtimes.py;
+    default: the running task's runtime, else torch). A latency dict is torch's timing, so on another
+    runtime the runner is timed afresh.
+    """
+    from engine.deploy import runtimes  # imported here: runtimes builds on this module
+
+    runtime = runtime or runtimes.active()
+    form = form or ModelForm()
+    if runtime != "torch":
+        form = runtimes.deploy(runtime, model, form, data)
+        latency = True if isinstance(latency, dict) else latency
+    runner = (form.runner or model).eval().to("cpu")
+    model = model.eval().to("cpu")
+    x_all, y_all = data.split(split).tensors()
+    with torch.inference_mode():
+        logits = torch.cat([runner(x_all[i : i + batch_size]).float() for i in range(0, len(y_all), batch_size)])
+    result = scores(logits, y_all)
+    st = storage(model, form.weight_bits, form.quant_groups)
+    example = x_all[:1]
+    if latency is True:
+        lat = measure_latency(runner, x_all[:32])
+    elif isinstance(latency, dict):
+        lat = latency
+    else:
+        lat = {}
+    return Measurement(
+        **result,
+        **st,
+        file_bytes=len(form.artifact) if form.artifact is not None else len(state_dict_bytes(model)),
+        macs=count_macs(model, example),
+        latency_ms_b1=lat.get("latency_ms_b1"),
+        latency_p90_ms_b1=lat.get("latency_p90_ms_b1"),
+        latency_ms_b32=lat.get("latency_ms_b32"),
+        latency_p90_ms_b32=lat.get("latency_p90_ms_b32"),
+        threads=torch.get_num_threads(),
+        backend=f"{form.backend} cpu",
+        simulated=form.simulated,
+        dataset=data.name,
+        model=str(getattr(model, "arch", "")),
+        runtime=runtime,
+    )

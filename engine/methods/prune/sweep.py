@@ -1,0 +1,140 @@
+"""Sparsity sweeps as in seed 002 (Malihi & Heidemann 2023, "Efficient and Controllable Model
+Compression through Sequential Knowledge Distillation and Pruning"): every level is pruned once,
+then fine-tuned and measured R times with seeds seed .. seed+R-1, and reported as mean +- std.
+
+What is deterministic is done once per level (the ranking, the masks, the channel cut); what a
+seed changes (the fine-tuning order) and the measurement are repeated. Latency is timed once per
+distinct deployed model: a structured cut changes the model, so each level is timed; unstructured
+masks only write zeros into the same dense layers, so one timing serves the whole sweep.
+
+Points: one per level. An unpruned level (level 0) is the sweep's `baseline`, the others are
+`variant`s. Each level's model is saved as root/<level_name>-<level> (engine.model.outputs.level_dir),
+except a level that is the input model untouched (level 0 without fine-tuning): its artifact is the
+input checkpoint itself, nothing is copied. With repeats and fine-tuning every repeat is a
+different model but one directory is kept per level: repeat 0's model. Its accuracy is
+`accuracy_runs[0]` (the point's `accuracy` is the mean), and the point says so with
+`artifact_repeat: 0`; the metrics other than accuracy, top-5 and loss are repeat 0's as well.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from engine.core.config import param
+from engine.core.context import RunContext
+from engine.core.point import Measurement, Point
+from engine.core.progress import Progress, scaled
+from engine.deploy.measure import measure, measure_latency
+from engine.methods.prune.common import (
+    DETERMINISTIC_NOTE,
+    PruneTask,
+    point_params,
+    pruning_point,
+    save_pruned,
+)
+from engine.methods.prune.finetune import FinetuneConfig, finetune, head_inputs
+from engine.model.checkpoint import CheckpointMeta
+from engine.model.data import Dataset
+from engine.model.outputs import level_dir
+
+
+@dataclass
+class SweepConfig(PruneTask):
+    """What every sweep has besides its levels: repeats and fine-tuning."""
+
+    repeats: int = param(1, "runs per level, reported as mean +- std; repeat r fine-tunes with seed + r",
+                         lo=1, hi=1000)
+    finetune: FinetuneConfig = param(default_factory=FinetuneConfig)
+
+
+@dataclass
+class Variant:
+    """One level's pruned model, before fine-tuning."""
+
+    model: nn.Module
+    masks: dict[str, Tensor] | None  # the pruned positions to hold at zero; None after a structural cut
+    pruned: bool  # False: nothing was removed (the sweep's baseline)
+    extra: dict = dataclasses.field(default_factory=dict)  # method-specific keys for the point
+
+
+def shared_latency_note(timed_on: str) -> str:
+    return (f"timed once, on the {timed_on} model: unstructured zeros run through the same dense kernels, "
+            f"so sparsity does not make it faster and every point shares that one timing")
+
+
+STRUCTURED_LATENCY_NOTE = "timed on this level's model: channels were removed, so it is a different, smaller model"
+
+
+def std(values: list[float]) -> float:
+    """Sample standard deviation; 0 for a single run."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_of_runs(runs: list[Measurement]) -> Measurement:
+    """Accuracy, top-5 and loss averaged; the rest (same masks, same structure) from the first run."""
+    return dataclasses.replace(runs[0], **{k: statistics.fmean(getattr(r, k) for r in runs)
+                                           for k in ("accuracy", "top5", "loss")})
+
+
+def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: CheckpointMeta, data: Dataset,
+              classifier: str, root: Path | None, levels: tuple[float, ...], level_name: str, levels_field: str,
+              make_variant: Callable[[float], Variant], same_runner: bool, by_shape: bool) -> list[Point]:
+    """Prunes, fine-tunes (cfg.finetune) and measures every level cfg.repeats times; one point per level."""
+    repeats = cfg.repeats
+    total = len(levels) * repeats
+    deterministic = cfg.finetune.mode == "none"
+    seed = cfg.finetune.train.seed
+    example = data.test.tensors()[0][:32]
+    shared_latency: dict | None = None
+    params = point_params(cfg, drop=(levels_field,))
+    points = []
+    for i, level in enumerate(levels):
+        ctx.cancel.raise_if_cancelled()
+        ctx.progress(Progress(i * repeats / total, f"{level_name} {level:g}: pruning"))
+        variant = make_variant(level)
+        latency: bool | dict = False
+        if cfg.latency:
+            if same_runner and shared_latency is not None:
+                latency = shared_latency
+            else:
+                latency = measure_latency(variant.model, example)
+                shared_latency = latency
+        features = head_inputs(variant.model, data, cfg.finetune, classifier)  # one frozen body for every repeat
+        runs: list[Measurement] = []
+        first = variant.model
+        for r in range(repeats):
+            ctx.cancel.raise_if_cancelled()
+            done = i * repeats + r
+            m = variant.model if deterministic else copy.deepcopy(variant.model)  # measuring changes nothing
+            finetune(m, data, cfg.finetune, classifier=classifier, masks=variant.masks, seed=seed + r,
+                     progress=scaled(ctx.progress, done / total, (done + 1) / total), cancel=ctx.cancel,
+                     features=features)
+            runs.append(measure(m, data, latency=latency))
+            first = m if r == 0 else first
+            ctx.progress(Progress((done + 1) / total, f"{level_name} {level:g}: repeat {r + 1}/{repeats}",
+                                  metrics={"accuracy": runs[-1].accuracy}))
+        if root is None:
+            artifact = ""
+        elif not variant.pruned and deterministic:
+            artifact = cfg.checkpoint  # the input model untouched: nothing to copy
+        else:
+            artifact = save_pruned(ctx, root, level_dir(level_name, level), first, meta, cfg, method=method,
+                                   params=params, level=level, level_name=level_name, by_shape=by_shape)
+        accuracy = [r.accuracy for r in runs]
+        saved_repeat = {"artifact_repeat": 0} if artifact else {}
+        points.append(pruning_point(
+            ctx, mean_of_runs(runs), cfg, method=method, stage="variant" if variant.pruned else "baseline",
+            params=params, level=level, level_name=level_name, artifact=artifact, accuracy_std=std(accuracy),
+            accuracy_runs=accuracy, repeats=repeats, seeds=[seed + r for r in range(repeats)],
+            top5_std=std([r.top5 for r in runs]), loss_std=std([r.loss for r in runs]), **saved_repeat,
+            deterministic=deterministic, note=DETERMINISTIC_NOTE if deterministic else "",
+            latency_note=(shared_latency_note("first level's") if same_runner else STRUCTURED_LATENCY_NOTE)
+            if cfg.latency else "not timed", **variant.extra))
+    return points

@@ -1,0 +1,272 @@
+"""Checkpoint directories and safe loading of users' weights.
+
+A checkpoint is a directory with `model.safetensors` (the state_dict) and `meta.json`: the
+architecture and its arguments, the dataset, class names, the training config and any notes a
+method adds. Users' own `.safetensors` or `.pt/.pth` state_dicts load into a registered
+architecture with `torch.load(weights_only=True)`; nothing is ever unpickled beyond tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from engine.core.errors import CheckpointError
+from engine.model.zoo import build_model
+
+WEIGHTS = "model.safetensors"
+META = "meta.json"
+FORMAT_VERSION = 2  # 2: lineage steps and a weights format; 1: "history" (read as lineage)
+READABLE_VERSIONS = (1, 2)
+WEIGHT_FORMATS = ("float", "int8", "packed")  # how model.safetensors stores the weights (see README)
+MAX_CLASSES = 100_000
+MAX_IMAGE_SIZE = 1024
+
+
+@dataclass
+class CheckpointMeta:
+    arch: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    dataset: str
+    class_names: list[str]
+    width: float = 1.0
+    train_config: dict = field(default_factory=dict)
+    # "shape" = rebuild modules from the stored tensor shapes (structurally pruned models)
+    layer_shapes: str = "arch"
+    # what produced it, oldest first: [{"family", "method", "params", "input_checkpoint"}, ...]
+    lineage: list[dict] = field(default_factory=list)
+    # "float": a plain state_dict; "int8": a converted int8 model; "packed": low-bit weights packed at
+    # their width (see engine/deploy/formats.py); `quant` then says how to rebuild the model
+    weights_format: str = "float"
+    quant: dict = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CheckpointMeta:
+        """Validates meta.json like a config: types, limits and a known format version."""
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{META} must hold a JSON object, got {type(d).__name__}")
+        missing = {"arch", "num_classes", "in_channels", "image_size", "dataset", "class_names"} - set(d)
+        if missing:
+            raise CheckpointError(f"{META} lacks {', '.join(sorted(missing))}")
+        version = d.get("format_version", 1)
+        if version not in READABLE_VERSIONS:
+            raise CheckpointError(f"{META} has format_version {version!r}; this code reads versions "
+                                  f"{', '.join(map(str, READABLE_VERSIONS))} (a newer Compression Lab wrote it?)")
+        d = dict(d)
+        if "history" in d:  # format 1
+            d.setdefault("lineage", d.pop("history"))
+        _check_type("arch", d["arch"], str)
+        _check_type("dataset", d["dataset"], str)
+        for name, hi in (("num_classes", MAX_CLASSES), ("in_channels", 64), ("image_size", MAX_IMAGE_SIZE)):
+            _check_type(name, d[name], int)
+            if not 1 <= d[name] <= hi:
+                raise CheckpointError(f"{META}: {name} must be in [1, {hi}], got {d[name]}")
+        if not isinstance(d["class_names"], list) or not all(isinstance(c, str) for c in d["class_names"]):
+            raise CheckpointError(f"{META}: class_names must be a list of names")
+        if len(d["class_names"]) not in (0, d["num_classes"]):
+            raise CheckpointError(f"{META}: class_names has {len(d['class_names'])} names for "
+                                  f"{d['num_classes']} classes")
+        if "width" in d:
+            _check_type("width", d["width"], (int, float))
+            if not 0 < d["width"] <= 16:
+                raise CheckpointError(f"{META}: width must be in (0, 16], got {d['width']}")
+        for name, kind in (("train_config", dict), ("lineage", list), ("quant", dict), ("layer_shapes", str),
+                           ("weights_format", str)):
+            if name in d:
+                _check_type(name, d[name], kind)
+        if d.get("layer_shapes", "arch") not in ("arch", "shape"):
+            raise CheckpointError(f"{META}: layer_shapes must be arch or shape, got {d['layer_shapes']!r}")
+        if d.get("weights_format", "float") not in WEIGHT_FORMATS:
+            raise CheckpointError(f"{META}: weights_format must be one of {', '.join(WEIGHT_FORMATS)}, "
+                                  f"got {d['weights_format']!r}")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def derived(self, *, family: str, method: str, params: dict, input_checkpoint: str, level: float | None = None,
+                level_name: str = "", **changes) -> CheckpointMeta:
+        """The meta of a model made from this one by a method: the same data, one lineage step more."""
+        step = {"family": family, "method": method, "params": params, "input_checkpoint": input_checkpoint}
+        if level is not None:
+            step.update(level=level, level_name=level_name)
+        return replace(self, lineage=[*self.lineage, step], created=time.time(), format_version=FORMAT_VERSION,
+                       **changes)
+
+
+def _check_type(name: str, value, kind) -> None:
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
+    if not ok:
+        want = {int: "a whole number", str: "text", dict: "an object", list: "a list"}.get(kind, "a number")
+        raise CheckpointError(f"{META}: {name} must be {want}, got {value!r}")
+
+
+def describe_lineage(meta: CheckpointMeta) -> str:
+    """'train -> kd -> global_unstructured (sparsity 0.5) -> ptq_int8': how the model was made."""
+    words = []
+    for step in meta.lineage:
+        method = step.get("method", "?")
+        level = step.get("level")
+        words.append(f"{method} ({step.get('level_name', 'level')} {level:g})" if isinstance(level, int | float)
+                     else str(method))
+    return " -> ".join(words) or "(no recorded lineage)"
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    """The model's state_dict serialised as safetensors (what a checkpoint stores)."""
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return st_save(sd)
+
+
+def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / WEIGHTS).write_bytes(state_dict_bytes(model))
+    (d / META).write_text(json.dumps(meta.to_dict(), indent=2))
+    return d
+
+
+Tag = TypeVar("Tag")
+
+
+def saved_checkpoints(rows: Iterable[tuple[str, Tag]], float_only: bool = True
+                      ) -> Iterator[tuple[str, Tag, CheckpointMeta]]:
+    """(path, tag, meta) for each readable checkpoint directory among `rows` of (path, tag) (the tag is
+    the caller's, e.g. the run that saved it), in the order given, each directory once (by its real
+    path). Gone, unreadable or foreign folders are left out; so are int8 and packed ones with
+    `float_only` (compression methods start from float weights; those are deployable ends)."""
+    seen = set()
+    for path, tag in rows:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            meta = read_meta(path)
+        except Exception:  # noqa: BLE001 - a deleted or foreign folder is simply not offered
+            continue
+        if float_only and meta.weights_format != "float":
+            continue
+        yield str(path), tag, meta
+
+
+def read_meta(directory: str | Path) -> CheckpointMeta:
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint directory {d} does not exist")
+    if not (d / META).is_file() or not (d / WEIGHTS).is_file():
+        raise CheckpointError(f"{d} is not a checkpoint: it needs {WEIGHTS} and {META}")
+    try:
+        return CheckpointMeta.from_dict(json.loads((d / META).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{d / META} is not valid JSON: {e}") from None
+
+
+def load_checkpoint(directory: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """A float checkpoint's model (eval mode) and meta; engine.model.outputs.load_variant reads every format."""
+    meta = read_meta(directory)
+    if meta.weights_format != "float":
+        raise CheckpointError(f"{directory} holds {meta.weights_format} weights: open it with "
+                              f"engine.model.outputs.load_variant")
+    model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.image_size, meta.width)
+    sd = read_state_dict((Path(directory) / WEIGHTS).read_bytes(), WEIGHTS)
+    if meta.layer_shapes == "shape":
+        resize_to_state_dict(model, sd)
+    load_into(model, sd)
+    return model.eval(), meta
+
+
+# ---------------------------------------------------------------- users' weight files
+
+
+def read_state_dict(data: bytes, filename: str) -> dict[str, torch.Tensor]:
+    """Parses a user's weights file, chosen by its extension: .safetensors, or .pt/.pth state_dict.
+
+    `filename` is only inspected for its suffix; it never becomes a path.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix == ".safetensors":
+        try:
+            return st_load(data)
+        except Exception as e:  # noqa: BLE001 - safetensors raises several kinds
+            raise CheckpointError(f"{filename} is not a valid safetensors file: {e}") from None
+    if suffix in (".pt", ".pth", ".bin"):
+        try:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - weights_only refuses with several exception types
+            raise CheckpointError(
+                f"{filename} could not be loaded as a plain state_dict (only tensors are accepted, "
+                f"nothing is unpickled): {str(e).splitlines()[0]}") from None
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{filename} does not hold a state_dict (a mapping of names to tensors)")
+        return obj
+    raise CheckpointError(f"unsupported weights file '{filename}': use .safetensors, .pt or .pth")
+
+
+def load_into(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Loads a state_dict strictly; a mismatch names the layers that do not fit."""
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    own = model.state_dict()
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+             for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError("shape mismatch in " + "; ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+        raise CheckpointError("weights do not match the architecture: " + "; ".join(parts))
+    model.load_state_dict(sd)
+
+
+def resize_to_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Rebuilds Conv/BN/Linear modules whose stored shapes differ (e.g. after channel pruning)."""
+    for name, module in list(model.named_modules()):
+        w = sd.get(f"{name}.weight")
+        if w is None:
+            continue
+        new: nn.Module | None = None
+        if isinstance(module, nn.Conv2d) and w.shape != module.weight.shape:
+            groups = module.groups if module.groups == 1 else w.shape[0]  # depthwise stays depthwise
+            new = nn.Conv2d(w.shape[1] * groups, w.shape[0], module.kernel_size, module.stride, module.padding,
+                            module.dilation, groups, module.bias is not None)
+        elif isinstance(module, nn.BatchNorm2d) and w.shape != module.weight.shape:
+            new = nn.BatchNorm2d(w.shape[0], module.eps, module.momentum)
+        elif isinstance(module, nn.Linear) and w.shape != module.weight.shape:
+            new = nn.Linear(w.shape[1], w.shape[0], module.bias is not None)
+        if new is not None:
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def load_user_weights(arch: str, data: bytes, filename: str, *, num_classes: int, in_channels: int,
+                      image_size: int, width: float = 1.0) -> nn.Module:
+    """Builds a registered architecture and loads a user's weights into it."""
+    model = build_model(arch, num_classes, in_channels, image_size, width)
+    load_into(model, read_state_dict(data, filename))
+    return model.eval()
