@@ -8,7 +8,7 @@ the graph, so nothing is trained. Each form is what the engine runs for it:
 - torch fp32: the model as built (BatchNorm unfolded), eager, as a float checkpoint is measured;
 - torch int8: BatchNorm folded, then the engine's int8 backend (engine/deploy/int8.py, torch.ao FX,
   engine x86 unless --engine), calibrated on 4 random batches;
-- ORT fp32: engine.deploy.onnx.to_onnx of the fp32 model, run by engine.deploy.runtimes.OrtRunner (ONNX
+- ORT fp32: engine.deploy.onnx.to_onnx of the fp32 model, run by engine.deploy.onnx.OrtRunner (ONNX
   Runtime CPUExecutionProvider, all graph optimisations, intra-op threads = torch's);
 - ORT int8: the folded model exported and made a QDQ model by engine.deploy.onnx.quantize_qdq
   (onnxruntime.quantization.quantize_static, per-channel weights, same calibration batches).
@@ -40,9 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.deploy.int8 import INT8_BACKENDS  # noqa: E402
 from engine.deploy.measure import time_forward  # noqa: E402
-from engine.deploy.onnx import quantize_qdq, to_onnx  # noqa: E402
+from engine.deploy.onnx import OrtRunner, ort_version, quantize_qdq, to_onnx  # noqa: E402  # noqa: E402
 from engine.deploy.quantized import fold_batchnorm  # noqa: E402
-from engine.deploy.runtimes import OrtRunner, ort_version  # noqa: E402
 from engine.model.zoo import build_model  # noqa: E402
 
 MODELS = {"cnn_l": (1, 28), "resnet18": (3, 32), "mobilenet_v2": (3, 32)}

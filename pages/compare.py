@@ -19,6 +19,7 @@ from engine.analysis.exports import (
     zip_checkpoint,
 )
 from engine.core.errors import UserError
+from engine.run import studies
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Compare & export")
@@ -102,7 +103,7 @@ if containers:
     with tabs["Study tables"]:
         for rid in containers:
             try:
-                study = tables.study_tables(store, rid)
+                study = studies.study_tables(store, rid)
             except Exception as e:  # noqa: BLE001 - shown as a message
                 show_error(e)
                 continue

@@ -8,7 +8,6 @@ uploaded weights (engine/model/uploads.py). Submitting queues a background job; 
 from __future__ import annotations
 
 import streamlit as st
-import yaml
 
 from engine.core.errors import UserError
 from engine.core.forms import build_config, form_fields
@@ -19,11 +18,12 @@ from engine.model.data import DATASETS
 from engine.model.uploads import import_weights
 from engine.model.zoo import MODELS
 from engine.run.executors import available_executors
-from engine.run.launch import FAMILY_TITLES, checkpoint_rows, dataset_rows, methods_of
-from engine.run.recipes import RECIPE_TASK, RecipeTask
+from engine.run.launch import checkpoint_rows, dataset_rows, family_titles, methods_of, names_per_method
+from engine.run.recipes import RECIPE_TASK, RecipeTask, parse_recipe
 from engine.run.studies import STUDIES, StudyTask
 from pages.forms import draw_form
 from pages.shared import open_runner_or_stop, show_error
+from store import read_labels
 
 st.title("Launch")
 runner = open_runner_or_stop()
@@ -44,6 +44,16 @@ def show_queued() -> None:
         st.success(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''}: {', '.join(ids)}. Follow "
                    f"{'them' if len(ids) > 1 else 'it'} on the Runs page.", icon=":material/schedule:")
         st.page_link("pages/runs.py", label="Open Runs", icon=":material/list_alt:")
+
+
+def label_fields(key: str) -> tuple[str, str]:
+    """The optional run name and tags (typed text; read_labels checks them when the user starts)."""
+    left, right = st.columns(2)
+    name = left.text_input("Run name (optional)", key=f"{key}.run_name", placeholder="made from the task and config",
+                           help="what the Runs page and `python -m engine runs` show; rename it later on Runs")
+    tags = right.text_input("Tags (optional)", key=f"{key}.run_tags", placeholder="baseline, digits",
+                            help="separated by commas; filter by them on the Runs page")
+    return name, tags
 
 
 def pick_checkpoint(label: str, key: str) -> str | None:
@@ -76,7 +86,8 @@ def pick_checkpoint(label: str, key: str) -> str | None:
 
 def method_tab() -> None:
     left, right = st.columns(2)
-    family = left.selectbox("Family", list(FAMILY_TITLES), format_func=FAMILY_TITLES.get, key="launch.family")
+    titles = family_titles()
+    family = left.selectbox("Family", list(titles), format_func=titles.get, key="launch.family")
     choices = methods_of(family)
     if family == "distill":
         methods = right.multiselect("Methods (one run each)", [c.method for c in choices], default=["kd"],
@@ -98,13 +109,15 @@ def method_tab() -> None:
     fields = form_fields(config_cls, choices=NAMES, typed=TYPED)
     form_key = f"launch.form.{choice.task}"
     values = draw_form(fields, form_key, st.session_state.get(f"{form_key}.errors"))
+    name_text, tags_text = label_fields(form_key)
     if st.button("Start", type="primary", icon=":material/play_arrow:", key=f"{form_key}.submit"):
         cfg, errors = build_config(config_cls, fields, values, fixed)
         st.session_state[f"{form_key}.errors"] = errors
         if cfg is None:
             st.rerun()
         try:
-            queued([runner.submit(choice.task, cfg)])
+            name, tags = read_labels(name_text, [tags_text])
+            queued([runner.submit(choice.task, cfg, name=name, tags=tags)])
         except UserError as e:
             show_error(e)
             return
@@ -130,6 +143,7 @@ def distill_form(methods: list[str]) -> None:
             with st.expander(f"{method} settings"):
                 settings[method] = (own, draw_form(own, f"{form_key}.{method}",
                                                    st.session_state.get(f"{form_key}.{method}.errors")))
+    name_text, tags_text = label_fields(form_key)
     if st.button("Start", type="primary", icon=":material/play_arrow:", key=f"{form_key}.submit",
                  disabled=teacher is None or not methods):
         configs, failed = [], False
@@ -148,7 +162,9 @@ def distill_form(methods: list[str]) -> None:
         if failed:
             st.rerun()
         try:
-            queued([runner.submit("distill", cfg) for cfg in configs])
+            name, tags = read_labels(name_text, [tags_text])
+            queued([runner.submit("distill", cfg, name=run_name, tags=tags)
+                    for cfg, run_name in zip(configs, names_per_method(name, methods), strict=True)])
         except UserError as e:
             show_error(e)
             return
@@ -169,10 +185,13 @@ def study_tab() -> None:
                              format_func=lambda d: "the recipe's" if d is None else d)
     quick = right.checkbox("Quick", value=True, key="launch.study.quick")
     executor = left.selectbox("Executor", available_executors(), key="launch.study.executor")
+    name_text, tags_text = label_fields("launch.study")
     if st.button("Start the study", type="primary", icon=":material/play_arrow:", key="launch.study.submit"):
         try:
             cfg = StudyTask(study=study, dataset=dataset, quick=quick, executor=executor)
-            queued([runner.submit("study", cfg, name=f"study {study}{' (quick)' if quick else ''}")])
+            name, tags = read_labels(name_text, [tags_text])
+            queued([runner.submit("study", cfg, name=name or f"study {study}{' (quick)' if quick else ''}",
+                                  tags=tags)])
             st.rerun()
         except UserError as e:
             show_error(e)
@@ -188,11 +207,17 @@ def recipe_tab() -> None:
     executor = st.selectbox("Executor", available_executors(), key="launch.recipe.executor",
                             help="local runs in this app's process; ray appears when Ray is installed "
                                  "(pip install -r requirements-ray.txt)")
+    name_text, tags_text = label_fields("launch.recipe")
     if st.button("Validate and start", type="primary", icon=":material/play_arrow:", key="launch.recipe.submit"):
         source = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else text
         try:
+            name, tags = read_labels(name_text, [tags_text])
+        except UserError as e:
+            show_error(e)
+            return
+        try:
             cfg = recipe_config(source, executor)
-            queued([runner.submit(RECIPE_TASK, cfg, name=str(cfg.recipe.get("name") or "recipe"))])
+            queued([runner.submit(RECIPE_TASK, cfg, name=name or str(cfg.recipe.get("name") or "recipe"), tags=tags)])
             st.rerun()
         except UserError as e:
             st.error(f"The recipe is not valid: {e}", icon=":material/error:")
@@ -201,10 +226,7 @@ def recipe_tab() -> None:
 def recipe_config(source: str, executor: str) -> RecipeTask:
     if not source.strip():
         raise UserError("it is empty: upload a .yaml file or paste a recipe")
-    try:
-        doc = yaml.safe_load(source)
-    except yaml.YAMLError as e:
-        raise UserError(f"it is not valid YAML: {str(e).splitlines()[0]}") from None
+    doc = parse_recipe(source)  # bounded: a few hundred bytes of nested aliases cannot fill the server's memory
     if not isinstance(doc, dict):
         raise UserError("it must be a mapping with name, dataset and stages")
     return RecipeTask(recipe=doc, executor=executor)

@@ -1,5 +1,6 @@
-"""Runs: the live table (status, progress, ETA, message), cancel, and a selected run's details:
-config, lineage, training curves, points, log and error; re-run with the same config; delete."""
+"""Runs: the live table (name, tags, status, progress, ETA, message) filtered by name and tag, cancel, and a
+selected run's details: rename, tag and note it; config, lineage, training curves, points, log and error;
+re-run with the same config; delete."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from engine.model.checkpoint import describe_lineage, read_meta
 from engine.model.outputs import remove_artifacts
 from pages.figures.runs import metric_history_figure
 from pages.shared import open_runner_or_stop, show_error
+from store import parse_tags
 
 st.title("Runs")
 runner = open_runner_or_stop()
 store = runner.store
 st.caption(f"Store: `{store.path}`")
 
-SHOWN = ["name", "kind", "status", "progress", "eta", "message", "n_points", "duration_s", "created_at", "run_id"]
+SHOWN = ["name", "tags", "kind", "status", "progress", "eta", "message", "n_points", "duration_s", "created_at", "run_id"]
 
 
 def table_view(runs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
@@ -35,7 +37,12 @@ def table_view(runs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
 
 @st.fragment(run_every=2)
 def live_table() -> None:
-    runs = store.list_runs(limit=500, top_level=not st.session_state.get("runs.children", False))
+    runs = store.list_runs(limit=500, top_level=not st.session_state.get("runs.children", False),
+                           tag=st.session_state.get("runs.filter_tag"),
+                           name_contains=st.session_state.get("runs.filter_name") or None)
+    if runs.empty and (st.session_state.get("runs.filter_tag") or st.session_state.get("runs.filter_name")):
+        st.info("No run matches the name and tag filters.", icon=":material/filter_alt:")
+        return
     if runs.empty:
         st.info("No runs yet. Launch one on the Launch page (or try a quick study there), or from a terminal "
                 "with `python -m engine train --db ...`.", icon=":material/info:")
@@ -78,6 +85,11 @@ def details(run_id: str) -> None:
     st.subheader(run["name"])
     st.write(f"**{run['status']}** · {run['kind']} · seed {run['seed']} · {run['device']} · "
              f"code {run['code_version']} · run `{run['run_id']}`")
+    if run["stage"]:
+        st.caption(f"Recipe unit: stage **{run['stage']}**, swept {json.dumps(run['sweep'])}, key `{run['unit_key']}`")
+    if run["tags"] or run["note"]:
+        st.markdown(" ".join(f":blue-badge[{t}]" for t in run["tags"]) + (f"\n\n{run['note']}" if run["note"] else ""))
+    label_form(run)
     if run["error"]:
         st.error(run["error"], icon=":material/error:")
         with st.expander("Traceback"):
@@ -110,12 +122,28 @@ def details(run_id: str) -> None:
     actions(run, artifacts)
 
 
+def label_form(run: dict) -> None:
+    """Rename, tag and note the run: all three are checked, then written in one commit."""
+    rid = run["run_id"]
+    with st.expander("Name, tags and note"), st.form(f"runs.labels.{rid}", border=False):
+        name = st.text_input("Name", value=run["name"], key=f"runs.label_name.{rid}")
+        tags = st.text_input("Tags (separated by commas)", value=", ".join(run["tags"]), key=f"runs.label_tags.{rid}")
+        note = st.text_area("Note", value=run["note"] or "", key=f"runs.label_note.{rid}")
+        if st.form_submit_button("Save", icon=":material/save:", key="runs.label_save"):
+            try:
+                store.label_run(rid, name=name, tags=parse_tags(tags), note=note)
+                st.session_state["runs.labelled"] = rid
+                st.rerun()
+            except UserError as e:
+                show_error(e)
+
+
 def actions(run: dict, artifacts: pd.DataFrame) -> None:
     left, right = st.columns(2)
     if left.button("Re-run with the same config", icon=":material/replay:", key="runs.rerun"):
         try:
             config = json.loads(run["config"]) if isinstance(run["config"], str) else run["config"]
-            new = runner.submit(run["kind"], config, name=run["name"])
+            new = runner.submit(run["kind"], config, name=run["name"], tags=run["tags"])
             st.success(f"Queued run {new} with the same config.", icon=":material/schedule:")
         except UserError as e:
             show_error(e)
@@ -131,9 +159,7 @@ def actions(run: dict, artifacts: pd.DataFrame) -> None:
                 paths = store.delete_run(run["run_id"])
                 removed, left_alone = [], []
                 if remove:
-                    remaining = store.points(expand=False)
-                    keep = set(remaining["artifact"].dropna()) | set(remaining["input_checkpoint"].dropna())
-                    removed, left_alone = remove_artifacts(paths, keep)
+                    removed, left_alone = remove_artifacts(paths, store.paths_in_use())
                 st.session_state.pop("runs.selected", None)
                 st.session_state["runs.deleted"] = (run["run_id"], removed, left_alone)
                 st.rerun()
@@ -149,7 +175,12 @@ if deleted:
     if left_alone:
         st.caption("Left on disk: " + "; ".join(left_alone))
 
-st.toggle("Show recipe and study units (child runs)", key="runs.children")
+if st.session_state.pop("runs.labelled", None):
+    st.toast("Saved the run's name, tags and note", icon=":material/save:")
+left, mid, right = st.columns([2, 2, 3])
+left.text_input("Name contains", key="runs.filter_name", placeholder="any name")
+mid.selectbox("Tag", store.all_tags(), index=None, key="runs.filter_tag", placeholder="any tag")
+right.toggle("Show recipe and study units (child runs)", key="runs.children")
 live_table()
 
 selected = st.session_state.get("runs.selected")

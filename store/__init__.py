@@ -14,6 +14,7 @@ record and read runs in one file at once.
 """
 
 from store.errors import RunNotFound, StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
+from store.labels import check_name, check_note, check_tags, parse_tags, read_labels
 from store.schema import ACTIVE_STATUSES, RUN_STATUSES, SCHEMA_VERSION
 from store.store import (
     DB_ENV,
@@ -29,5 +30,6 @@ from store.store import (
 __all__ = [
     "ACTIVE_STATUSES", "DB_ENV", "DEFAULT_DB_PATH", "END_STATUSES", "RUN_STATUSES", "SCHEMA_VERSION", "RunNotFound",
     "Store", "StoreError", "StoreLockedError", "StoreOutdatedError", "StoreVersionError", "default_db_path",
-    "open_store", "reading", "resolve_db_path",
+    "open_store", "reading", "resolve_db_path", "check_name", "check_note", "check_tags", "parse_tags",
+    "read_labels",
 ]

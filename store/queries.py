@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 
-from engine.core.config import check_choice, check_range
+from engine.core.config import check_choice
+from engine.core.errors import ConfigError, quoted
 from engine.core.point import METRIC_FIELDS
 from store.errors import RunNotFound
 from store.schema import CONTRACT_COLUMNS, RUN_STATUSES
 
 RUN_TIME_COLUMNS = ("created_at", "started_at", "ended_at", "heartbeat_at")
+MAX_LIMIT = 2**63 - 1  # DuckDB's LIMIT is a BIGINT: a larger one fails in the database, not with a message
 POINT_KEYS = ("method", "params", "stage", "artifact", *CONTRACT_COLUMNS)  # the point fields besides the metrics
 
 
@@ -45,8 +48,14 @@ def _when(seconds: float | None) -> datetime | None:
 
 
 def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterable[str] | None = None,
-              parent: str | None = None, top_level: bool = False, limit: int | None = None) -> pd.DataFrame:
-    """Runs, newest first, with their number of points and the run time so far in `duration_s`."""
+              parent: str | None = None, top_level: bool = False, limit: int | None = None, *,
+              tag: str | None = None, name_contains: str | None = None,
+              unit_keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """Runs, newest first, with their number of points and the run time so far in `duration_s`.
+
+    `tag`: only runs with that tag; `name_contains`: only runs whose name holds that text (any case);
+    `unit_keys`: only recipe units with one of these keys, or with its first 16 hex digits (all that a
+    unit recorded before schema version 5 kept). `tags` come back as lists, `sweep` as JSON text."""
     where, args = [], []
     statuses = as_list(status)
     if statuses is not None:
@@ -63,17 +72,34 @@ def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterab
         args.append(parent)
     if top_level:
         where.append("r.parent_id IS NULL")
+    if tag is not None:
+        where.append("list_contains(r.tags, ?)")
+        args.append(str(tag).strip())
+    if name_contains:
+        where.append("contains(lower(r.name), lower(?))")
+        args.append(str(name_contains).strip())
+    if unit_keys is not None:
+        keys = list(unit_keys)
+        where.append("(r.unit_key IN (SELECT unnest(?::VARCHAR[])) OR r.unit_key IN (SELECT unnest(?::VARCHAR[])))")
+        args += [keys, [k[:16] for k in keys]]
     sql = ("SELECT r.*, coalesce(p.n_points, 0) AS n_points FROM runs r "
            "LEFT JOIN (SELECT run_id, count(*) AS n_points FROM points GROUP BY run_id) p USING (run_id)"
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY r.created_at DESC, r.run_id")
     if limit is not None:
-        check_range("limit", limit, 0)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+            raise ConfigError(f"limit must be a whole number of runs from 0 to {MAX_LIMIT:,}, got {quoted(limit)}")
         sql += f" LIMIT {int(limit)}"
     df = cur.execute(sql, args).df()
     end = df["ended_at"].where(df["ended_at"].notna(), time.time())
     df["duration_s"] = (end - df["started_at"]).where(df["started_at"].notna())
+    df["tags"] = [list(t) if t is not None else [] for t in df["tags"]]  # numpy arrays otherwise
     return _datetimes(df, RUN_TIME_COLUMNS)
+
+
+def all_tags(cur) -> list[str]:
+    """Every tag some run has, sorted."""
+    return [r[0] for r in cur.execute("SELECT DISTINCT unnest(tags) AS tag FROM runs ORDER BY tag").fetchall()]
 
 
 def resolve_run_id(cur, run_id: str) -> str:
@@ -97,6 +123,8 @@ def get_run(cur, run_id: str) -> dict:
     names = [d[0] for d in cur.description]
     run = dict(zip(names, cur.fetchone()))
     run["config"] = json.loads(run["config"])
+    run["sweep"] = None if run.get("sweep") is None else json.loads(run["sweep"])
+    run["tags"] = list(run.get("tags") or [])
     for c in RUN_TIME_COLUMNS:
         if c in run:
             run[c] = _when(run[c])
@@ -104,6 +132,38 @@ def get_run(cur, run_id: str) -> dict:
 
 
 # ---------------------------------------------------------------- points
+
+
+def paths_in_use(cur) -> dict[str, str]:
+    """Paths that the runs in the store still need, each with why: every existing path named in the config
+    of a queued or running run (its input checkpoints: checkpoint, teacher, student_init, a recipe's model
+    and teacher, at any depth), and every point's artifact and input checkpoint."""
+    used: dict[str, str] = {}
+    active = cur.execute("SELECT run_id, name, status, config FROM runs WHERE status IN ('queued', 'running') "
+                         "ORDER BY created_at").fetchall()
+    for run_id, name, status, config in active:
+        for text in _texts(json.loads(config or "{}")):
+            if Path(text).exists():
+                used.setdefault(text, f"the {status} run '{name}' ({run_id}) will read it")
+    rows = cur.execute("SELECT p.run_id, r.name, p.artifact, p.input_checkpoint FROM points p "
+                       "LEFT JOIN runs r USING (run_id) ORDER BY p.point_id").fetchall()
+    for run_id, name, artifact, checkpoint in rows:
+        for path in (artifact, checkpoint):
+            if path:
+                used.setdefault(path, f"run '{name}' ({run_id}) has a point made from it")
+    return used
+
+
+def _texts(value) -> Iterator[str]:
+    """Every text in a JSON value, at any depth."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _texts(v)
 
 
 def points(cur, run_ids: str | Iterable[str] | None = None, expand: bool = True) -> pd.DataFrame:

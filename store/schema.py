@@ -11,6 +11,7 @@ JSON is kept as VARCHAR so NaN and Infinity survive the round trip (Python's jso
 
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import fields
 
@@ -223,8 +224,63 @@ V4 = [
     fill_point_provenance,
 ]
 
+# a recipe unit's name before version 5: "<recipe>/<stage> <axis>=<value> ... key=<16 hex>"
+_OLD_UNIT_NAME = re.compile(r"^[^/]*/(?P<words>.+) key=(?P<key>[0-9a-f]{16})$")
+
+
+def fill_unit_fields(cur) -> None:
+    """Version 5's stage, sweep and unit_key for recipe units recorded before it, read from their names:
+    the one place a run name is parsed. Their key is the 16-hex prefix those names held."""
+    import json
+
+    import pandas as pd
+
+    filled = []
+    for run_id, name in cur.execute("SELECT run_id, name FROM runs").fetchall():
+        found = old_unit_fields(str(name))
+        if found is not None:
+            stage, sweep, key = found
+            filled.append({"run_id": run_id, "stage": stage, "sweep": json.dumps(sweep), "unit_key": key})
+    if filled:
+        cur.register("v5_fill", pd.DataFrame(filled))
+        cur.execute("UPDATE runs SET stage = f.stage, sweep = f.sweep, unit_key = f.unit_key FROM v5_fill f "
+                    "WHERE runs.run_id = f.run_id")
+        cur.unregister("v5_fill")
+
+
+def old_unit_fields(name: str) -> tuple[str, dict, str] | None:
+    """(stage, swept values, key) of a recipe unit named by the code before version 5, else None."""
+    import json
+
+    m = _OLD_UNIT_NAME.match(name)
+    if m is None:
+        return None
+    stage, *words = m.group("words").split(" ")
+    sweep = {}
+    for word in words:
+        axis, eq, value = word.partition("=")
+        if not eq:
+            continue
+        try:
+            sweep[axis] = json.loads(value)
+        except ValueError:
+            sweep[axis] = value  # a text value was written without quotes
+    return stage, sweep, m.group("key")
+
+
+# Version 5: run metadata as data (issue #21): the user's tags and note, and a recipe unit's stage, swept values
+# and key as columns instead of words in its name.
+V5 = [
+    "ALTER TABLE runs ADD COLUMN tags VARCHAR[] DEFAULT []",  # the default fills the existing rows too
+    "ALTER TABLE runs ADD COLUMN note VARCHAR DEFAULT ''",
+    "ALTER TABLE runs ADD COLUMN stage VARCHAR",
+    "ALTER TABLE runs ADD COLUMN sweep VARCHAR",
+    "ALTER TABLE runs ADD COLUMN unit_key VARCHAR",
+    fill_unit_fields,
+]
+
 # each step is SQL text or a function of a cursor (a data fill that SQL says less clearly)
-MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4}
+MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

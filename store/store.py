@@ -35,6 +35,7 @@ from engine.core.config import check_choice
 from engine.core.point import METRIC_FIELDS
 from store import queries
 from store.errors import StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
+from store.labels import check_name, check_note, check_tags
 from store.process import process_alive, this_process
 from store.schema import (
     ACTIVE_STATUSES,
@@ -282,20 +283,28 @@ class Store:
 
     def create_run(self, kind: str, config: Mapping[str, Any], *, name: str | None = None,
                    parent_id: str | None = None, seed: int | None = None, code_version: str | None = None,
-                   device: str | None = None, status: str = "queued") -> str:
-        """Records a new run owned by this process; returns its id."""
+                   device: str | None = None, status: str = "queued", tags: Iterable[str] = (), note: str = "",
+                   stage: str | None = None, sweep: Mapping[str, Any] | None = None,
+                   unit_key: str | None = None) -> str:
+        """Records a new run owned by this process; returns its id.
+
+        `name` is what lists show (default: the kind); `tags` and `note` are the user's. A recipe unit also
+        gets its `stage`, the `sweep` values that made it and its `unit_key` (what the recipe reuses it by)."""
         check_choice("status", status, ACTIVE_STATUSES)
+        display = check_name(name) if name is not None and name.strip() else kind
+        tags, note = check_tags(tags), check_note(note)
         run_id = uuid.uuid4().hex[:12]
         me, now = this_process(), time.time()
-        args = [run_id, name or kind, kind, status, to_json(dict(config)), now, now if status == "running" else None,
-                parent_id, seed, code_version, device, me.pid, me.started, me.host, now]
+        args = [run_id, display, kind, status, to_json(dict(config)), now, now if status == "running" else None,
+                parent_id, seed, code_version, device, me.pid, me.started, me.host, now, tags, note, stage,
+                None if sweep is None else to_json(dict(sweep)), unit_key]
         _LIVE_RUNS.add(run_id)  # before the row exists, so no sweep of this process takes it for an orphan
         self._live.add(run_id)
         try:
             self._write(lambda cur: cur.execute(
                 "INSERT INTO runs (run_id, name, kind, status, config, created_at, started_at, parent_id, seed, "
-                "code_version, device, pid, process_started, host, heartbeat_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args))
+                "code_version, device, pid, process_started, host, heartbeat_at, tags, note, stage, sweep, unit_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args))
         except BaseException:
             _LIVE_RUNS.discard(run_id)
             self._live.discard(run_id)
@@ -321,6 +330,38 @@ class Store:
         _LIVE_RUNS.discard(run_id)
         self._live.discard(run_id)
         return bool(rows)
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        """Sets the name lists show (a run id or a unique prefix of one); raises RunNotFound."""
+        self.label_run(run_id, name=name)
+
+    def set_tags(self, run_id: str, tags: Iterable[str]) -> None:
+        """Replaces a run's tags (see store.labels.check_tags for what a tag may be)."""
+        self.label_run(run_id, tags=tags)
+
+    def set_note(self, run_id: str, note: str) -> None:
+        """Replaces a run's free-text note ("" clears it)."""
+        self.label_run(run_id, note=note)
+
+    def label_run(self, run_id: str, *, name: str | None = None, tags: Iterable[str] | None = None,
+                  note: str | None = None) -> None:
+        """Sets whichever of name, tags and note are given, all checked before any is written, in one commit."""
+        values = {}
+        if name is not None:
+            values["name"] = check_name(name)
+        if tags is not None:
+            values["tags"] = check_tags(tags)
+        if note is not None:
+            values["note"] = check_note(note)
+        if not values:
+            return
+
+        def update(cur) -> None:
+            full = queries.resolve_run_id(cur, run_id)
+            columns = ", ".join(f"{c} = ?" for c in values)  # names from the fixed set above
+            cur.execute(f"UPDATE runs SET {columns} WHERE run_id = ?", [*values.values(), full])
+
+        self._write(update)
 
     def set_progress(self, run_id: str, fraction: float, message: str | None = None,
                      eta_s: float | None = None) -> None:
@@ -397,13 +438,25 @@ class Store:
 
         return self._write(delete)
 
+    def paths_in_use(self) -> dict[str, str]:
+        """Paths the remaining runs need, each with why (a queued or running run's input checkpoints, every
+        point's artifact and input): what to keep when removing a deleted run's files."""
+        return self._read(queries.paths_in_use)
+
     # ------------------------------------------------------------ reads (DataFrames for the pages)
 
     def list_runs(self, status: str | Iterable[str] | None = None, kind: str | Iterable[str] | None = None,
-                  parent: str | None = None, top_level: bool = False, limit: int | None = None) -> pd.DataFrame:
+                  parent: str | None = None, top_level: bool = False, limit: int | None = None, *,
+                  tag: str | None = None, name_contains: str | None = None,
+                  unit_keys: Iterable[str] | None = None) -> pd.DataFrame:
         """The runs list, newest first (see store.queries.list_runs)."""
-        df = self._read(lambda cur: queries.list_runs(cur, status, kind, parent, top_level, limit))
+        df = self._read(lambda cur: queries.list_runs(cur, status, kind, parent, top_level, limit, tag=tag,
+                                                      name_contains=name_contains, unit_keys=unit_keys))
         return self._as_recovered(df)
+
+    def all_tags(self) -> list[str]:
+        """Every tag some run has, sorted."""
+        return self._read(queries.all_tags)
 
     def get_run(self, run_id: str) -> dict:
         """One run (id or unique prefix) as a dict; raises RunNotFound."""

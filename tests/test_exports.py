@@ -3,9 +3,10 @@ and Excel (numbers untouched); JSON is strict; a checkpoint zips with its files;
 
 from __future__ import annotations
 
+import csv
 import io
 import json
-import sys
+import re
 import types
 import zipfile
 
@@ -13,6 +14,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
+from engine.analysis import exports as exports_module
 from engine.analysis.exports import FORMATS, export_onnx, export_table, file_name, neutralise, zip_checkpoint
 from engine.core.errors import UserError
 
@@ -158,17 +160,82 @@ def test_a_missing_or_unsaved_checkpoint_is_refused_with_a_message(tmp_path):
         zip_checkpoint(str(tmp_path))
 
 
-def test_onnx_without_the_export_module_is_a_message(tmp_path, monkeypatch):
+def test_onnx_without_the_onnx_packages_is_a_message(tmp_path, monkeypatch):
     (tmp_path / "meta.json").write_text("{}")
-    monkeypatch.setitem(sys.modules, "engine.deploy.onnx", None)  # the import fails
-    with pytest.raises(UserError, match="ONNX export is not available"):
+
+    def missing(directory, out=None):
+        raise ModuleNotFoundError("No module named 'onnx'")  # what the exporter's lazy import raises
+
+    monkeypatch.setattr(exports_module, "export_checkpoint", missing)
+    with pytest.raises(UserError, match="ONNX export is not available .*'onnx'"):
         export_onnx(str(tmp_path))
 
 
 def test_onnx_goes_through_the_export_module(tmp_path, monkeypatch):
     (tmp_path / "meta.json").write_text("{}")
-    fake = types.ModuleType("engine.deploy.onnx")
-    fake.export_checkpoint = lambda directory, out=None: types.SimpleNamespace(data=b"onnx", max_abs_diff=1e-6)
-    monkeypatch.setitem(sys.modules, "engine.deploy.onnx", fake)
+    monkeypatch.setattr(exports_module, "export_checkpoint",
+                        lambda directory, out=None: types.SimpleNamespace(data=b"onnx", max_abs_diff=1e-6))
     result = export_onnx(str(tmp_path))
     assert (result.data, result.max_abs_diff, result.file_name) == (b"onnx", 1e-6, f"{tmp_path.name}.onnx")
+
+
+FORMULA_LINES = ["a\r=2+2", "\r=1", "x\n@SUM(1)", "ok\r\n+1", "\x01=HYPERLINK(\"http://evil.example\")", "\x1f\x7f-2"]
+
+
+def test_a_carriage_return_in_csv_is_quoted_and_no_line_of_a_cell_starts_a_formula():
+    text = export_table(pd.DataFrame({"note": FORMULA_LINES}), "csv")[0].decode()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 1 + len(FORMULA_LINES)  # a CR inside a cell is quoted, so it starts no row
+    assert [r[0] for r in rows[1:]] == ["a\r'=2+2", "\r'=1", "x\n'@SUM(1)", "ok\r\n'+1",
+                                        "'=HYPERLINK(\"http://evil.example\")", "'-2"]
+    for line in re.split(r"\r\n|\r|\n", text):  # as a reader that splits on any line break sees it
+        assert not line.lstrip('"').startswith(("=", "+", "-", "@"))
+
+
+def test_excel_strips_control_characters_before_the_formula_check():
+    data = export_table(pd.DataFrame({"note": FORMULA_LINES}), "excel")[0]
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    cells = [sheet.cell(row=r, column=1) for r in range(2, 2 + len(FORMULA_LINES))]
+    assert all(c.data_type == "s" for c in cells)  # text, not formulas
+    for c in cells:
+        for line in re.split(r"\r\n|\r|\n", c.value):
+            assert not line.startswith(("=", "+", "-", "@")), c.value
+    assert cells[4].value == "'=HYPERLINK(\"http://evil.example\")"
+
+
+def noisy() -> pd.DataFrame:
+    return pd.DataFrame({
+        "technique": ["int8 PTQ", "prune 50%"],
+        "accuracy (%)": [94.80000138282776, 68.70000123977661],
+        "accuracy": [0.9480000138282776, 0.6870000123977661],
+        "latency b1 (ms)": [0.123456789, 12.3456789],
+        "latency_ms_b32": [1.23456789, 123.456789],
+        "size (KiB)": [416.3828125, 1.0009765625],
+        "compression rate (x)": [3.9876543, 1.0],
+        "parameters": [426346, 213946],
+    })
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_measured_values_are_exported_to_the_precision_they_were_measured_at(fmt):
+    back = parse(fmt, export_table(noisy(), fmt)[0])
+    assert list(back["accuracy (%)"]) == [94.8, 68.7]  # 2 decimals of a percentage
+    assert list(back["accuracy"]) == [0.948, 0.687]  # 4 decimals of a fraction
+    assert list(back["latency b1 (ms)"]) == [0.123, 12.3] and list(back["latency_ms_b32"]) == [1.23, 123.0]
+    assert list(back["size (KiB)"]) == [416.383, 1.001] and list(back["compression rate (x)"]) == [3.99, 1.0]
+    assert list(back["parameters"]) == [426346, 213946]  # counts are exact
+    assert "94.80000138282776" not in export_table(noisy(), fmt)[0].decode()
+
+
+def test_full_precision_is_kept_when_asked_for():
+    back = parse("csv", export_table(noisy(), "csv", full_precision=True)[0])
+    assert list(back["accuracy (%)"]) == [94.80000138282776, 68.70000123977661]
+    assert list(back["latency b1 (ms)"]) == [0.123456789, 12.3456789]
+
+
+def test_no_table_or_page_calls_a_kibibyte_a_kilobyte():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("engine/**/*.py"), *root.glob("pages/**/*.py")]:
+        assert "(KB)" not in path.read_text(), path

@@ -274,3 +274,38 @@ def test_sigterm_marks_the_running_job_interrupted_before_the_process_exits(tmp_
         run = store.get_run(line.split()[1])
         assert store.recovered == []  # the process recorded it itself
         assert run["status"] == "interrupted" and "SIGTERM" in run["message"]
+
+
+def test_a_scaled_progress_carries_an_eta_that_reaches_the_runs_table(tmp_path):
+    from engine.core.progress import scaled
+    from store import Store
+
+    with Store(tmp_path / "t.duckdb") as store:
+        run_id = store.create_run("test_steps", {})
+        store.start_run(run_id)
+        ctx = StoreContext(store, run_id, progress_interval_s=0)
+        seen: list[Progress] = []
+        level = scaled(lambda p: (seen.append(p), ctx.progress(p)), 0.5, 0.75)  # the third of four sweep levels
+        time.sleep(0.05)
+        level(Progress(0.5, "epoch 1/2"))  # half of the level: a quarter of the parent left after it
+        assert seen[-1].fraction == pytest.approx(0.625)
+        # 0.125 of the parent took >= 0.05 s, so the 0.375 left takes >= 0.15 s at that pace
+        assert seen[-1].eta_s is not None and 0.15 <= seen[-1].eta_s < 30
+        ctx.flush_progress()
+        runs = store.list_runs()
+        assert runs.set_index("run_id").loc[run_id, "eta_s"] == pytest.approx(seen[-1].eta_s)
+
+
+def test_progress_reported_without_an_eta_gets_one_from_the_pace_so_far(tmp_path):
+    from store import Store
+
+    with Store(tmp_path / "t.duckdb") as store:
+        run_id = store.create_run("test_steps", {})
+        store.start_run(run_id)
+        ctx = StoreContext(store, run_id, progress_interval_s=0)
+        ctx.progress(Progress(0.1, "level 1/10"))  # a sweep's level counter: no ETA of its own
+        time.sleep(0.05)
+        ctx.progress(Progress(0.2, "level 2/10"))
+        ctx.flush_progress()
+        eta = store.list_runs().set_index("run_id").loc[run_id, "eta_s"]
+        assert 0.4 <= eta < 30  # 0.1 of the run took >= 0.05 s, so the 0.8 left takes >= 0.4 s

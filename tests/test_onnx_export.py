@@ -178,12 +178,13 @@ def test_cli_export_writes_the_file_and_refuses_to_overwrite(exported_digits, tm
 
 
 def test_cli_export_failure_is_one_line(exported_digits, tmp_path, monkeypatch, capfd):
-    import engine.deploy.formats
+    import engine.deploy.onnx
     from engine.cli.main import main
     from engine.deploy.measure import ModelForm
+    from engine.model.checkpoint import read_meta
 
-    meta = engine.deploy.formats.read_meta(exported_digits["cnn_s"])
-    monkeypatch.setattr(engine.deploy.formats, "load_variant", lambda directory: (Bessel().eval(), ModelForm(), meta))
+    meta = read_meta(exported_digits["cnn_s"])
+    monkeypatch.setattr(engine.deploy.onnx, "load_variant", lambda directory: (Bessel().eval(), ModelForm(), meta))
     code = main(["export", "--checkpoint", exported_digits["cnn_s"], "--out", str(tmp_path / "bad.onnx")])
     err = capfd.readouterr().err  # file descriptor 2 too: the exporter's own graph dump must not get through
     assert code == 2

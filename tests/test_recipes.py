@@ -14,7 +14,7 @@ from engine.core.errors import Cancelled, ConfigError, UserError
 from engine.methods.tasks import run_task
 from engine.run.executors import Executor, LocalExecutor, Outcome
 from engine.run.jobs import StoreContext, create_run, execute_run, run_sync
-from engine.run.recipes import RECIPE_TASK, Recipe, RecipeTask, load_recipe, run_recipe
+from engine.run.recipes import RECIPE_TASK, Recipe, RecipeTask, finished_units, load_recipe, run_recipe
 from store import open_store
 
 QUICK = {"batch_size": 128, "epochs": 1}
@@ -243,14 +243,20 @@ def test_a_failed_child_leaves_its_siblings_results_and_skips_what_depends_on_it
                 "sweep": {"train_subset": [64, 100_000]}},  # digits has fewer training images: that child fails
                {"name": "prune", "task": "prune.l1_unstructured", "config": {"latency": False, "sparsities": [0.5]}},
            ]}
-    message = r"2 of 5 recipe units did not finish.*train_subset=100000 key=\w+: failed: train_subset must be"
+    message = r"2 of 5 recipe units did not finish.*train_subset=100000: failed: train_subset must be"
     with pytest.raises(UserError, match=message):
         run_sync(RECIPE_TASK, RecipeTask(recipe=doc), db)
     assert list(runs_of(db, RECIPE_TASK)["status"]) == ["failed"]
     runs = runs_of(db).query("kind != @RECIPE_TASK")
-    status = dict(zip(runs["name"].str.split(" key=").str[0], runs["status"], strict=True))
+    status = dict(zip(runs["name"], runs["status"], strict=True))
     assert status == {"one-fails/model": "finished", "one-fails/kd train_subset=64": "finished",
                       "one-fails/kd train_subset=100000": "failed", "one-fails/prune train_subset=64": "finished"}
+    # the stage and swept values are the runs' own fields, not words of their names
+    fields = sorted(zip(runs["stage"], runs["sweep"].map(json.loads), runs["status"], strict=True), key=str)
+    assert fields == sorted([("model", {}, "finished"), ("kd", {"train_subset": 64}, "finished"),
+                             ("kd", {"train_subset": 100_000}, "failed"),
+                             ("prune", {"train_subset": 64}, "finished")], key=str)
+    assert runs["unit_key"].str.fullmatch("[0-9a-f]{64}").all()
 
 
 class HandsPointsBack(Executor):
@@ -297,3 +303,28 @@ def test_an_executor_that_hands_points_back_has_them_recorded_by_the_driver(tmp_
     executor = LocalExecutor(store)
     assert {r.status for r in run_recipe(Recipe.from_dict(doc), StoreContext(store, again), executor)} == {"reused"}
     executor.shutdown()
+
+
+def test_a_finished_unit_is_found_by_its_recorded_key_not_by_its_name(tmp_path):
+    db = str(tmp_path / "runs.duckdb")
+    doc = {"name": "by-key", "dataset": "digits", "out": str(tmp_path / "ckpt"), "model": SMALL_TEACHER,
+           "stages": [{"name": "seeds", "task": "train", "config": {"width": 0.25, "latency": False, "train": QUICK},
+                       "sweep": {"train": {"seed": [0]}}}]}
+    recipe = Recipe.from_dict(doc)
+    (unit,) = recipe.units
+    store = open_store(db)
+    # a finished run whose name holds the unit's key, as names did before schema 5, but no unit_key: not the unit
+    fake = store.create_run("train", {}, name=f"by-key/seeds train.seed=0 key={unit.key[:16]}", status="running")
+    store.end_run(fake, "finished")
+    assert finished_units(store, recipe.units) == {}
+
+    run_sync(RECIPE_TASK, RecipeTask(recipe=doc), db)
+    child = runs_of(db, "train").query("run_id != @fake").iloc[0]
+    assert child["name"] == "by-key/seeds train.seed=0"  # readable, and no key in it
+    assert (child["stage"], json.loads(child["sweep"]), child["unit_key"]) == ("seeds", {"train.seed": 0}, unit.key)
+    store.rename_run(child["run_id"], "my seed-0 baseline")  # the user renames and tags it: still the same unit
+    store.set_tags(child["run_id"], ["keep"])
+    assert list(finished_units(store, recipe.units)) == [unit.key]
+    points = run_sync(RECIPE_TASK, RecipeTask(recipe=doc), db)
+    assert [p.extra["run_id"] for p in points] == [child["run_id"]] and points[0].extra["reused"]
+    assert len(runs_of(db, "train")) == 2  # the fake and the one unit run: nothing trained again

@@ -54,8 +54,7 @@ def test_onnxruntime_measures_accuracy_and_latency_of_its_session(cnn_s_digits, 
 
 
 def test_ort_session_uses_torchs_thread_count():
-    from engine.deploy.onnx import to_onnx
-    from engine.deploy.runtimes import OrtRunner
+    from engine.deploy.onnx import OrtRunner, to_onnx
 
     onnx_model = to_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), torch.zeros(2, 1, 2, 2))
     before = torch.get_num_threads()

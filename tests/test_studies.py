@@ -9,10 +9,11 @@ import json
 
 import pytest
 
+from engine.analysis.study_tables import TABLE3_ROWS
 from engine.cli.studies import add_commands
 from engine.core.errors import ConfigError, UserError
 from engine.run.recipes import Recipe
-from engine.run.studies import QUICK, STUDIES, TABLE3_ROWS, apply_overrides, run_study, study_recipe
+from engine.run.studies import QUICK, STUDIES, apply_overrides, run_study, study_recipe
 from store import open_store
 
 FAST = {"batch_size": 128, "epochs": 1}

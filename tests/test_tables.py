@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from engine.analysis import tables
+from engine.analysis.study_tables import TABLE3_ROWS
 from engine.core.errors import UserError
 from engine.core.point import Measurement
 from engine.methods.tasks import make_point
-from engine.run.studies import TABLE3_ROWS
+from engine.run import studies
 
 TEACHER, STUDENT = "/lab/teacher", "checkpoints/student"  # one absolute, one relative path: both must resolve
 
@@ -137,7 +138,7 @@ def test_method_comparison_rows_rates_and_units(lab):
     two_bit = df[df["technique"].str.contains("bits=2")].iloc[0]
     assert two_bit["technique"].endswith("(simulated)")
     assert two_bit["compression rate (x)"] == pytest.approx((4000 * 4) / (4000 * 2 / 8))
-    assert two_bit["accuracy (%)"] == pytest.approx(50.0) and two_bit["size (KB)"] == pytest.approx(1000 / 1024)
+    assert two_bit["accuracy (%)"] == pytest.approx(50.0) and two_bit["size (KiB)"] == pytest.approx(1000 / 1024)
     assert df["latency b1 (ms)"].dtype == float and math.isnan(two_bit["latency b1 (ms)"])
     assert df.loc[df["technique"] == "kd student cnn_s", "latency b32 (ms)"].item() == pytest.approx(4.0)
     assert any("Latency not measured" in n for n in table.notes)
@@ -210,8 +211,8 @@ def test_pivot_names_what_is_wrong(lab, args, message):
 
 
 def test_a_study_runs_tables_are_the_studys_own(tmp_path):
-    """A study's recipe run: its child units (found by name when the store's keys are another code version's)
-    go through engine.run.studies' own table builder."""
+    """A study's recipe run: its child units (found by their recorded stage when the store's keys are another
+    code version's) go through engine.run.studies' own table builder."""
     from engine.run.studies import study_recipe
     from store import Store
 
@@ -224,12 +225,12 @@ def test_a_study_runs_tables_are_the_studys_own(tmp_path):
             ("ptq-int8", "quantize.ptq_int8", make_point(measurement(0.94, 4000, bits=8, latency=1.0),
                                                          family="quantize", method="ptq_int8", stage="variant",
                                                          level=8, level_name="bits", input_checkpoint=TEACHER))):
-        rid = store.create_run(kind, {}, name=f"{doc['name']}/{stage} key=0123456789abcdef", parent_id=parent,
-                               status="running")
+        rid = store.create_run(kind, {}, name=f"unit {stage}", parent_id=parent, status="running", stage=stage,
+                               sweep={}, unit_key="0123456789abcdef")
         store.add_point(rid, point)
         store.end_run(rid, "finished")
     store.end_run(parent, "finished")
-    result = tables.study_tables(store, parent)
+    result = studies.study_tables(store, parent)
     store.close()
     assert result.study == "compare-techniques" and result.seeds == "000, 001"
     (table,) = result.tables

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from engine.analysis.breakpoint import curve_from_points, detect
+from engine.analysis.study_tables import TABLE3_ROWS, kd_prune_table3
 from engine.analysis.tradeoffs import (
     AXES,
     apply_filters,
@@ -32,7 +33,6 @@ from engine.analysis.tradeoffs import (
 from engine.core.errors import UserError
 from engine.core.point import Measurement
 from engine.methods.tasks import make_point
-from engine.run.studies import TABLE3_ROWS, kd_prune_table3
 from pages.figures.breakpoints import breakpoint_figure
 from pages.figures.tradeoffs import GL_ABOVE, tradeoff_figure
 from store import Store

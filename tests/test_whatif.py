@@ -42,7 +42,7 @@ def engine(checkpoint) -> W.WhatIf:
 
 
 def subset(checkpoint: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from engine.methods.tasks import dataset_of
+    from engine.model.checkpoint import dataset_of
 
     x, y = dataset_of(read_meta(checkpoint)).test.tensors()
     idx = W.eval_indices(len(y), SAMPLES, 0)
@@ -57,7 +57,7 @@ def independent(checkpoint: str, sparsity: float, mode: str, bits: int, granular
         ranking = rank([n for n, _ in layers], [m.weight.detach().abs() for _, m in layers], "global")
         apply_masks(model, ranking.masks(sparsity))
     elif sparsity > 0:
-        from engine.methods.tasks import dataset_of
+        from engine.model.checkpoint import dataset_of
 
         example = dataset_of(meta).test.tensors()[0][:1]
         model = prune_channels(model, example, ratio=sparsity, keep=("fc",), arch=meta.arch)
@@ -148,7 +148,7 @@ def test_the_whatif_task_measures_on_the_whole_test_split_and_saves_a_checkpoint
     [point] = run_sync("whatif", {"checkpoint": checkpoint, "sparsity": sparsity, "mode": mode, "bits": bits,
                                   "granularity": granularity, "out": out, "latency": False}, db)
     _, meta = load_checkpoint(checkpoint)
-    from engine.methods.tasks import dataset_of
+    from engine.model.checkpoint import dataset_of
 
     data = dataset_of(meta)
     expected = measure(independent(checkpoint, *position), data, latency=False)  # the whole test split

@@ -5,9 +5,14 @@ a checkpoint directory as a zip, and a checkpoint as ONNX (through engine/deploy
 
 - A table whose index names its rows (seed 002's Table 3) keeps the names as a first column; column
   names become strings (a pivot's columns can be numbers).
-- CSV and Excel: a text cell (or column name) that starts with `=`, `+`, `-`, `@`, a tab or a carriage
-  return gets a leading single quote, so a spreadsheet shows it as text instead of running it as a
-  formula (OWASP "CSV injection"). Numbers are left alone: -0.5 stays the number -0.5.
+- CSV and Excel: control characters (other than tab and line breaks) are removed from text cells and
+  column names, then every line of the text that starts with `=`, `+`, `-`, `@` or a tab gets a leading
+  single quote, so a spreadsheet shows it as text instead of running it as a formula (OWASP "CSV
+  injection"). CSV rows end in CRLF, so a cell holding any line break is quoted. Numbers are left
+  alone: -0.5 stays the number -0.5.
+- Measured values are rounded to what was measured, by column name (`ROUNDING`: percentages to 2
+  decimals, fractions to 4, latencies and ratios to 3 significant digits, KiB to 3 decimals), unless the
+  caller asks for full precision; counts and text are never touched.
 - JSON is strict: NaN and infinities become null (`json.dumps(..., allow_nan=False)` succeeds), times are
   ISO 8601 text. The document is {"title", "columns", "rows": [{column: value}]}.
 - Markdown and LaTeX are for reading: floats with 6 significant digits, missing values empty, the
@@ -32,10 +37,13 @@ import pandas as pd
 
 from engine.core.errors import UserError
 from engine.core.point import json_safe
+from engine.deploy.onnx import export_checkpoint
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# characters openpyxl refuses in a cell (control characters other than tab, newline, carriage return)
-_ILLEGAL_XLSX = re.compile(r"[\000-\010]|[\013-\014]|[\016-\037]")
+FORMULA_START = ("=", "+", "-", "@", "\t")
+# control characters other than tab and line breaks: openpyxl refuses them in a cell, and a spreadsheet that
+# skips them would find a formula behind them, so they go before the formula check
+_CONTROL = re.compile(r"[\000-\010\013\014\016-\037\177]")
+_LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 
 
 # ---------------------------------------------------------------- preparing a table
@@ -57,11 +65,13 @@ def flat(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def neutralise_text(value: Any) -> Any:
-    """A text value that a spreadsheet would read as a formula, with a single quote in front; anything
-    else (numbers included) unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+    """Text without control characters, with a single quote in front of every line that a spreadsheet would
+    read as a formula (a line break can start a row where the cell is misread); anything else (numbers
+    included) unchanged."""
+    if not isinstance(value, str):
+        return value
+    parts = _LINE_BREAK.split(_CONTROL.sub("", value))  # lines at even places, the breaks between them at odd
+    return "".join("'" + p if i % 2 == 0 and p.startswith(FORMULA_START) else p for i, p in enumerate(parts))
 
 
 def neutralise(df: pd.DataFrame) -> pd.DataFrame:
@@ -96,11 +106,40 @@ def plain(value: Any) -> Any:
     return json_safe(value) if isinstance(value, float) else value
 
 
+def _significant(digits: int) -> Callable[[float], float]:
+    return lambda v: float(f"{v:.{digits}g}")
+
+
+# How a measured column is rounded for export, chosen by its name (the first rule that matches): to what was
+# measured, not float noise (a float32 accuracy of 0.948 times 100 is 94.80000138282776, exported as 94.8).
+ROUNDING: tuple[tuple[re.Pattern, Callable[[float], float]], ...] = (
+    (re.compile(r"%|\((points|pp)\)"), lambda v: round(v, 2)),  # percentages and percentage points
+    (re.compile(r"latency|\(ms\)|_ms(_|$)"), _significant(3)),  # timings vary more than 0.1% run to run
+    (re.compile(r"\(x\)|ratio"), _significant(3)),
+    (re.compile(r"KiB|MiB"), lambda v: round(v, 3)),  # a byte is about 0.001 KiB
+    (re.compile(r"^(accuracy|top5|sparsity)"), lambda v: round(v, 4)),  # fractions: one sample in 10,000
+    (re.compile(r"^loss|loss$"), _significant(4)),
+)
+
+
+def measured_precision(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with each float column that ROUNDING names rounded; other columns (counts, text) as they are."""
+    out = df.copy()
+    for c in out.columns:
+        if not pd.api.types.is_float_dtype(out[c]):
+            continue
+        rule = next((fn for pattern, fn in ROUNDING if pattern.search(str(c))), None)
+        if rule is not None:
+            out[c] = out[c].map(lambda v, fn=rule: v if pd.isna(v) or math.isinf(v) else fn(v))
+    return out
+
+
 # ---------------------------------------------------------------- writers
 
 
 def to_csv(df: pd.DataFrame, title: str = "") -> bytes:
-    return neutralise(df).to_csv(index=False).encode("utf-8")
+    # CRLF rows (RFC 4180) make the csv module quote a cell holding a lone CR, which spreadsheets break rows on
+    return neutralise(df).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def to_excel(df: pd.DataFrame, title: str = "") -> bytes:
@@ -115,10 +154,10 @@ def to_excel(df: pd.DataFrame, title: str = "") -> bytes:
 
 
 def _excel_cell(v: Any) -> Any:
-    """A value a cell takes: lists and mappings as JSON text, text without the control characters Excel refuses."""
+    """A value a cell takes: lists and mappings as neutralised JSON text (other text is neutralised already)."""
     if isinstance(v, list | tuple | dict):
-        v = neutralise_text(json.dumps(plain(v), default=str))
-    return _ILLEGAL_XLSX.sub("", v) if isinstance(v, str) else v
+        return neutralise_text(json.dumps(plain(v), default=str))
+    return v
 
 
 def sheet_name(title: str) -> str:
@@ -227,12 +266,14 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
 )}
 
 
-def export_table(df: pd.DataFrame, fmt: str, title: str = "") -> tuple[bytes, str, str]:
-    """The table in format `fmt` (a key of FORMATS): (bytes, MIME type, file extension)."""
+def export_table(df: pd.DataFrame, fmt: str, title: str = "", full_precision: bool = False) -> tuple[bytes, str, str]:
+    """The table in format `fmt` (a key of FORMATS): (bytes, MIME type, file extension). Measured values are
+    rounded to what was measured (`measured_precision`) unless `full_precision`."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     f = FORMATS[fmt]
-    return f.write(flat(df), title), f.mime, f.extension
+    table = flat(df)
+    return f.write(table if full_precision else measured_precision(table), title), f.mime, f.extension
 
 
 def file_name(title: str, extension: str) -> str:
@@ -281,14 +322,13 @@ class OnnxFile:
 
 
 def export_onnx(artifact: str) -> OnnxFile:
-    """The checkpoint exported to ONNX by engine.deploy.onnx (imported here, on request); a missing
-    module or a model it cannot export is a UserError with the reason."""
+    """The checkpoint exported to ONNX by engine.deploy.onnx; a missing ONNX package or a model it cannot
+    export is a UserError with the reason."""
     d = checkpoint_directory(artifact)
     try:
-        from engine.deploy.onnx import export_checkpoint
+        result = export_checkpoint(str(d))
     except ImportError as e:
         raise UserError(f"ONNX export is not available in this installation ({e}); the safetensors zip is") from None
-    result = export_checkpoint(str(d))
     diff = getattr(result, "max_abs_diff", None)
     return OnnxFile(bytes(result.data), None if diff is None else float(diff),
                     getattr(result, "file_name", None) or f"{d.name}.onnx", getattr(result, "check", "") or "")

@@ -16,7 +16,7 @@ engine/deploy/measure.py's storage formula, latency not measured).
   (`engine.analysis.breakpoint.curve_from_points`); every detector's breakpoint with the accuracy and the
   remaining parameters before pruning and there, the percentage decrease and the compression rate
   (`engine.analysis.breakpoint.table3`). `teacher_student_table` is the seed's two-model form: a teacher curve
-  against the others, through `engine.run.studies.kd_prune_table3`.
+  against the others, through `engine.analysis.study_tables.kd_prune_table3`.
 - `pivot`: any column by any column, one numeric value, one aggregation.
 
 `study_tables` is the one reader of the store here: for a study's recipe run it rebuilds the study's
@@ -34,8 +34,8 @@ from typing import Any
 import pandas as pd
 
 from engine.analysis.breakpoint import X_FIELDS, curve_from_points, detect_all, table3
+from engine.analysis.study_tables import StoredUnit, kd_prune_table3, percent, technique_point
 from engine.core.errors import UserError
-from engine.run.studies import StoredUnit, kd_prune_table3, percent, technique_point
 
 # runs whose work is done by child runs: choosing one chooses its children
 CONTAINER_KINDS = ("recipe", "study")
@@ -296,13 +296,13 @@ def _pct_or_none(v: Any) -> float | None:
 # ---------------------------------------------------------------- seeds 000/001: techniques compared
 
 
-COMPARISON_COLUMNS = ["technique", "model", "dataset", "accuracy (%)", "accuracy std (%)", "size (KB)",
-                      "file (KB)", "compression rate (x)", "latency b1 (ms)", "latency b32 (ms)", "sparsity (%)",
+COMPARISON_COLUMNS = ["technique", "model", "dataset", "accuracy (%)", "accuracy std (%)", "size (KiB)",
+                      "file (KiB)", "compression rate (x)", "latency b1 (ms)", "latency b32 (ms)", "sparsity (%)",
                       "bits", "parameters", "nonzero", "runtime", "simulated", "point_id"]
 
 
 def representatives(points: pd.DataFrame) -> pd.DataFrame:
-    """One point per run, the one `engine.run.studies` lets stand for a technique: a distillation's
+    """One point per run, the one a study lets stand for a technique: a distillation's
     student, QAT's int8 model, a sweep's most compressed variant."""
     keep = []
     for run_id, group in points.groupby("run_id", sort=False):
@@ -348,7 +348,7 @@ def method_comparison(points: pd.DataFrame, known: pd.DataFrame | Lineage | None
             "technique": label + (" (simulated)" if simulated else ""),
             "model": p.get("model") or "", "dataset": p.get("dataset") or "",
             "accuracy (%)": _pct_or_none(p.get("accuracy")), "accuracy std (%)": _pct_or_none(p.get("accuracy_std")),
-            "size (KB)": p["size_bytes"] / 1024, "file (KB)": p["file_bytes"] / 1024,
+            "size (KiB)": p["size_bytes"] / 1024, "file (KiB)": p["file_bytes"] / 1024,
             "compression rate (x)": ref_size / p["size_bytes"] if p["size_bytes"] else None,
             "latency b1 (ms)": p.get("latency_ms_b1"), "latency b32 (ms)": p.get("latency_ms_b32"),
             "sparsity (%)": _pct_or_none(p.get("sparsity")), "bits": p.get("bits"),
@@ -431,7 +431,7 @@ def breakpoint_summary(points: pd.DataFrame, known: pd.DataFrame | Lineage | Non
 
 
 def teacher_student_table(points: pd.DataFrame, teacher_run: str, known: pd.DataFrame | Lineage | None = None) -> Table:
-    """Seed 002's Table 3 in its own layout (`engine.run.studies.kd_prune_table3`): the sweep of
+    """Seed 002's Table 3 in its own layout (`engine.analysis.study_tables.kd_prune_table3`): the sweep of
     `teacher_run` as the teacher, every other chosen sweep as a student, one column per student and
     detector."""
     found, _ = curves(points, known)
@@ -489,70 +489,3 @@ def _column_name(v: Any) -> str:
 
 
 # ---------------------------------------------------------------- study tables (reads the store)
-
-
-@dataclass
-class StudyTables:
-    study: str
-    seeds: str
-    run_id: str
-    tables: list[Table]
-    notes: list[str]
-
-
-def study_name(recipe_doc: dict) -> str | None:
-    """The study a recipe document runs (its name is study-<name>[-quick]), or None."""
-    from engine.run.studies import STUDIES
-
-    name = str(recipe_doc.get("name") or "")
-    if not name.startswith("study-"):
-        return None
-    name = name.removeprefix("study-").removesuffix("-quick")
-    return name if name in STUDIES else None
-
-
-def study_tables(store, run_id: str) -> StudyTables | None:
-    """The study's own tables and notes for a study run (kind `study`) or a study's recipe run, rebuilt
-    from the finished unit runs the store holds (`engine.run.studies`); None when the run is not a study's."""
-    from engine.run.recipes import Recipe
-    from engine.run.studies import STUDIES, StudyTask, stored_units, study_units
-
-    run = store.get_run(run_id)
-    config = run.get("config") or {}
-    if run["kind"] == "study":
-        cfg = StudyTask.from_dict(config)
-        name, units = cfg.study, study_units(cfg, store)
-    else:
-        doc = config.get("recipe") or {}
-        name = study_name(doc)
-        if name is None:
-            return None
-        units = stored_units(store, Recipe.from_dict(doc))
-    seen = {(u.stage, json.dumps(u.axes, sort_keys=True, default=str)) for u in units}
-    for u in _child_units(store, run["run_id"]):  # runs made by an older code version have other keys
-        if (u.stage, json.dumps(u.axes, sort_keys=True, default=str)) not in seen:
-            units.append(u)
-    study = STUDIES[name]
-    tables, notes = study.tables(units)
-    return StudyTables(name, study.seeds, run["run_id"],
-                       [Table(title, df, [], study.seeds) for title, df in tables.items()], notes)
-
-
-def _child_units(store, recipe_run_id: str) -> list[StoredUnit]:
-    """The recipe run's finished child runs as units, read from their names
-    (`<recipe>/<stage> <axis>=<value> ... key=<key>`, as engine.run.recipes.Unit.run_name writes them)."""
-    runs = store.list_runs(status="finished", parent=recipe_run_id)
-    units = []
-    for run_id, name, kind in zip(runs["run_id"], runs["name"], runs["kind"], strict=True):
-        words = str(name).split("/", 1)[-1].split(" ")
-        axes = {}
-        for word in words[1:]:
-            key, _, value = word.partition("=")
-            if key == "key" or not _:
-                continue
-            try:
-                axes[key] = json.loads(value)
-            except ValueError:
-                axes[key] = value
-        units.append(StoredUnit(words[0], str(kind), axes, str(run_id), store.run_points(run_id)))
-    return units[::-1]  # list_runs gives the newest first

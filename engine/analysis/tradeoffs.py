@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from engine.analysis.breakpoint import DETECTORS, BreakpointResult, Curve, curve_from_points, table3
+from engine.analysis.study_tables import TABLE3_ROWS, percent, table3_column
 from engine.core.errors import UserError
 from engine.core.options import config_options
 from engine.core.point import METRIC_FIELDS
 from engine.model.checkpoint import CheckpointError, describe_lineage, read_meta
-from engine.run.studies import TABLE3_ROWS, percent, table3_column
 
 Y = "accuracy"
 
@@ -410,8 +410,8 @@ def detector_fields(detector: str) -> list[dict]:
 
 def table3_summary(curves: Mapping[str, Curve], results: Mapping[str, BreakpointResult],
                    teacher: str) -> pd.DataFrame:
-    """Seed 002's Table 3 for the chosen curves, in engine.run.studies.kd_prune_table3's layout (rows
-    TABLE3_ROWS, one column per "<student> / <detector>", each from engine.run.studies.table3_column), for
+    """Seed 002's Table 3 for the chosen curves, in engine.analysis.study_tables.kd_prune_table3's layout (rows
+    TABLE3_ROWS, one column per "<student> / <detector>", each from engine.analysis.study_tables.table3_column), for
     whichever detector and settings found `results`. With every detector at its defaults and x = params
     this is the study's table."""
     if teacher not in curves:

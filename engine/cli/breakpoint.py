@@ -20,7 +20,7 @@ from engine.analysis.breakpoint import (
     detect,
     table3,
 )
-from engine.cli.main import print_json
+from engine.cli.common import print_json
 from engine.cli.runs import DB_HELP
 from engine.core.config import Config
 from engine.core.options import OptionSet

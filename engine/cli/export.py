@@ -11,9 +11,11 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.cli.common import print_json
 from engine.core.config import Config, param
 from engine.core.errors import ConfigError
 from engine.core.options import OptionSet
+from engine.deploy.onnx import default_file_name, export_checkpoint
 from engine.model.data import DEFAULT_ROOT
 
 FORMATS = ("onnx",)
@@ -21,13 +23,13 @@ FORMATS = ("onnx",)
 
 @dataclass
 class ExportConfig(Config):
-    checkpoint: str = param("", "checkpoint directory to export (float, pruned, distilled, int8 or packed)")
+    checkpoint: str = param("", "checkpoint directory to export (float, pruned, distilled, int8 or packed)", role="input")
     format: str = param("onnx", "the file format", choices=FORMATS)
-    out: str | None = param(None, "the file to write (default: <checkpoint directory>.onnx beside it)")
-    overwrite: bool = param(False, "replace --out if it exists")
+    out: str | None = param(None, "the file to write (default: <checkpoint directory>.onnx beside it)", role="output")
+    overwrite: bool = param(False, "replace --out if it exists", role="output")
     exporter: str = param("torchscript", "torch.onnx exporter: torchscript (dynamo=False, fast) or dynamo "
                                          "(torch.export-based)", choices=("torchscript", "dynamo"))
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live (the test split checks the export)")
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live (the test split checks the export)", role="machine")
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -39,15 +41,10 @@ EXPORT_OPTIONS = OptionSet.of({"export": ExportConfig})
 
 def default_out(checkpoint: str) -> str:
     """<checkpoint directory>.onnx, beside the directory (a sweep level gets its run's name in front)."""
-    from engine.deploy.onnx import default_file_name
-
     return str(Path(checkpoint).expanduser().resolve().parent / default_file_name(checkpoint))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from engine.cli.main import print_json
-    from engine.deploy.onnx import export_checkpoint
-
     cfg = ExportConfig.from_dict(EXPORT_OPTIONS.values(args, "export"))
     result = export_checkpoint(cfg.checkpoint, cfg.out or default_out(cfg.checkpoint), exporter=cfg.exporter,
                                data_root=cfg.data_root, overwrite=cfg.overwrite)

@@ -1,80 +1,32 @@
 """`python -m engine ...`: the same tasks the app runs, for scripts.
 
-Each method family adds its commands from its own module (listed in FAMILY_COMMANDS) through
-`add_commands(subparsers)`; every command runs a registered task through `execute`, so --db,
---json, progress and error handling are the same everywhere.
+The commands are generated from the registries: train and measure here, one `<family>` and
+`<family>-methods` command per method family (engine/cli/families.py), and the command modules in
+COMMANDS (runs, breakpoint, recipes, studies, export), each adding its commands through
+`add_commands(subparsers)`. Every command runs a registered task through `execute` (engine/cli/common.py),
+so --db, --json, progress and error handling are the same everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
-import importlib
-import json
 import os
 import sys
 import traceback
 
-from engine.core.config import Config
-from engine.core.context import ConsoleContext
+from engine.cli import breakpoint, export, families, recipes, runs, studies
+from engine.cli.common import OneLineParser, add_run_args, execute, print_json
 from engine.core.errors import Cancelled, UserError
 from engine.core.options import OptionSet
-from engine.core.point import Point, json_safe
 from engine.methods.measure import MeasureTask
-from engine.methods.tasks import run_task
 from engine.methods.train import TrainTask
 from engine.model.data import DEFAULT_ROOT
 from engine.model.data import catalog as data_catalog
 from engine.model.zoo import catalog as model_catalog
 
-# modules that define `add_commands(subparsers)` for a family of methods
-FAMILY_COMMANDS: list[str] = ["engine.cli.runs", "engine.cli.prune", "engine.cli.quantize", "engine.cli.distill",
-                              "engine.cli.breakpoint", "engine.cli.recipes", "engine.cli.studies", "engine.cli.export"]
-
-
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """The options every task command shares (its config's own options are generated)."""
-    p.add_argument("--db", help="record the run in this DuckDB file (e.g. compression_lab.duckdb)")
-    p.add_argument("--json", action="store_true", help="print the result as strict JSON (NaN as null), no progress bar")
-
-
-def print_json(value) -> None:
-    """Strict JSON on stdout: NaN and infinities are written as null."""
-    print(json.dumps(json_safe(value), indent=2, default=str, allow_nan=False))
-
-
-def execute(args: argparse.Namespace, task: str, config: Config, *, single: bool = False) -> list[Point]:
-    """Runs a task from the CLI: in the store when --db is given, else in this process; prints --json."""
-    console = ConsoleContext(quiet=args.json)
-    try:
-        if getattr(args, "db", None):
-            from engine.run.jobs import run_sync
-
-            points = run_sync(task, config, args.db, echo=console)
-        else:
-            points = run_task(task, config, console)
-    finally:
-        console.close()
-    rows = [p.to_dict() for p in points]
-    if args.json:
-        print_json(rows[-1] if single else rows)
-    else:
-        for p in rows:
-            print(format_point(p))
-    return points
-
-
-def format_point(p: dict) -> str:
-    lat = p.get("latency_ms_b1")
-    lat_s = f"{lat:.3f} ms (b1)" if lat is not None else "not timed"
-    where = f"  -> {p['artifact']}" if p.get("artifact") else ""
-    level = p.get("level")
-    level_s = f" {p.get('level_name') or 'level'}={level:g}" if isinstance(level, int | float) else ""
-    role = f" {p['role']}" if p.get("role") else ""
-    return (f"{p.get('method', '')}[{p.get('stage', '')}{level_s}{role}] acc {p['accuracy']:.4f}  "
-            f"params {p['params_total']:,} nonzero {p['params_nonzero']:,}  sparsity {p['sparsity']:.3f}  "
-            f"bits {p['bits']:.2f}  size {p['size_bytes']:,} B  file {p['file_bytes']:,} B  MACs {p['macs']:,}  "
-            f"latency {lat_s} [{p['backend']}{', simulated' if p.get('simulated') else ''}]{where}")
+# the modules whose `add_commands(subparsers)` add the rest of the commands, in --help's order
+COMMANDS = (runs, families, breakpoint, recipes, studies, export)
 
 
 # ---------------------------------------------------------------- core commands
@@ -113,13 +65,6 @@ def cmd_measure(args: argparse.Namespace) -> None:
         print(f"lineage: {points[-1].extra.get('lineage_text', '')}")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming it and the command's --help (exit 2)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m engine", description="Compression Lab: train, compress, measure")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
@@ -144,13 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(p)
     p.set_defaults(func=cmd_measure)
 
-    for module in FAMILY_COMMANDS:
-        importlib.import_module(module).add_commands(sub)
+    for module in COMMANDS:
+        module.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except UserError as e:  # a plugin family named in $COMPRESSION_LAB_PLUGINS that cannot be imported
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         args.func(args)
         return 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli.main import add_run_args, format_point, print_json
+from engine.cli.common import add_run_args, format_point, print_json, run_labels
 from engine.core.context import ConsoleContext
 from engine.run.executors import EXECUTORS
+from engine.run.jobs import run_sync
 from engine.run.recipes import RECIPE_TASK, RecipeTask, load_recipe
 
 
@@ -54,15 +55,14 @@ def cmd_validate(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> list:
-    from engine.run.jobs import run_sync
-
     recipe = load_recipe(args.recipe)
     config = RecipeTask(recipe=recipe.to_dict(), executor=args.executor, workers=args.workers,
                         ray_address=args.ray_address, ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus,
                         ray_shared=args.ray_shared)
     console = ConsoleContext(quiet=args.json)
     try:
-        points = run_sync(RECIPE_TASK, config, args.db, echo=console, name=f"recipe {recipe.name}")
+        name, tags = run_labels(args)
+        points = run_sync(RECIPE_TASK, config, args.db, echo=console, name=name or f"recipe {recipe.name}", tags=tags)
     finally:
         console.close()
     rows = [p.to_dict() for p in points]

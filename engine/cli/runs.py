@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from engine.cli.main import format_point, print_json
+from engine.cli.common import format_point, print_json
 from engine.core.errors import ConfigError
 from store import DB_ENV, DEFAULT_DB_PATH, RUN_STATUSES, reading
 
@@ -28,6 +28,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
     p.add_argument("--kind", help="only runs of this task (train, measure, ...)")
     p.add_argument("--parent", help="only the child runs of this run (e.g. a sweep's levels)")
+    p.add_argument("--tag", help="only runs with this tag")
+    p.add_argument("--name", help="only runs whose name contains this text (any case)")
     p.add_argument("--limit", type=int, default=50, help="the newest N runs (0: all; default 50)")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.set_defaults(func=cmd_runs)
@@ -46,20 +48,24 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.limit < 0:
         raise ConfigError(f"--limit must be a number of runs >= 0 (0 lists all), got {args.limit}")
     with reading(args.db) as store:
-        df = store.list_runs(status=args.status, kind=args.kind, parent=args.parent, limit=args.limit or None)
+        df = store.list_runs(status=args.status, kind=args.kind, parent=args.parent, limit=args.limit or None,
+                             tag=args.tag, name_contains=args.name)
         path = store.path
     if args.json:
         print_json(records(df.drop(columns=["config", "traceback"])))
         return
     if df.empty:
-        print(f"no runs{' with status ' + args.status if args.status else ''} in {path}")
+        print(f"no runs{' with status ' + args.status if args.status else ''}{' tagged ' + args.tag if args.tag else ''}"
+              f"{' named *' + args.name + '*' if args.name else ''} in {path}")
         return
-    print(f"{'RUN ID':<12}  {'STATUS':<11}  {'CREATED (UTC)':<19}  {'TIME':>8}  {'DONE':>4}  {'PTS':>3}  NAME / MESSAGE")
+    print(f"{'RUN ID':<12}  {'STATUS':<11}  {'CREATED (UTC)':<19}  {'TIME':>8}  {'DONE':>4}  {'PTS':>3}  "
+          "NAME [TAGS] / MESSAGE")
     for r in df.itertuples():
         note = r.error if r.status == "failed" and r.error else (r.message or "")
         note = "" if note == r.status else note  # "finished - finished" says nothing
+        tags = f" [{', '.join(r.tags)}]" if r.tags else ""
         print(f"{r.run_id:<12}  {r.status:<11}  {_when(r.created_at):<19}  {_seconds(r.duration_s):>8}  "
-              f"{r.progress:>4.0%}  {r.n_points:>3}  {r.name}{'  - ' + _one_line(note) if note else ''}")
+              f"{r.progress:>4.0%}  {r.n_points:>3}  {r.name}{tags}{'  - ' + _one_line(note) if note else ''}")
 
 
 def records(df: pd.DataFrame) -> list[dict]:
@@ -122,6 +128,12 @@ def print_run(run: dict, points: list[dict], history: pd.DataFrame, events: pd.D
     print(f"run {run['run_id']}  {run['name']}")
     print(f"  status    {run['status']} ({run['progress']:.0%}){'  - ' + run['message'] if run['message'] else ''}")
     print(f"  task      {run['kind']}{'   parent ' + run['parent_id'] if run['parent_id'] else ''}")
+    if run.get("stage"):
+        print(f"  unit      stage {run['stage']}   sweep {json.dumps(run['sweep'])}   key {run['unit_key']}")
+    if run.get("tags"):
+        print(f"  tags      {', '.join(run['tags'])}")
+    if run.get("note"):
+        print("  note      " + run["note"].replace("\n", "\n            "))
     print(f"  created   {_when(run['created_at'])} UTC   started {_when(run['started_at']) or '-'}   "
           f"ended {_when(run['ended_at']) or '-'}{took}")
     print(f"  seed {run['seed']}   code {run['code_version'] or 'unknown'}   device {run['device'] or 'unknown'}   "

@@ -10,7 +10,7 @@ import argparse
 
 import pandas as pd
 
-from engine.cli.main import add_run_args, print_json
+from engine.cli.common import add_run_args, print_json, run_labels
 from engine.core.context import ConsoleContext
 from engine.core.errors import UserError
 from engine.run.studies import STUDIES, run_study, study_rows
@@ -40,7 +40,9 @@ def cmd_study(args: argparse.Namespace) -> dict | list:
         return rows
     console = ConsoleContext(quiet=args.json)
     try:
-        result = run_study(args.name, args.db, dataset=args.dataset, quick=args.quick, echo=console)
+        run_name, tags = run_labels(args)
+        result = run_study(args.name, args.db, dataset=args.dataset, quick=args.quick, echo=console,
+                           run_name=run_name, tags=tags)
     finally:
         console.close()
     out = result.to_dict()

@@ -14,22 +14,33 @@ import types
 import typing
 from typing import Any, Self
 
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, quoted
 
 MISSING = dataclasses.MISSING
+
+# The part a field plays besides saying what is computed; a field without a role is a setting of the method.
+ROLES = (
+    "input",  # names an input checkpoint (checkpoint, teacher, student_init): a recipe or the app fills it in
+    "output",  # where outputs go (out, and overwrite, which goes with it): the runner chooses
+    "machine",  # a path on the machine that runs the task (data_root): the runner's, not part of what is computed
+    "runner",  # how the run measures and saves, not what it computes (latency, runtime, save)
+)
 
 
 def param(default: Any = MISSING, help: str = "", *, choices: typing.Iterable[Any] | None = None,  # noqa: A002
           lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-          flag: str | None = None, cli: bool = True, default_factory: Any = MISSING) -> Any:
+          flag: str | None = None, cli: bool = True, role: str = "", default_factory: Any = MISSING) -> Any:
     """A config field with its one-line help and the limits that forms and the CLI show.
 
     `choices` and `lo`/`hi` are checked for every instance (before `validate()`); `flag` renames the
     CLI option (default: the field name with dashes); `cli=False` keeps a field off the CLI (it is
-    still part of the config and of recipes).
+    still part of the config and of recipes); `role` says which part the field plays besides saying
+    what is computed (one of ROLES; see `fields_with_role`).
     """
+    if role and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)} (or empty), got {role!r}")
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "lo": lo, "hi": hi,
-            "lo_open": lo_open, "hi_open": hi_open, "flag": flag, "cli": cli}
+            "lo_open": lo_open, "hi_open": hi_open, "flag": flag, "cli": cli, "role": role}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -68,6 +79,26 @@ class Config:
                 value = {**_default_of(f).to_dict(), **value} if _default_of(f) is not None else value
             values[f.name] = coerce(f.name, value, hints.get(f.name))
         return cls(**values)
+
+
+def fields_with_role(cls: type[Config], *roles: str) -> frozenset[str]:
+    """The names of the fields of `cls`, nested configs included, declared with one of `roles`.
+
+    What reads roles: forms hide input, output and machine fields; recipes set input and output fields
+    themselves and leave output and machine fields out of a unit's key; a point's params leave every
+    role out; the Ray executor ships input checkpoints."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {', '.join(unknown)}")
+    names: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("role") in roles:
+            names.add(f.name)
+        nested = _config_class(hints.get(f.name))
+        if nested is not None and nested is not cls:
+            names |= fields_with_role(nested, *roles)
+    return frozenset(names)
 
 
 def _config_class(hint: Any) -> type[Config] | None:
@@ -118,46 +149,46 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
                 return coerce(name, value, a)
             except ConfigError:
                 continue
-        raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}")
+        raise ConfigError(f"{name} must be {type_name(hint)}, got {quoted(value)}")
     nested = _config_class(hint)
     if nested is not None:
         if isinstance(value, nested):
             return value
         if isinstance(value, dict):
             return nested.from_dict(value)
-        raise ConfigError(f"{name} must be a mapping of {nested.__name__} fields, got {value!r}")
+        raise ConfigError(f"{name} must be a mapping of {nested.__name__} fields, got {quoted(value)}")
     origin = typing.get_origin(hint)
     if origin is tuple or origin is list:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}")
+            raise ConfigError(f"{name} must be {type_name(hint)}, got {quoted(value)}")
         args = typing.get_args(hint)
         inner = args[0] if args else None
         items = [coerce(f"{name}[{i}]", v, inner) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+            raise ConfigError(f"{name} must be a mapping, got {quoted(value)}")
         args = typing.get_args(hint)
         if len(args) == 2:
             return {coerce(name, k, args[0]): coerce(f"{name}[{k}]", v, args[1]) for k, v in value.items()}
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(f"{name} must be true or false, got {quoted(value)}")
         return value
     if hint is int:
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             return int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number, got {quoted(value)}")
         return value
     if hint is float:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
+            raise ConfigError(f"{name} must be a number, got {quoted(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{name} must be text, got {value!r}")
+            raise ConfigError(f"{name} must be text, got {quoted(value)}")
         return value
     return value
 
@@ -180,7 +211,7 @@ def check_declared(cfg: Config) -> None:
 def check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {quoted(value)}")
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,

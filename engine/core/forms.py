@@ -19,13 +19,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from engine.core.config import Config
+from engine.core.config import Config, fields_with_role
 from engine.core.errors import ConfigError
 from engine.core.options import MAX_GRID, Option, config_options, parse_list, parse_text
 
-# Fields a browser must not set: paths on the server (the app chooses where outputs go, and models come
-# from the run store or an upload) and the overwrite switch that goes with an explicit output folder.
-SERVER_SIDE = frozenset({"out", "overwrite", "data_root", "checkpoint", "teacher", "student_init"})
+# Fields a browser must not set, by their role (engine.core.config.ROLES): paths on the server (the app
+# chooses where outputs go, and models come from the run store or an upload) and the overwrite switch
+# that goes with an explicit output folder.
+SERVER_SIDE_ROLES = ("input", "output", "machine")
 
 WIDGETS = ("switch", "choice", "int", "float", "text", "sweep", "multichoice", "optional", "mapping")
 
@@ -100,12 +101,15 @@ def widget_of(o: Option) -> str:
     return "text"
 
 
-def form_fields(cls: type[Config], hidden: typing.Collection[str] = SERVER_SIDE,
+def form_fields(cls: type[Config], hidden: typing.Collection[str] | None = None,
                 choices: dict[str, typing.Sequence] | None = None,
                 typed: typing.Collection[str] = ()) -> list[FormField]:
     """The fields of `cls` (nested configs flattened) a form shows, in declaration order. `choices`
     gives a text field the names it may take (a dataset or an architecture from a registry); the fields
-    named in `typed` also take a value typed in (checked by the config like any other)."""
+    named in `typed` also take a value typed in (checked by the config like any other). `hidden` names the
+    fields left out (default: those whose role is in SERVER_SIDE_ROLES)."""
+    if hidden is None:
+        hidden = fields_with_role(cls, *SERVER_SIDE_ROLES)
     out = []
     for o in config_options(cls):
         if o.path[-1] in hidden:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.config import Config, type_name
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, quoted
+from engine.core.point import json_safe
 
 MAX_GRID = 1000  # values one list option may expand to
 
@@ -134,9 +135,9 @@ def parse_number(flag: str, text: str, kind: type) -> int | float:
     try:
         value = int(text) if kind is int else float(text)
     except ValueError:
-        raise ConfigError(f"{flag} must be {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        raise ConfigError(f"{flag} must be {'a whole number' if kind is int else 'a number'}, got {quoted(text)}") from None
     if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{flag} must be a finite number, got {text!r}")
+        raise ConfigError(f"{flag} must be a finite number, got {quoted(text)}")
     return value
 
 
@@ -151,20 +152,20 @@ def parse_list(flag: str, text: str, kind: type = float) -> list:
         return [parse_number(flag, p, kind) for p in parts]
     i = parts.index("...")
     if i < 2 or i != len(parts) - 2 or parts.count("...") != 1:
-        raise ConfigError(f"{flag}: write a range as first,second,...,last (e.g. 0,0.1,...,0.9); got {text!r}")
+        raise ConfigError(f"{flag}: write a range as first,second,...,last (e.g. 0,0.1,...,0.9); got {quoted(text)}")
     head = [parse_number(flag, p, kind) for p in parts[:i]]
     end = parse_number(flag, parts[-1], kind)
     start, step = head[0], head[1] - head[0]
     if step <= 0:
-        raise ConfigError(f"{flag}: a range must ascend (second value above the first); got {text!r}")
+        raise ConfigError(f"{flag}: a range must ascend (second value above the first); got {quoted(text)}")
     if end < head[-1]:
-        raise ConfigError(f"{flag}: the last value {end:g} is below the range's start; got {text!r}")
+        raise ConfigError(f"{flag}: the last value {end:g} is below the range's start; got {quoted(text)}")
     count = math.floor((end - start) / step + 1e-9) + 1
     if count > MAX_GRID:
-        raise ConfigError(f"{flag}: {text!r} expands to {count:,} values; at most {MAX_GRID:,} are allowed")
+        raise ConfigError(f"{flag}: {quoted(text)} expands to {count:,} values; at most {MAX_GRID:,} are allowed")
     values = [round(start + k * step, 10) for k in range(count)]
     if any(abs(h - v) > 1e-9 * max(1.0, abs(v)) for h, v in zip(head, values)):
-        raise ConfigError(f"{flag}: the values before '...' must be evenly spaced; got {text!r}")
+        raise ConfigError(f"{flag}: the values before '...' must be evenly spaced; got {quoted(text)}")
     return [int(v) if kind is int else v for v in values]
 
 
@@ -183,7 +184,7 @@ def parse_mapping(flag: str, text: str, kind: type = float) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{flag} must look like name=value,other=value; got {part!r}")
+            raise ConfigError(f"{flag} must look like name=value,other=value; got {quoted(part)}")
         out[key.strip()] = value.strip() if kind is str else parse_number(flag, value.strip(), kind)
     return out
 
@@ -247,14 +248,19 @@ class OptionSet:
                              for h, keys in helps.items())
             o = users[0][1]
             if o.is_switch:
-                parser.add_argument(flag, dest=o.dest, action=argparse.BooleanOptionalAction, default=None,
+                parser.add_argument(flag, dest=o.dest, action=_SwitchOnce, default=None,
                                     help=text.replace("%", "%%"))
             else:
-                parser.add_argument(flag, dest=o.dest, default=None, metavar=_metavar(o),
+                parser.add_argument(flag, dest=o.dest, action=_StoreOnce, default=None, metavar=_metavar(o),
                                     help=text.replace("%", "%%"))
 
     def given(self, args: argparse.Namespace) -> dict[str, Any]:
-        """flag -> raw value for every option the user gave."""
+        """flag -> raw value for every option the user gave; a switch that an alias added by a command
+        (quantize's --asymmetric) then set the other way is refused naming both."""
+        for dest, (flag, value, aliases) in vars(args).get(_GIVEN, {}).items():
+            if getattr(args, dest) != value and dest in {o.dest for o in self.flags.values()}:
+                raise ConfigError(f"{flag} and {' / '.join(aliases) or 'another flag'} contradict each other: "
+                                  f"give one of them")
         return {f: getattr(args, o.dest) for f, o in self.flags.items() if getattr(args, o.dest, None) is not None}
 
     def values(self, args: argparse.Namespace, key: str, what: str = "--method") -> dict:
@@ -275,6 +281,35 @@ class OptionSet:
                 node = node.setdefault(name, {})
             node[o.path[-1]] = value
         return out
+
+
+_GIVEN = "_generated_options_given"  # on the parsed namespace: dest -> (flag, value, other flags setting dest)
+
+
+def _given_once(action: argparse.Action, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                flag: str, value: Any) -> None:
+    """Sets the option's value, refusing (by name, exit 2) a second one that differs: `--bits 4 --bits 8`,
+    `--symmetric --no-symmetric` or a switch and its alias, instead of letting the last one silently win."""
+    given = vars(namespace).setdefault(_GIVEN, {})
+    before = getattr(namespace, action.dest, None)
+    aliases = [s for a in parser._actions if a.dest == action.dest and a is not action for s in a.option_strings]
+    if before is not None and before != value:
+        first = given[action.dest][0] if action.dest in given else " / ".join(aliases)
+        if first == flag:
+            parser.error(f"{flag} given twice ({quoted(before)} and {quoted(value)}): give it once")
+        parser.error(f"{first} and {flag} contradict each other: give one of them")
+    given[action.dest] = (flag, value, aliases)
+    setattr(namespace, action.dest, value)
+
+
+class _SwitchOnce(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _given_once(self, parser, namespace, option_string, not option_string.startswith("--no-"))
+
+
+class _StoreOnce(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _given_once(self, parser, namespace, option_string, values)
 
 
 def _metavar(o: Option) -> str:
@@ -321,8 +356,6 @@ def method_rows(configs: dict[str, tuple[type[Config], str]]) -> list[dict]:
 
 def print_method_rows(rows: list[dict], as_json: bool) -> None:
     if as_json:
-        from engine.core.point import json_safe
-
         print(json.dumps(json_safe(rows), indent=2, default=str, allow_nan=False))
         return
     for r in rows:

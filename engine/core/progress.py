@@ -55,13 +55,16 @@ class Eta:
 
 
 def scaled(progress: ProgressFn | None, start: float, end: float) -> ProgressFn | None:
-    """Maps a sub-task's 0..1 progress onto [start, end] of the parent's, e.g. one level of a sweep."""
+    """Maps a sub-task's 0..1 progress onto [start, end] of the parent's, e.g. one level of a sweep; call it
+    as the sub-task starts: the ETA is the parent's time left at the pace of the sub-task so far."""
     if progress is None:
         return None
+    began = time.perf_counter()
 
     def report(p: Progress) -> None:
-        progress(
-            Progress(start + (end - start) * p.fraction, p.message, p.epoch, p.step, None, p.metrics)
-        )
+        fraction = start + (end - start) * p.fraction
+        done = fraction - start
+        eta = (time.perf_counter() - began) * (1 - fraction) / done if done > 0 else None
+        progress(Progress(fraction, p.message, p.epoch, p.step, eta, p.metrics))
 
     return report

@@ -1,1 +1,9 @@
-"""Layer 3, deployment: the forms a model is deployed as (float, int8, packed), measurement and its timing, runtimes (torch, ONNX Runtime) and ONNX export."""
+"""Layer 3, deployment: the forms a model is deployed as (float, int8, packed), measurement and its timing,
+runtimes (torch, ONNX Runtime) and ONNX export.
+
+Importing the layer imports `int8`, which registers the int8 checkpoint format's loader with
+`formats.load_variant` (the packed format is registered by formats.py itself), so any checkpoint loads
+whichever deploy module a caller imported first.
+"""
+
+from engine.deploy import int8  # noqa: F401  (registers the "int8" weights format)

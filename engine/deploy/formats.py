@@ -58,6 +58,7 @@ from engine.core.errors import CheckpointError
 from engine.core.registry import Registry
 from engine.deploy import qmaths as maths
 from engine.deploy.measure import ModelForm, prunable_weights
+from engine.deploy.quantized import ActivationQuant, fold_batchnorm
 from engine.model.checkpoint import (
     WEIGHTS,
     CheckpointMeta,
@@ -113,8 +114,6 @@ def arch_shapes(model: nn.Module) -> dict[str, list[int]]:
 
 def folded_structure(meta: CheckpointMeta) -> nn.Module:
     """The float architecture of `meta`, BatchNorm folded as the quantized model was (random weights)."""
-    from engine.deploy.quantized import fold_batchnorm
-
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.image_size, meta.width)
     if meta.layer_shapes == "shape":
         shapes = meta.quant.get("arch_shapes")
@@ -223,43 +222,6 @@ def int8_quant_meta(mode: str, engine: str, backend: str, runs: str) -> dict:
     return {"mode": mode, "engine": engine, "backend": backend, "runs": runs, "batchnorm_folded": True}
 
 
-@register_format("int8")
-def load_int8(directory: Path, meta: CheckpointMeta) -> tuple[nn.Module, ModelForm]:
-    """The int8 model rebuilt through its backend, and the float structure holding its dequantized weights."""
-    from engine.deploy.int8 import INT8_BACKENDS, int8_layers
-
-    q = meta.quant
-    mode, engine = q.get("mode"), q.get("engine")
-    if mode not in ("static", "dynamic") or not isinstance(engine, str):
-        raise CheckpointError(f"meta.json: quant must name mode (static or dynamic) and engine; got {q}")
-    data, tensors = read_tensors(directory)
-    model = folded_structure(meta)
-    backend = INT8_BACKENDS.get(q.get("backend", "fx"))
-    if mode == "static":
-        example = torch.randn(4, meta.in_channels, meta.image_size, meta.image_size,
-                              generator=torch.Generator().manual_seed(0))
-        int8 = backend.static(model, [example], engine)
-    else:
-        int8 = backend.dynamic(model, engine)
-    qmodel = int8.runner.module
-    load_int8_tensors(qmodel, tensors)
-    groups = int8_layers(qmodel)
-    with torch.no_grad():
-        for name, layer in prunable_weights(model):
-            qlayer = qmodel.get_submodule(name)
-            if name in groups:
-                layer.weight.copy_(qlayer.weight().dequantize())
-                bias = qlayer.bias()
-            else:
-                layer.weight.copy_(qlayer.weight)
-                bias = qlayer.bias
-            if layer.bias is not None and bias is not None:
-                layer.bias.copy_(bias)
-    form = ModelForm(runner=int8.runner, backend=q.get("runs", int8.backend), weight_bits={n: 8 for n in groups},
-                     quant_groups=groups, artifact=data)
-    return model, form
-
-
 # ---------------------------------------------------------------- packed
 
 
@@ -308,8 +270,6 @@ class ActivationQuantRunner(nn.Module):
 @register_format("packed")
 def load_packed(directory: Path, meta: CheckpointMeta) -> tuple[nn.Module, ModelForm]:
     """The float structure holding the unpacked low-bit weights; the form says simulated."""
-    from engine.deploy.quantized import ActivationQuant
-
     q = meta.quant
     bits, scheme = q.get("bits"), q.get("scheme")
     if not isinstance(bits, dict) or not isinstance(scheme, dict) or "symmetric" not in scheme:

@@ -21,14 +21,23 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from engine.core.errors import UserError
+from engine.core.errors import CheckpointError, UserError
 from engine.core.progress import CancelToken
 from engine.core.registry import Registry
-from engine.deploy.measure import prunable_weights
+from engine.deploy.formats import (
+    folded_structure,
+    int8_bytes,
+    load_int8_tensors,
+    read_tensors,
+    register_format,
+)
+from engine.deploy.measure import ModelForm, prunable_weights
+from engine.model.checkpoint import CheckpointMeta
 
 ENGINES = ("x86", "qnnpack", "onednn")
 
@@ -95,8 +104,6 @@ def use_engine(engine: str) -> None:
 def serialise(module: nn.Module) -> bytes:
     """The int8 model as an int8 checkpoint stores it: int8 weights, scales and zero points as plain
     tensors in safetensors (engine/deploy/formats.py), nothing pickled."""
-    from engine.deploy.formats import int8_bytes
-
     return int8_bytes(module)
 
 
@@ -210,3 +217,41 @@ class FxBackend(Int8Backend):
 
 
 INT8_BACKENDS.register("fx")(FxBackend())
+
+
+# ---------------------------------------------------------------- the int8 checkpoint format's loader
+
+
+@register_format("int8")
+def load_int8(directory: Path, meta: CheckpointMeta) -> tuple[nn.Module, ModelForm]:
+    """The int8 model rebuilt through its backend, and the float structure holding its dequantized weights."""
+    q = meta.quant
+    mode, engine = q.get("mode"), q.get("engine")
+    if mode not in ("static", "dynamic") or not isinstance(engine, str):
+        raise CheckpointError(f"meta.json: quant must name mode (static or dynamic) and engine; got {q}")
+    data, tensors = read_tensors(directory)
+    model = folded_structure(meta)
+    backend = INT8_BACKENDS.get(q.get("backend", "fx"))
+    if mode == "static":
+        example = torch.randn(4, meta.in_channels, meta.image_size, meta.image_size,
+                              generator=torch.Generator().manual_seed(0))
+        int8 = backend.static(model, [example], engine)
+    else:
+        int8 = backend.dynamic(model, engine)
+    qmodel = int8.runner.module
+    load_int8_tensors(qmodel, tensors)
+    groups = int8_layers(qmodel)
+    with torch.no_grad():
+        for name, layer in prunable_weights(model):
+            qlayer = qmodel.get_submodule(name)
+            if name in groups:
+                layer.weight.copy_(qlayer.weight().dequantize())
+                bias = qlayer.bias()
+            else:
+                layer.weight.copy_(qlayer.weight)
+                bias = qlayer.bias
+            if layer.bias is not None and bias is not None:
+                layer.bias.copy_(bias)
+    form = ModelForm(runner=int8.runner, backend=q.get("runs", int8.backend), weight_bits={n: 8 for n in groups},
+                     quant_groups=groups, artifact=data)
+    return model, form

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from engine.core.point import Measurement
+from engine.deploy import runtimes
 from engine.model.checkpoint import state_dict_bytes
 from engine.model.data import Dataset
 from engine.model.train import scores
@@ -168,8 +169,6 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
     default: the running task's runtime, else torch). A latency dict is torch's timing, so on another
     runtime the runner is timed afresh.
     """
-    from engine.deploy import runtimes  # imported here: runtimes builds on this module
-
     runtime = runtime or runtimes.active()
     form = form or ModelForm()
     if runtime != "torch":

@@ -47,9 +47,10 @@ import torch
 from torch import Tensor, nn
 
 from engine.core.errors import ConfigError, UserError
+from engine.deploy.formats import load_variant
 from engine.deploy.measure import ModelForm
-from engine.deploy.runtimes import Calibration, OrtRunner
-from engine.model.checkpoint import META, WEIGHTS
+from engine.deploy.runtimes import Calibration
+from engine.model.checkpoint import META, WEIGHTS, dataset_of
 from engine.model.data import DEFAULT_ROOT, Dataset
 from engine.model.train import scores
 
@@ -65,6 +66,37 @@ _LOCK = threading.RLock()
 
 class OnnxExportError(UserError):
     """A model cannot be exported to ONNX, or an int8 model cannot be made a QDQ model."""
+
+
+# ---------------------------------------------------------------- running ONNX with ONNX Runtime
+
+
+class OrtRunner(nn.Module):
+    """An ONNX Runtime session as a module: logits of a float32 batch, computed by onnxruntime."""
+
+    def __init__(self, onnx_model: bytes, threads: int | None = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only
+        self.threads = options.intra_op_num_threads
+        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: Tensor) -> Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 # ---------------------------------------------------------------- torch -> ONNX
@@ -302,9 +334,6 @@ def export_checkpoint(directory: str, out: str | None = None, *, exporter: str =
     Writes the file to `out` when given (an existing file only with `overwrite`); either way the bytes are
     in `.data`. Raises OnnxExportError (a UserError, one line) naming the operator ONNX lacks, or why an
     int8 model could not be made a QDQ model."""
-    from engine.deploy.formats import load_variant
-    from engine.methods.tasks import dataset_of
-
     target = check_out(out, directory, overwrite) if out else None
     model, form, meta = load_variant(directory)
     data = dataset_of(meta, data_root)

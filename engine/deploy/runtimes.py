@@ -35,11 +35,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, quoted
 from engine.core.registry import Registry
+from engine.model.data import calibration_batches
 
 if TYPE_CHECKING:
     from engine.deploy.measure import ModelForm
@@ -81,8 +81,6 @@ class Calibration:
 
     def split(self, data: Dataset) -> list[Tensor]:
         """The calibration batches themselves (engine.methods.quant.common.calibration_batches)."""
-        from engine.model.data import calibration_batches
-
         return calibration_batches(data, self.batches, self.batch_size, self.seed)
 
 
@@ -131,7 +129,7 @@ def task_scope(cfg: Any) -> contextlib.AbstractContextManager[None]:
 
 def check_runtime(name: str) -> None:
     if name not in RUNTIME_NAMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIME_NAMES)}; got {name!r}")
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIME_NAMES)}; got {quoted(name)}")
 
 
 def check_runtimes(field: str, names: tuple[str, ...]) -> None:
@@ -140,7 +138,7 @@ def check_runtimes(field: str, names: tuple[str, ...]) -> None:
         raise ConfigError(f"{field} must name at least one runtime: {', '.join(RUNTIME_NAMES)}")
     for name in names:
         if name not in RUNTIME_NAMES:
-            raise ConfigError(f"{field} must list runtimes from {', '.join(RUNTIME_NAMES)}; got {name!r}")
+            raise ConfigError(f"{field} must list runtimes from {', '.join(RUNTIME_NAMES)}; got {quoted(name)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{field} lists a runtime twice: {', '.join(names)}")
 
@@ -169,43 +167,17 @@ class TorchRuntime(Runtime):
         return form
 
 
-class OrtRunner(nn.Module):
-    """An ONNX Runtime session as a module: logits of a float32 batch, computed by onnxruntime."""
-
-    def __init__(self, onnx_model: bytes, threads: int | None = None):
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
-        self.threads = options.intra_op_num_threads
-        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def forward(self, x: Tensor) -> Tensor:
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
-
-
-def ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
-
-
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     description = "ONNX Runtime (CPUExecutionProvider): fp32, QDQ int8 for int8 checkpoints"
 
     def deploy(self, model: nn.Module, form: ModelForm, data: Dataset) -> ModelForm:
-        from engine.deploy.onnx import onnx_for_form
+        # the ONNX toolchain (onnx, onnxscript, onnxruntime) loads only when a model runs on ONNX Runtime
+        from engine.deploy import onnx as onnx_export
 
-        onnx = onnx_for_form(model, form, data, calibration())
-        return replace(form, runner=OrtRunner(onnx.data), backend=f"onnxruntime {ort_version()} {onnx.kind}",
+        onnx = onnx_export.onnx_for_form(model, form, data, calibration())
+        return replace(form, runner=onnx_export.OrtRunner(onnx.data),
+                       backend=f"onnxruntime {onnx_export.ort_version()} {onnx.kind}",
                        artifact=onnx.data)
 
 

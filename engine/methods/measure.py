@@ -10,18 +10,18 @@ from engine.core.errors import ConfigError
 from engine.core.point import Point
 from engine.deploy.formats import load_variant
 from engine.deploy.runtimes import Calibration, check_runtimes, using
-from engine.methods.tasks import dataset_of, measure_point, register_task
-from engine.model.checkpoint import describe_lineage
+from engine.methods.tasks import measure_point, register_task
+from engine.model.checkpoint import dataset_of, describe_lineage
 from engine.model.data import DEFAULT_ROOT
 
 
 @dataclass
 class MeasureTask(Config):
-    checkpoint: str = param("", "checkpoint directory (any format a method writes)")
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
-    latency: bool = param(True, "time the model (--no-latency: latency fields stay empty)")
+    checkpoint: str = param("", "checkpoint directory (any format a method writes)", role="input")
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live", role="machine")
+    latency: bool = param(True, "time the model (--no-latency: latency fields stay empty)", role="runner")
     runtime: tuple[str, ...] = param(("torch",), "runtimes that run the model, one point each: torch, onnxruntime "
-                                                 "or torch,onnxruntime")
+                                                 "or torch,onnxruntime", role="runner")
 
     def validate(self) -> None:
         if not self.checkpoint:

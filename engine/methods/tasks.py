@@ -7,6 +7,7 @@ Every method family registers its tasks here (`@register_task`); `train` and `me
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable
@@ -21,14 +22,16 @@ from engine.core.point import Measurement, Point
 from engine.core.registry import Registry
 from engine.deploy.measure import ModelForm, measure
 from engine.deploy.runtimes import task_scope
+from engine.methods.registry import discover_families
 from engine.model.checkpoint import (
     CheckpointMeta,
+    dataset_of,
     describe_lineage,
     load_checkpoint,
     read_meta,
     save_checkpoint,
 )
-from engine.model.data import DATASETS, DEFAULT_ROOT, Dataset, load_dataset
+from engine.model.data import DATASETS, DEFAULT_ROOT, Dataset
 
 
 @dataclass(frozen=True)
@@ -37,17 +40,21 @@ class Task:
     config: type[Config]
     run: Callable[[Config, RunContext], list[Point]]
     description: str
+    input: str | None = None  # the config field naming the checkpoint it starts from (what a recipe's `from:` feeds)
 
 
 TASKS: Registry[Task] = Registry("task")
 
-# packages whose import registers their tasks; loaded before any lookup, so the job runner can run a
-# task by name without the caller having imported its family
-FAMILIES = ("engine.methods.train", "engine.methods.measure", "engine.methods.quant", "engine.methods.prune", "engine.methods.distill", "engine.run.recipes", "engine.run.studies", "engine.methods.whatif")
+# modules whose import registers tasks that belong to no method family; the families' tasks are found by
+# discover_families. Loaded before any lookup, so the job runner can run a task by name without the
+# caller having imported it. The run layer's own tasks (recipe, study) register when that layer is imported
+# (engine/run/__init__.py), as everything that runs a task by name is in it or above it.
+TASK_MODULES = ("engine.methods.train", "engine.methods.measure", "engine.methods.whatif")
 
 
 def load_families() -> None:
-    for module in FAMILIES:
+    discover_families()
+    for module in TASK_MODULES:
         importlib.import_module(module)
 
 
@@ -56,9 +63,15 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)
 
 
-def register_task(name: str, config: type[Config], description: str):
+def register_task(name: str, config: type[Config], description: str, input: str | None = None):  # noqa: A002
+    """Registers `fn(config, ctx) -> list[Point]` as the task `name`. `input` is the config field a recipe's
+    `from:` feeds; by default the config's one field with role input, if it has exactly one."""
+    if input is None:
+        inputs = [f.name for f in dataclasses.fields(config) if f.metadata.get("role") == "input"]
+        input = inputs[0] if len(inputs) == 1 else None  # noqa: A001
+
     def add(fn: Callable[[Config, RunContext], list[Point]]):
-        TASKS.register(name)(Task(name, config, _on_runtime(fn), description))
+        TASKS.register(name)(Task(name, config, _on_runtime(fn), description, input))
         return fn
 
     return add
@@ -119,11 +132,6 @@ def open_checkpoint(directory: str, data_root: str = DEFAULT_ROOT) -> tuple[nn.M
                               f"so quantize last in a chain")
     model, meta = load_checkpoint(directory)
     return model, meta, dataset_of(meta, data_root)
-
-
-def dataset_of(meta: CheckpointMeta, data_root: str = DEFAULT_ROOT) -> Dataset:
-    image_size = meta.image_size if meta.dataset.startswith("imagefolder:") else None
-    return load_dataset(meta.dataset, data_root, image_size=image_size)
 
 
 def save_float_variant(directory: str, model: nn.Module, meta: CheckpointMeta, *, family: str, method: str,

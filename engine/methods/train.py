@@ -23,12 +23,12 @@ class TrainTask(SaveOptions):
     dataset: str = param("mnist5k", "dataset name or imagefolder:<path> (see `datasets`)")
     model: str = param("cnn_l", "architecture from the zoo (see `models`)")
     width: float = param(1.0, "width multiplier where the architecture has one", lo=0.05, hi=16)
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live", role="machine")
     download: bool = param(False, "download a missing torchvision dataset")
     image_size: int | None = param(None, "resize imagefolder images to this side (default 64)", lo=4, hi=1024)
-    latency: bool = param(True, "time the final model (--no-latency: latency fields stay empty)")
+    latency: bool = param(True, "time the final model (--no-latency: latency fields stay empty)", role="runner")
     runtime: str = param("torch", "what runs the model when it is measured (accuracy and latency)",
-                         choices=RUNTIME_NAMES)
+                         choices=RUNTIME_NAMES, role="runner")
     train: TrainConfig = param(default_factory=TrainConfig)
 
     def validate(self) -> None:

@@ -30,7 +30,6 @@ as a checkpoint (packed at its width when bits < 32, float otherwise).
 from __future__ import annotations
 
 import copy
-import json
 import os
 import statistics
 import threading
@@ -58,12 +57,11 @@ from engine.methods.prune.masks import Ranking, apply_masks, rank
 from engine.methods.quant.common import simulated_backend
 from engine.methods.tasks import measure_point, open_checkpoint, register_task, save_float_variant
 from engine.model.checkpoint import (
-    META,
-    WEIGHTS,
     CheckpointMeta,
     describe_lineage,
     read_meta,
     saved_checkpoints,
+    write_checkpoint,
 )
 from engine.model.data import DEFAULT_ROOT
 from engine.model.outputs import SaveOptions, claim_output, default_out_dir
@@ -442,7 +440,7 @@ def checkpoint_points(points: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
 
 @dataclass
 class WhatIfConfig(SaveOptions):
-    checkpoint: str = param("", "float checkpoint directory to start from (required)")
+    checkpoint: str = param("", "float checkpoint directory to start from (required)", role="input")
     sparsity: float = param(0.0, "fraction removed: of all Conv/Linear weights (unstructured, one global magnitude "
                                  "threshold) or of every layer's channels (channels)", lo=0, hi=MAX_SPARSITY)
     mode: str = param("unstructured", "unstructured: zero the smallest weights; channels: remove whole channels",
@@ -451,8 +449,8 @@ class WhatIfConfig(SaveOptions):
                       lo=maths.MIN_BITS, hi=maths.MAX_BITS)
     granularity: str = param("per_channel", "quantization scales: per_channel or per_tensor",
                              choices=maths.GRANULARITIES)
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
-    latency: bool = param(True, "time the model that runs (--no-latency: latency fields stay empty)")
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live", role="machine")
+    latency: bool = param(True, "time the model that runs (--no-latency: latency fields stay empty)", role="runner")
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -556,6 +554,5 @@ def _save_packed(root, blob: bytes, meta: CheckpointMeta, family: str, params: d
     new = meta.derived(family=family, method="whatif", params=params, input_checkpoint=input_checkpoint,
                        level=level, level_name=level_name, weights_format="packed", quant=quant,
                        layer_shapes=layer_shapes)
-    (root / WEIGHTS).write_bytes(blob)
-    (root / META).write_text(json.dumps(new.to_dict(), indent=2))
+    write_checkpoint(root, blob, new)
     return str(root)

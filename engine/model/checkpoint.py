@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +23,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from engine.core.errors import CheckpointError
+from engine.core.errors import CheckpointError, quoted
+from engine.model.data import DEFAULT_ROOT, Dataset, load_dataset
 from engine.model.zoo import build_model
 
 WEIGHTS = "model.safetensors"
@@ -68,7 +70,7 @@ class CheckpointMeta:
             raise CheckpointError(f"{META} lacks {', '.join(sorted(missing))}")
         version = d.get("format_version", 1)
         if version not in READABLE_VERSIONS:
-            raise CheckpointError(f"{META} has format_version {version!r}; this code reads versions "
+            raise CheckpointError(f"{META} has format_version {quoted(version)}; this code reads versions "
                                   f"{', '.join(map(str, READABLE_VERSIONS))} (a newer Compression Lab wrote it?)")
         d = dict(d)
         if "history" in d:  # format 1
@@ -93,10 +95,10 @@ class CheckpointMeta:
             if name in d:
                 _check_type(name, d[name], kind)
         if d.get("layer_shapes", "arch") not in ("arch", "shape"):
-            raise CheckpointError(f"{META}: layer_shapes must be arch or shape, got {d['layer_shapes']!r}")
+            raise CheckpointError(f"{META}: layer_shapes must be arch or shape, got {quoted(d['layer_shapes'])}")
         if d.get("weights_format", "float") not in WEIGHT_FORMATS:
             raise CheckpointError(f"{META}: weights_format must be one of {', '.join(WEIGHT_FORMATS)}, "
-                                  f"got {d['weights_format']!r}")
+                                  f"got {quoted(d['weights_format'])}")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -114,7 +116,7 @@ def _check_type(name: str, value, kind) -> None:
     ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
     if not ok:
         want = {int: "a whole number", str: "text", dict: "an object", list: "a list"}.get(kind, "a number")
-        raise CheckpointError(f"{META}: {name} must be {want}, got {value!r}")
+        raise CheckpointError(f"{META}: {name} must be {want}, got {quoted(value)}")
 
 
 def describe_lineage(meta: CheckpointMeta) -> str:
@@ -135,11 +137,24 @@ def state_dict_bytes(model: nn.Module) -> bytes:
 
 
 def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """A float model as a checkpoint directory."""
+    return write_checkpoint(directory, state_dict_bytes(model), meta)
+
+
+def write_checkpoint(directory: str | Path, weights: bytes, meta: CheckpointMeta) -> Path:
+    """A checkpoint directory from serialised weights of any format (meta.weights_format says which)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    (d / WEIGHTS).write_bytes(state_dict_bytes(model))
-    (d / META).write_text(json.dumps(meta.to_dict(), indent=2))
+    (d / WEIGHTS).write_bytes(weights)
+    write_meta(d, meta)
     return d
+
+
+def write_meta(directory: str | Path, meta: CheckpointMeta) -> Path:
+    """The one writer of meta.json."""
+    path = Path(directory) / META
+    path.write_text(json.dumps(meta.to_dict(), indent=2))
+    return path
 
 
 Tag = TypeVar("Tag")
@@ -195,6 +210,10 @@ def load_checkpoint(directory: str | Path) -> tuple[nn.Module, CheckpointMeta]:
 # ---------------------------------------------------------------- users' weight files
 
 
+UPLOAD_INSTEAD = ("upload a .safetensors file (safetensors.torch.save_file(model.state_dict(), path)) or a .pt "
+                  "holding only the state_dict (torch.save(model.state_dict(), path))")
+
+
 def read_state_dict(data: bytes, filename: str) -> dict[str, torch.Tensor]:
     """Parses a user's weights file, chosen by its extension: .safetensors, or .pt/.pth state_dict.
 
@@ -210,15 +229,22 @@ def read_state_dict(data: bytes, filename: str) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - weights_only refuses with several exception types
-            raise CheckpointError(
-                f"{filename} could not be loaded as a plain state_dict (only tensors are accepted, "
-                f"nothing is unpickled): {str(e).splitlines()[0]}") from None
+            # torch's own message advises retrying with weights_only=False, which this tool never does
+            found = re.search(r"GLOBAL ([\w.]{1,200})", str(e))
+            if found:
+                raise CheckpointError(
+                    f"{filename} holds pickled Python objects ({found.group(1)}), not only tensors: a whole model "
+                    f"or a training checkpoint saved with torch.save, and nothing is unpickled here (unpickling can "
+                    f"run code): {UPLOAD_INSTEAD}") from None
+            raise CheckpointError(f"{filename} is not a PyTorch state_dict file (it cannot be read as names and "
+                                  f"tensors alone; nothing in it was unpickled): {UPLOAD_INSTEAD}") from None
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise CheckpointError(f"{filename} does not hold a state_dict (a mapping of names to tensors)")
+            raise CheckpointError(f"{filename} does not hold a state_dict (a mapping of names to tensors): "
+                                  f"{UPLOAD_INSTEAD}")
         return obj
     raise CheckpointError(f"unsupported weights file '{filename}': use .safetensors, .pt or .pth")
 
@@ -270,3 +296,9 @@ def load_user_weights(arch: str, data: bytes, filename: str, *, num_classes: int
     model = build_model(arch, num_classes, in_channels, image_size, width)
     load_into(model, read_state_dict(data, filename))
     return model.eval()
+
+
+def dataset_of(meta: CheckpointMeta, data_root: str = DEFAULT_ROOT) -> Dataset:
+    """The dataset a checkpoint was trained on (imagefolder data at the checkpoint's image size)."""
+    image_size = meta.image_size if meta.dataset.startswith("imagefolder:") else None
+    return load_dataset(meta.dataset, data_root, image_size=image_size)

@@ -80,14 +80,14 @@ class Split:
             idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
             x, y = x_all[idx], self.y[idx]
             if augment:
-                x = self.normalise(_augment(x, self.hflip, seed + start))
+                x = self.normalise(augment(x, self.hflip, seed + start))
             yield x, y
 
     def num_batches(self, batch_size: int) -> int:
         return (len(self) + batch_size - 1) // batch_size
 
 
-def _augment(x: Tensor, hflip: bool, seed: int) -> Tensor:
+def augment(x: Tensor, hflip: bool, seed: int) -> Tensor:
     """Random shift by up to 1/8 of the side (zero padding), plus a random horizontal flip if allowed."""
     g = torch.Generator().manual_seed(seed)
     n, _, h, w = x.shape

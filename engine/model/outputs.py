@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,9 @@ class SaveOptions(Config):
     """Where a run writes its checkpoints; every task that makes models has these fields."""
 
     out: str | None = param(None, "directory for this run's checkpoints (default checkpoints/<model>-<dataset>-"
-                                  "<method>-<time>)")
-    save: bool = param(True, "save every variant as a checkpoint directory (--no-save: measure only)")
-    overwrite: bool = param(False, "replace --out if an earlier run of this tool created it")
+                                  "<method>-<time>)", role="output")
+    save: bool = param(True, "save every variant as a checkpoint directory (--no-save: measure only)", role="runner")
+    overwrite: bool = param(False, "replace --out if an earlier run of this tool created it", role="output")
 
 
 # ---------------------------------------------------------------- output directories
@@ -111,18 +111,21 @@ def made_by_us(path: str | Path) -> bool:
     return any((d / MARKER).is_file() for d in (p, *p.parents))
 
 
-def remove_artifacts(paths: list[str], keep: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+def remove_artifacts(paths: list[str], keep: Mapping[str, str] | Iterable[str] = ()) -> tuple[list[str], list[str]]:
     """Removes the artifact folders and files of deleted runs: only what this tool created (MARKER), never
-    a path in `keep` (still used by a remaining run) or a folder holding one. Returns (removed, left with why)."""
-    kept_resolved = {Path(k).resolve() for k in keep if k}
+    a path in `keep` (still used by a remaining run: its points, or a queued or running run's config; a
+    mapping says why, as Store.paths_in_use does) or a folder holding one. Returns (removed, left with why)."""
+    why = dict(keep) if isinstance(keep, Mapping) else dict.fromkeys(keep, "another run uses it")
+    kept_resolved = {Path(k).resolve(): reason for k, reason in why.items() if k}
     removed, left = [], []
     for path in paths:
         p = Path(path)
         if not p.exists():
             continue
         r = p.resolve()
-        if r in kept_resolved or any(r in k.parents for k in kept_resolved):
-            left.append(f"{path} (another run uses it)")
+        reason = kept_resolved.get(r) or next((w for k, w in kept_resolved.items() if r in k.parents), None)
+        if reason:
+            left.append(f"{path} ({reason})")
         elif not made_by_us(p):
             left.append(f"{path} (not created by Compression Lab)")
         else:

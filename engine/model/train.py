@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from engine.core.config import Config, param
 from engine.core.errors import TrainingDiverged
 from engine.core.progress import CancelToken, Eta, Progress, ProgressFn
-from engine.model.data import Dataset, Split
+from engine.model.data import Dataset, Split, augment
 
 
 @dataclass
@@ -202,11 +202,9 @@ def fit(
 def _ordered_batches(split: Split, order: Tensor, config: TrainConfig, epoch: int):
     """Batches in the given order; augmentation is seeded per batch so a seed fixes the run."""
     x_all = split.x if config.augment else split.tensors()[0]
-    from engine.model.data import _augment
-
     for start in range(0, len(split), config.batch_size):
         idx = order[start : start + config.batch_size]
         x = x_all[idx]
         if config.augment:
-            x = split.normalise(_augment(x, split.hflip, config.seed * 7919 + epoch * 104729 + start))
+            x = split.normalise(augment(x, split.hflip, config.seed * 7919 + epoch * 104729 + start))
         yield x, split.y[idx]

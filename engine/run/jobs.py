@@ -11,6 +11,7 @@ closed tab neither stops a job nor starts it twice. Workers never call `st.*`.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import math
 import queue
@@ -19,7 +20,7 @@ import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from engine.core.errors import Cancelled, ConfigError, UserError
 from engine.core.point import Point
 from engine.core.progress import CancelToken, Progress
 from engine.methods.tasks import Task, get_task, run_task
+from engine.model.train import pick_device
 from store import Store, open_store, resolve_db_path
 
 PROGRESS_INTERVAL_S = 0.5  # at most two progress writes a second per run: the train loop reports every batch
@@ -64,12 +66,18 @@ class StoreContext(RunContext):
         self._last_write = -math.inf
         self._last_message: str | None = None
         self._unwritten: Progress | None = None
+        self._first: tuple[float, float] | None = None  # (time, fraction) of the first report: the ETA's origin
 
     def progress(self, p: Progress) -> None:
         if p.metrics:
             self._batch += 1
             self.store.log_metrics(self.run_id, {f"batch_{k}": v for k, v in p.metrics.items()}, step=self._batch)
         now = time.monotonic()
+        if self._first is None:
+            self._first = (now, p.fraction)
+        elif p.eta_s is None and p.fraction > self._first[1]:  # a level counter: the ETA from the pace so far
+            began, f0 = self._first
+            p = dataclasses.replace(p, eta_s=(now - began) * (1 - p.fraction) / (p.fraction - f0))
         if now - self._last_write >= self.progress_interval_s or p.message != self._last_message or p.fraction >= 1:
             self._write_progress(p, now)
         else:
@@ -152,8 +160,6 @@ def code_version() -> str | None:
 def device_name() -> str:
     import torch
 
-    from engine.model.train import pick_device
-
     device = pick_device()
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -161,10 +167,15 @@ def device_name() -> str:
 
 
 def create_run(store: Store, task_name: str, config: Config, name: str | None = None,
-               parent: str | None = None) -> str:
+               parent: str | None = None, *, tags: Iterable[str] = (), stage: str | None = None,
+               sweep: dict | None = None, unit_key: str | None = None) -> str:
+    """Records a queued run of the task: the user's name (else one made from the config) and tags, and for a
+    recipe unit its stage, swept values and key."""
     d = config.to_dict()
-    return store.create_run(task_name, d, name=name or default_run_name(task_name, d), parent_id=parent,
-                            seed=find_seed(d), code_version=code_version(), device=device_name())
+    name = name if name and name.strip() else default_run_name(task_name, d)
+    return store.create_run(task_name, d, name=name, parent_id=parent, seed=find_seed(d),
+                            code_version=code_version(), device=device_name(), tags=tags, stage=stage, sweep=sweep,
+                            unit_key=unit_key)
 
 
 def execute_run(store: Store, run_id: str, task_name: str, config: Config, ctx: StoreContext) -> list[Point]:
@@ -221,11 +232,11 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def run_sync(task_name: str, config: Config | dict, db_path: str | None, *, echo: RunContext | None = None,
-             name: str | None = None, parent: str | None = None) -> list[Point]:
+             name: str | None = None, parent: str | None = None, tags: Iterable[str] = ()) -> list[Point]:
     """Runs a task in the calling thread and records it in the store at `db_path` (default path if None)."""
     _, cfg = resolve_task(task_name, config)
     store = open_store(db_path)
-    run_id = create_run(store, task_name, cfg, name, parent)
+    run_id = create_run(store, task_name, cfg, name, parent, tags=tags)
     ctx = StoreContext(store, run_id, echo=echo)
     if echo is not None:
         echo.log_event(f"recording run {run_id} in {store.path}")
@@ -267,13 +278,14 @@ class JobRunner:
             t.start()
 
     def submit(self, task_name: str, config: Config | dict, name: str | None = None,
-               parent: str | None = None) -> str:
-        """Validates the config, records the run as queued and returns its id at once."""
+               parent: str | None = None, tags: Iterable[str] = ()) -> str:
+        """Validates the config, records the run as queued (with the user's name and tags, if any) and
+        returns its id at once."""
         _, cfg = resolve_task(task_name, config)
         with self._lock:
             if self.closed:
                 raise UserError("the job runner has been shut down; start a new one")
-            run_id = create_run(self.store, task_name, cfg, name, parent)
+            run_id = create_run(self.store, task_name, cfg, name, parent, tags=tags)
             job = _Job(run_id, task_name, cfg, StoreContext(self.store, run_id))
             self._jobs[run_id] = job
             self._queue.put(job)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from engine.core.errors import UserError
-from engine.methods.registry import family_methods
+from engine.methods.registry import discover_families
 from engine.methods.tasks import get_task, load_families
 from engine.model.checkpoint import describe_lineage, saved_checkpoints
 from engine.model.data import DATASETS, DEFAULT_ROOT, availability
 
-# what the Launch page's "Method" tab offers, family by family
-FAMILY_TITLES = {"train": "Train a model", "measure": "Measure a checkpoint", "quantize": "Quantize",
-                 "prune": "Prune", "distill": "Distil", "finetune": "Fine-tune"}
+# what the Launch page's "Method" tab offers besides the method families: single tasks, before and after them
+FIRST_TASKS = {"train": "Train a model", "measure": "Measure a checkpoint"}
+LAST_TASKS = {"finetune": "Fine-tune"}
 
 
 @dataclass(frozen=True)
@@ -28,23 +28,39 @@ class MethodChoice:
     method: str
     task: str  # the registered task the job runner runs
     description: str
-    needs_checkpoint: bool  # starts from a float checkpoint (everything but train and distill)
+    needs_checkpoint: bool  # starts from a float checkpoint (the family's from_checkpoint; train and distill do not)
+
+
+def names_per_method(name: str | None, methods: list[str]) -> list[str | None]:
+    """The run name of each distillation method's run: the user's name, with the method after it when several
+    methods share it (so their runs tell apart in lists); None keeps each run's default name."""
+    if name is None or len(methods) < 2:
+        return [name] * len(methods)
+    return [f"{name} ({method})" for method in methods]
+
+
+def family_titles() -> dict[str, str]:
+    """What the Launch page's "Method" tab offers, name -> title: train and measure, every method family
+    (from the family registry, plugins included), then fine-tuning."""
+    families = {name: f.title for name, f in discover_families().items()}
+    return {**FIRST_TASKS, **families, **LAST_TASKS}
 
 
 def family_names() -> list[str]:
-    return list(FAMILY_TITLES)
+    return list(family_titles())
 
 
 def methods_of(family: str) -> list[MethodChoice]:
     """The methods of a family, each with the task that runs it."""
     load_families()
-    if family in ("train", "measure", "finetune"):
+    if family in (*FIRST_TASKS, *LAST_TASKS):
         task = get_task(family)
-        return [MethodChoice(family, family, family, task.description, family != "train")]
-    if family not in FAMILY_TITLES:
-        raise UserError(f"unknown family '{family}'; choose from: {', '.join(FAMILY_TITLES)}")
-    return [MethodChoice(family, name, m.task, m.description, family != "distill")
-            for name, m in family_methods(family).items()]
+        return [MethodChoice(family, family, family, task.description, task.input == "checkpoint")]
+    families = discover_families()
+    if family not in families:
+        raise UserError(f"unknown family '{family}'; choose from: {', '.join(family_names())}")
+    f = families.get(family)
+    return [MethodChoice(family, name, m.task, m.description, f.from_checkpoint) for name, m in f.methods.items()]
 
 
 def dataset_rows(root: str = DEFAULT_ROOT) -> pd.DataFrame:

@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import re
 import time
 import types
 import typing
@@ -40,15 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
-from engine.core.config import Config, param
+from engine.core.config import Config, fields_with_role, param
 from engine.core.context import RunContext
-from engine.core.errors import Cancelled, CheckpointError, ConfigError, UserError
+from engine.core.errors import Cancelled, CheckpointError, ConfigError, UserError, quoted
 from engine.core.point import Point
 from engine.core.progress import Progress, scaled
-from engine.deploy.runtimes import RUNTIME_NAMES
+from engine.deploy.measure import prunable_weights
+from engine.methods.base import FromCheckpoint
 from engine.methods.measure import COMPRESSING
 from engine.methods.prune.finetune import FinetuneConfig, finetune, finetune_training
 from engine.methods.tasks import (
@@ -62,30 +61,40 @@ from engine.methods.tasks import (
 )
 from engine.methods.train import TrainTask
 from engine.model.checkpoint import read_meta
-from engine.model.data import DEFAULT_ROOT
-from engine.model.outputs import SaveOptions, claim_output, default_out_dir, is_checkpoint, safe_name
+from engine.model.outputs import claim_output, default_out_dir, is_checkpoint, safe_name
 from engine.model.zoo import MODELS
+from engine.run.executors import EXECUTORS, make_executor
+from engine.run.jobs import SHUTDOWN_GRACE_S, StoreContext, create_run, resolve_task
+from store.labels import NAME_MAX_CHARS
 
 RECIPE_TASK = "recipe"
 DEFAULT_OUT = "checkpoints/recipes"
 MODEL, TEACHER, NONE = "model", "teacher", "none"  # the sources a stage may name besides earlier stages
 STAGE_KEYS = ("name", "task", "config", "sweep", "from", "teacher")
 RECIPE_KEYS = ("name", "dataset", "data_root", "out", "model", "teacher", "stages")
-# fields the runner sets: a recipe names them through `from:`/`teacher:`, the recipe's dataset and `out`
-RUNNER_FIELDS = ("out", "overwrite", "checkpoint", "teacher", "student_init")
-KEY_IGNORES = ("out", "overwrite", "data_root")  # where things are, not what is computed
 # the smallest useful recipe (train the default model), so RecipeTask() is valid like every task config
 DEFAULT_RECIPE = {"dataset": "mnist5k", "model": "cnn_l", "stages": [{"task": "train"}]}
-KEY_TAG = re.compile(r"\bkey=([0-9a-f]{16})\b")
 
 
 def input_field(task: str) -> str | None:
-    """The config field a stage's `from:` feeds: the checkpoint a task starts from (distil: the student's start)."""
-    if task == "distill":
-        return "student_init"
-    if task in ("measure", "finetune") or task.startswith(("quantize.", "prune.")):
-        return "checkpoint"
-    return None
+    """The config field a stage's `from:` feeds: the checkpoint a task starts from (distil: the student's start),
+    as the task declares it (engine.methods.tasks.Task.input)."""
+    return get_task(task).input
+
+
+def runner_fields() -> list[str]:
+    """The fields the runner sets, of every task: a recipe names the input checkpoints (role input) through
+    `from:`/`teacher:` and the output folders (role output) through its `out`."""
+    get_task(RECIPE_TASK)  # loads every task
+    names: dict[str, None] = {}
+    for _, task in TASKS.items():
+        names.update(dict.fromkeys(sorted(fields_with_role(task.config, "input", "output"))))
+    return list(names)
+
+
+def key_ignores(task: str) -> frozenset[str]:
+    """The fields a unit's key leaves out: where things are (output folders, the data root), not what is computed."""
+    return fields_with_role(get_task(task).config, "output", "machine")
 
 
 # ---------------------------------------------------------------- the document
@@ -105,7 +114,7 @@ class ModelSource:
             value = {"arch": value} if value in MODELS else {"checkpoint": value}
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be an architecture name, a checkpoint directory or a mapping "
-                              f"{{arch: ..., train: {{...}}}} / {{checkpoint: DIR}}, got {value!r}")
+                              f"{{arch: ..., train: {{...}}}} / {{checkpoint: DIR}}, got {quoted(value)}")
         rest = {k: v for k, v in value.items() if k not in ("arch", "checkpoint")}
         arch, checkpoint = value.get("arch"), value.get("checkpoint")
         if (arch is None) == (checkpoint is None):
@@ -115,12 +124,12 @@ class ModelSource:
             if rest:
                 raise ConfigError(f"{where}: a checkpoint takes no training settings ({', '.join(rest)})")
             if not isinstance(checkpoint, str) or not is_checkpoint(checkpoint):
-                raise ConfigError(f"{where}.checkpoint {checkpoint!r} is not a checkpoint directory "
+                raise ConfigError(f"{where}.checkpoint {quoted(checkpoint)} is not a checkpoint directory "
                                   f"(it needs weights and meta.json)")
             return cls(checkpoint=checkpoint)
         if not isinstance(arch, str) or arch not in MODELS:
-            raise ConfigError(f"{where}.arch must be an architecture ({', '.join(MODELS.names())}), got {arch!r}")
-        for name in ("dataset", "model", *RUNNER_FIELDS, "save"):
+            raise ConfigError(f"{where}.arch must be an architecture ({', '.join(MODELS.names())}), got {quoted(arch)}")
+        for name in ("dataset", "model", *runner_fields(), "save"):
             if name in rest:
                 raise ConfigError(f"{where}.{name} is set by the recipe, not here")
         try:
@@ -150,22 +159,22 @@ class Stage:
     def from_dict(cls, d: Any, index: int) -> Stage:
         where = f"stage {index + 1}"
         if not isinstance(d, dict):
-            raise ConfigError(f"{where} must be a mapping with task, config, sweep, from; got {d!r}")
+            raise ConfigError(f"{where} must be a mapping with task, config, sweep, from; got {quoted(d)}")
         unknown = sorted(set(d) - set(STAGE_KEYS))
         if unknown:
             raise ConfigError(f"{where} has no field {', '.join(unknown)}; fields are: {', '.join(STAGE_KEYS)}")
         task = d.get("task")
         if not isinstance(task, str):
-            raise ConfigError(f"{where}: task must name a task ({', '.join(task_names())}), got {task!r}")
+            raise ConfigError(f"{where}: task must name a task ({', '.join(task_names())}), got {quoted(task)}")
         name = d.get("name", task)
         if not isinstance(name, str) or not name or name in (MODEL, TEACHER, NONE):
-            raise ConfigError(f"{where}: name must be text other than {MODEL}, {TEACHER} or {NONE}, got {name!r}")
+            raise ConfigError(f"{where}: name must be text other than {MODEL}, {TEACHER} or {NONE}, got {quoted(name)}")
         where = f"stage '{name}'"
         if task not in task_names():
-            raise ConfigError(f"{where}: unknown task '{task}'; choose from: {', '.join(task_names())}")
+            raise ConfigError(f"{where}: unknown task {quoted(task)}; choose from: {', '.join(task_names())}")
         for key in ("config", "sweep"):
             if not isinstance(d.get(key, {}), dict):
-                raise ConfigError(f"{where}: {key} must be a mapping of {task}'s fields, got {d[key]!r}")
+                raise ConfigError(f"{where}: {key} must be a mapping of {task}'s fields, got {quoted(d[key])}")
         for key in ("from", "teacher"):
             if d.get(key) is not None and not isinstance(d[key], str):
                 raise ConfigError(f"{where}: {key} must name an earlier stage, {MODEL}, {TEACHER} or {NONE}")
@@ -212,7 +221,7 @@ class Recipe:
                 raise ConfigError(f"recipe: {key} is required")
         for key in ("dataset", "name", "out", "data_root"):
             if d.get(key) is not None and not isinstance(d[key], str):
-                raise ConfigError(f"recipe: {key} must be text, got {d[key]!r}")
+                raise ConfigError(f"recipe: {key} must be text, got {quoted(d[key])}")
         try:
             check_dataset_name(d["dataset"])
         except ConfigError as e:
@@ -243,17 +252,45 @@ class Recipe:
         return counts
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of text; a bigger file is a mistake or an attack
+MAX_RECIPE_VALUES = 100_000  # values once YAML aliases (*name) are expanded: stops a "billion laughs"
+MAX_RECIPE_UNITS = 10_000  # child runs one recipe may expand to, checked before a grid is expanded
+
+
 def load_recipe(source: str | Path) -> Recipe:
     """A recipe from a file path or from YAML/JSON text; YAML tags that would build objects are refused."""
     text = str(source)
     if isinstance(source, Path) or ("\n" not in text and (text.endswith((".yaml", ".yml", ".json"))
                                                           or Path(text).is_file())):
         try:
-            text = Path(source).read_text(encoding="utf-8")
+            if Path(source).stat().st_size > MAX_RECIPE_BYTES:
+                raise UserError(f"the recipe {source} is larger than {MAX_RECIPE_BYTES:,} bytes; a recipe is a "
+                                f"short YAML or JSON file")
+            raw = Path(source).read_bytes()
         except OSError as e:
             raise UserError(f"cannot read the recipe {source}: {e.strerror or e}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            utf16 = " (it looks like UTF-16)" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else ""
+            raise UserError(f"cannot read the recipe {source}: it is not UTF-8 text{utf16}, byte 0x{raw[e.start]:02x} "
+                            f"at offset {e.start:,}; save it as UTF-8") from None
+    return Recipe.from_dict(parse_recipe(text))
+
+
+def parse_recipe(text: str) -> Any:
+    """The plain document in YAML or JSON text (yaml's SafeLoader: no tag builds an object or runs code),
+    refused when it is longer than MAX_RECIPE_BYTES or holds more than MAX_RECIPE_VALUES values once its
+    aliases are expanded; the values are counted on the parsed graph, before anything is copied."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"the recipe is {len(text):,} characters long; at most {MAX_RECIPE_BYTES:,} are allowed")
+    loader = yaml.SafeLoader(text)
     try:
-        doc = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -261,7 +298,32 @@ def load_recipe(source: str | Path) -> Recipe:
         if "python/" in str(e) or "could not determine a constructor" in str(e):
             problem = f"{problem}: recipes hold plain values only, no !!python or other object tags"
         raise ConfigError(f"the recipe is not valid YAML{where}: {problem}") from None
-    return Recipe.from_dict(doc)
+    except RecursionError:
+        raise ConfigError("the recipe is nested too deeply to read (lists or mappings inside each other hundreds of "
+                          "levels down)") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` holds with every alias written out; each node is counted once (memoised), so a
+    few hundred bytes of nested aliases cost no more to check than to parse."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ConfigError("the recipe refers to itself through a YAML alias (*name inside the &name it names)")
+    open_nodes.add(id(node))
+    children = [] if isinstance(node, yaml.ScalarNode) else (
+        node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv])
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes)
+        if size > MAX_RECIPE_VALUES:
+            raise ConfigError(f"the recipe holds more than {MAX_RECIPE_VALUES:,} values once its YAML aliases "
+                              f"(*name) are expanded; write the values out, or use fewer nested aliases")
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def task_names() -> list[str]:
@@ -281,7 +343,7 @@ class Unit:
     task: str
     config: dict  # input fields hold "@<unit key>" until the upstream unit has finished
     inputs: dict[str, str]  # config field -> upstream unit key
-    axes: dict  # the swept values that made this unit (its own and upstream), for names
+    axes: dict  # the swept values that made this unit (its own and upstream): its run's `sweep`
     arch: str | None  # the architecture of what it produces (None when not known before running)
     feeds: bool = False  # another unit takes its artifact
 
@@ -290,8 +352,11 @@ class Unit:
         return {**self.config, **{f: paths[k] for f, k in self.inputs.items()}}
 
     def run_name(self, recipe: str) -> str:
+        """What lists show, e.g. "kd-prune/prune sparsities=0.5"; never read back (the stage, sweep and key
+        are the run's own fields)."""
         swept = " ".join(f"{k}={_short(v)}" for k, v in self.axes.items())
-        return f"{recipe}/{self.stage}{' ' + swept if swept else ''} key={self.key[:16]}"
+        name = f"{recipe}/{self.stage}{' ' + swept if swept else ''}"
+        return name if len(name) <= NAME_MAX_CHARS else name[:NAME_MAX_CHARS - 3] + "..."
 
 
 def _short(value: Any) -> str:
@@ -302,7 +367,8 @@ def _short(value: Any) -> str:
 
 def unit_key(task: str, config: dict, dataset: str, inputs: dict[str, str]) -> str:
     """sha256 of what the unit computes: task, config (paths and input fields left out), dataset, upstream keys."""
-    body = {k: v for k, v in config.items() if k not in KEY_IGNORES and k not in inputs}
+    ignored = key_ignores(task)
+    body = {k: v for k, v in config.items() if k not in ignored and k not in inputs}
     if body.get("runtime") in ("torch", ["torch"], ("torch",)):
         del body["runtime"]  # the default since runtimes came: units stored before then keep their keys
     doc = {"task": task, "config": body, "dataset": dataset, "inputs": dict(sorted(inputs.items()))}
@@ -376,7 +442,7 @@ def expand(recipe: Recipe) -> list[Unit]:
         where = f"stage '{stage.name}'"
         if stage.name in outputs:
             raise ConfigError(f"{where}: the name is used by an earlier stage; give each stage its own name")
-        for name in (*RUNNER_FIELDS, "dataset"):
+        for name in (*runner_fields(), "dataset"):
             if name in stage.config or name in stage.sweep:
                 how = {"checkpoint": "from:", "student_init": "from:", "teacher": "teacher:",
                        "dataset": "the recipe's dataset"}.get(name, f"the recipe's out ({recipe.out})")
@@ -401,6 +467,11 @@ def expand(recipe: Recipe) -> list[Unit]:
                 raise ConfigError(f"{where}: distill needs a teacher: give the recipe a teacher, or name a stage "
                                   f"(or {MODEL}) with teacher:")
             teachers = sources(stage, teacher_name, "teacher")
+        count = len(students) * len(teachers) * len(grid)
+        if len(units) + count > MAX_RECIPE_UNITS:
+            raise ConfigError(f"{where}: {len(students):,} inputs x {len(teachers):,} teachers x {len(grid):,} sweep "
+                              f"points make {count:,} units ({len(units) + count:,} in the recipe so far); at most "
+                              f"{MAX_RECIPE_UNITS:,} are allowed: sweep fewer values or split the recipe")
         produced = []
         for student, teacher, (overrides, axes) in itertools.product(students, teachers, grid):
             values = _merge(stage.config, overrides)
@@ -453,8 +524,15 @@ def sweep_grid(stage: Stage, cls: type[Config]) -> list[tuple[dict, dict]]:
     for path, values in axes:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"stage '{stage.name}': sweep.{'.'.join(path)} must be a non-empty list of values, "
-                              f"got {values!r}")
+                              f"got {quoted(values)}")
         _field_hint(stage, cls, path)
+    size = 1
+    for _, values in axes:
+        size *= len(values)
+    if size > MAX_RECIPE_UNITS:
+        sizes = " x ".join(f"{len(values):,} {'.'.join(path)}" for path, values in axes)
+        raise ConfigError(f"stage '{stage.name}': the sweep makes {size:,} units ({sizes}); at most "
+                          f"{MAX_RECIPE_UNITS:,} are allowed: sweep fewer values or split the recipe")
     points = []
     for combo in itertools.product(*(values for _, values in axes)):
         overrides: dict = {}
@@ -526,14 +604,13 @@ def unit_output(points: list[dict]) -> str:
 
 
 def finished_units(store, units: list[Unit]) -> dict[str, tuple[str, list[dict]]]:
-    """{unit key: (run id, points)} for each unit that a finished run in the store already computed, and
-    whose artifact still exists where another unit needs it. The newest such run wins."""
-    wanted = {u.key[:16]: u for u in units}
+    """{unit key: (run id, points)} for each unit that a finished run in the store already computed (found by
+    its `unit_key`), and whose artifact still exists where another unit needs it. The newest such run wins."""
+    wanted = {u.key: u for u in units} | {u.key[:16]: u for u in units}  # 16 hex: units stored before schema 5
     found: dict[str, tuple[str, list[dict]]] = {}
-    runs = store.list_runs(status="finished")
-    for run_id, name, kind in zip(runs["run_id"], runs["name"], runs["kind"], strict=True):
-        m = KEY_TAG.search(str(name))
-        unit = wanted.get(m.group(1)) if m else None
+    runs = store.list_runs(status="finished", unit_keys=[u.key for u in units])
+    for run_id, key, kind in zip(runs["run_id"], runs["unit_key"], runs["kind"], strict=True):
+        unit = wanted.get(str(key))
         if unit is None or unit.key in found or kind != unit.task:
             continue
         points = store.run_points(run_id)
@@ -567,8 +644,6 @@ class RecipeTask(Config):
                                     "workers write checkpoints there instead of sending them back as bytes")
 
     def validate(self) -> None:
-        from engine.run.executors import EXECUTORS
-
         EXECUTORS.get(self.executor).check_available()
         if self.executor != "ray":
             given = [f for f, default in RAY_DEFAULTS.items() if getattr(self, f) != default]
@@ -600,9 +675,6 @@ class UnitResult:
 
 @register_task(RECIPE_TASK, RecipeTask, "run a recipe: chained tasks with sweep axes; finished children are reused")
 def recipe_task(cfg: RecipeTask, ctx: RunContext) -> list[Point]:
-    from engine.run.executors import make_executor
-    from engine.run.jobs import StoreContext
-
     if not isinstance(ctx, StoreContext):
         raise UserError("a recipe runs in a run store (its children are runs): run it with engine.run.jobs.run_sync "
                         "or the job runner")
@@ -673,8 +745,6 @@ def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
 def _stop(store, executor, running: dict, error: BaseException) -> None:
     """Cancels every running child. A user's cancel waits for them to stop; a shutdown (SIGTERM, Ctrl-C)
     waits SHUTDOWN_GRACE_S and then records the ones still inside a step as interrupted, as the job runner does."""
-    from engine.run.jobs import SHUTDOWN_GRACE_S
-
     reason = None if isinstance(error, Cancelled) else (
         "the process received SIGTERM" if isinstance(error, SystemExit) else "interrupted by Ctrl-C"
         if isinstance(error, KeyboardInterrupt) else f"the recipe driver failed: {type(error).__name__}")
@@ -690,15 +760,14 @@ def _stop(store, executor, running: dict, error: BaseException) -> None:
 
 def _submit(store, executor, recipe: Recipe, unit: Unit, paths: dict[str, str], parent: str,
             results: dict[str, UnitResult]):
-    from engine.run.jobs import create_run, resolve_task
-
     try:
         _, cfg = resolve_task(unit.task, unit.config_with(paths))
     except UserError as e:  # e.g. an upstream artifact another task cannot start from
         results[unit.key] = UnitResult(unit, "failed", error=str(e))
         store.log_event(parent, f"{unit.run_name(recipe.name)}: {e}", "error")
         return None
-    run_id = create_run(store, unit.task, cfg, name=unit.run_name(recipe.name), parent=parent)
+    run_id = create_run(store, unit.task, cfg, name=unit.run_name(recipe.name), parent=parent, stage=unit.stage,
+                        sweep=unit.axes, unit_key=unit.key)
     if not executor.records_live:
         store.start_run(run_id)
     return executor.submit(unit, cfg, run_id)
@@ -728,17 +797,13 @@ def _tagged(point: Point, unit: Unit, run_id: str, reused: bool) -> Point:
 
 
 @dataclass
-class FinetuneTask(SaveOptions):
-    checkpoint: str = param("", "checkpoint directory of the model to fine-tune (pruned weights stay zero)")
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
-    latency: bool = param(True, "time the fine-tuned model (--no-latency: latency fields stay empty)")
-    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
-                                  "(engine/deploy/runtimes.py)", choices=RUNTIME_NAMES)
+class FinetuneTask(FromCheckpoint):
+    """Fine-tunes the checkpoint (pruned weights stay zero)."""
+
     finetune: FinetuneConfig = param(default_factory=lambda: FinetuneConfig(mode="last", train=finetune_training()))
 
     def validate(self) -> None:
-        if not self.checkpoint:
-            raise ConfigError("checkpoint must name a checkpoint directory")
+        super().validate()
         if self.finetune.mode == "none":
             raise ConfigError("finetune.mode must be last or all for a finetune stage, got none")
 
@@ -753,7 +818,7 @@ def finetune_task(cfg: FinetuneTask, ctx: RunContext) -> list[Point]:
         model, meta, data = open_checkpoint(cfg.checkpoint, cfg.data_root)
         if meta.weights_format != "float":
             raise CheckpointError(f"{cfg.checkpoint} is not a float checkpoint")
-        masks = {name: m.weight.detach() != 0 for name, m in _prunable(model)}
+        masks = {name: m.weight.detach() != 0 for name, m in prunable_weights(model)}
         history = finetune(model, data, cfg.finetune, classifier=MODELS.get(meta.arch).classifier, masks=masks,
                            progress=scaled(ctx.progress, 0.0, 0.9), cancel=ctx.cancel)
         for row in history:
@@ -770,10 +835,3 @@ def finetune_task(cfg: FinetuneTask, ctx: RunContext) -> list[Point]:
                               stage="variant" if compressed else "baseline", params=params, level=last.get("level"),
                               level_name=last.get("level_name", ""), input_checkpoint=cfg.checkpoint,
                               artifact=artifact, latency=cfg.latency)]
-
-
-def _prunable(model: torch.nn.Module):
-    from engine.deploy.measure import prunable_weights
-
-    return prunable_weights(model)
-

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.run.studies import TABLE3_ROWS
+from engine.analysis.study_tables import TABLE3_ROWS
 from tests.pages.conftest import chart, open_page
 
 PAGE = "pages/breakpoints.py"

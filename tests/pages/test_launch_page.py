@@ -36,10 +36,10 @@ def test_every_family_draws_its_generated_form_without_an_error(db, family):
 
 
 def test_every_method_of_every_family_has_a_form(db):
-    from engine.run.launch import FAMILY_TITLES, methods_of
+    from engine.run.launch import family_names, methods_of
 
     at = launch(db)
-    for family in FAMILY_TITLES:
+    for family in family_names():
         if family == "distill":
             continue
         by_key(at.selectbox, "launch.family").set_value(family).run()
@@ -96,6 +96,17 @@ def test_a_bad_recipe_shows_its_message(db):
     assert any("not valid YAML" in e.value for e in at.error)
 
 
+def test_a_pasted_recipe_whose_aliases_expand_past_the_budget_is_refused(db):
+    from tests.test_hostile_inputs import laughs
+
+    at = launch(db)
+    by_key(at.text_area, "launch.recipe.text").set_value(laughs(9)).run()
+    by_key(at.button, "launch.recipe.submit").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("The recipe is not valid" in e and "aliases" in e and len(e) < 500 for e in errors), errors
+
+
 def test_a_study_preset_queues_a_study_run(db):
     at = launch(db)
     by_key(at.selectbox, "launch.study.name").set_value("compare-techniques").run()
@@ -108,4 +119,28 @@ def test_a_study_preset_queues_a_study_run(db):
     (run_id,) = runner.active()
     assert runner.store.get_run(run_id)["kind"] == "study"
     runner.cancel(run_id)  # a study is minutes of work: the test checks the wiring only
+    assert runner.wait(timeout=120)
+
+
+def test_the_run_name_and_tags_typed_on_launch_are_the_queued_runs(db):
+    from engine.run.jobs import get_runner
+
+    at = launch(db)
+    form = "launch.form.train"
+    by_key(at.selectbox, f"{form}.dataset").set_value("digits")
+    by_key(at.selectbox, f"{form}.model").set_value("cnn_s")
+    by_key(at.text_input, f"{form}.run_tags").set_value("a,,b")
+    by_key(at.button, f"{form}.submit").click().run()
+    assert any("empty tag between commas" in e.value for e in at.error), [e.value for e in at.error]
+    runner = get_runner(db)
+    assert not runner.active()  # a bad tag queues nothing
+
+    by_key(at.text_input, f"{form}.run_name").set_value("cnn_s from the digits folder")
+    by_key(at.text_input, f"{form}.run_tags").set_value("baseline, digits")
+    by_key(at.button, f"{form}.submit").click().run()
+    assert not at.exception and any("Queued 1 run" in s.value for s in at.success), [e.value for e in at.error]
+    (run_id,) = runner.active()
+    run = runner.store.get_run(run_id)
+    assert (run["kind"], run["name"], run["tags"]) == ("train", "cnn_s from the digits folder", ["baseline", "digits"])
+    runner.cancel(run_id)  # the test checks what reached the runner, not the training
     assert runner.wait(timeout=120)

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
+from engine.cli.families import build_config
 from engine.cli.main import build_parser, main
-from engine.cli.prune import build_config, prune_options
 from engine.core.errors import ConfigError
 from engine.core.point import CONTRACT_FIELDS, METRIC_FIELDS
 from engine.methods.registry import family_methods
@@ -25,7 +25,7 @@ README_FLAGS = ("--checkpoint", "--method", "--sparsity", "--repeats", "--import
 
 def config(*argv: str):
     args = build_parser().parse_args(["prune", "--checkpoint", "ckpt", *argv])
-    return build_config(args, prune_options())
+    return build_config(args)
 
 
 def test_the_six_methods_are_registered_with_their_tasks():

@@ -227,3 +227,74 @@ def test_version_4_fills_dataset_model_and_runtime_of_older_points(db_path, tmp_
         assert (trained["dataset"], trained["model"]) == ("mnist5k", "cnn_l")  # from the run's config
         fake = store.run_points("quantfake001")
         assert [p["dataset"] for p in fake] == ["", ""]  # nothing on disk or in the config tells: left empty
+
+
+def test_version_5_fills_stage_sweep_and_key_of_recipe_units_from_their_old_names(db_path):
+    from store import Store
+
+    write_v1_file(db_path)
+    con = duckdb.connect(db_path)
+    con.execute("INSERT INTO runs (run_id, name, kind, status, config, created_at, parent_id) VALUES "
+                "('recipe000001', 'recipe kd-prune', 'recipe', 'finished', '{}', 1700000300, NULL), "
+                "('unitprune001', 'kd-prune/prune method=kd sparsities=0.5 key=0123456789abcdef', "
+                "'prune.l1_unstructured', 'finished', '{}', 1700000301, 'recipe000001'), "
+                "('unitmodel001', 'kd-prune/model key=fedcba9876543210', 'train', 'finished', '{}', 1700000302, "
+                "'recipe000001'), "
+                "('unitlist0001', 'r/qat bits=[4,8] train.lr=0.01 key=00000000000000aa', 'quantize.qat', 'failed', "
+                "'{}', 1700000303, 'recipe000001'), "
+                "('lookalike001', 'my/run key=nothex', 'train', 'finished', '{}', 1700000304, NULL)")
+    con.close()
+    with Store(db_path) as store:
+        prune = store.get_run("unitprune001")
+        assert (prune["stage"], prune["sweep"], prune["unit_key"]) == ("prune", {"method": "kd", "sparsities": 0.5},
+                                                                       "0123456789abcdef")
+        model = store.get_run("unitmodel001")
+        assert (model["stage"], model["sweep"], model["unit_key"]) == ("model", {}, "fedcba9876543210")
+        qat = store.get_run("unitlist0001")
+        assert qat["sweep"] == {"bits": [4, 8], "train.lr": 0.01} and qat["status"] == "failed"
+        for plain in ("recipe000001", "lookalike001", "oldfinished1"):
+            run = store.get_run(plain)
+            assert (run["stage"], run["sweep"], run["unit_key"], run["tags"], run["note"]) == (None, None, None, [], "")
+        assert store.get_run("unitprune001")["name"] == "kd-prune/prune method=kd sparsities=0.5 key=0123456789abcdef"
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_store_written_by_the_code_before_version_5_opens_and_its_recipe_units_are_reused(tmp_path):
+    """tests/fixtures/store_v4_recipe.duckdb.gz was written by commit d3c00a4 (schema 4): the recipe
+    tests/fixtures/store_v4_recipe.yaml run with `python -m engine run ... --db`, then one plain
+    `python -m engine train ... --db`. Its two units were named "tiny/seeds train.seed=N key=<16 hex>"."""
+    import gzip
+    import shutil
+
+    import yaml
+
+    from engine.run.jobs import run_sync
+    from engine.run.recipes import RECIPE_TASK, Recipe, RecipeTask
+    from store import SCHEMA_VERSION, Store
+
+    db = tmp_path / "old.duckdb"
+    with gzip.open(FIXTURES / "store_v4_recipe.duckdb.gz") as src, db.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    doc = yaml.safe_load((FIXTURES / "store_v4_recipe.yaml").read_text())
+    doc["out"] = str(tmp_path / "ckpt")  # where checkpoints go is not part of a unit's key
+    recipe = Recipe.from_dict(doc)
+    with Store(str(db)) as store:
+        assert store.migrated_from == 4 and SCHEMA_VERSION == 5
+        units = store.list_runs(kind="train").dropna(subset=["stage"])
+        assert sorted(units["sweep"]) == ['{"train.seed": 0}', '{"train.seed": 1}']
+        assert set(units["stage"]) == {"seeds"}
+        assert set(units["unit_key"]) == {u.key[:16] for u in recipe.units}  # the keys this code computes
+        assert len(store.list_runs(kind="train")) == 3  # and the plain train run, which is no unit
+        before = set(store.list_runs().run_id)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
+    con.close()
+
+    points = run_sync(RECIPE_TASK, RecipeTask(recipe=doc), str(db))
+    assert len(points) == 2 and all(p.extra["reused"] for p in points)
+    with Store(str(db)) as store:
+        runs = store.list_runs()
+        new = runs[~runs["run_id"].isin(before)]
+        assert list(new["kind"]) == [RECIPE_TASK]  # the recipe's own run, and no unit ran again

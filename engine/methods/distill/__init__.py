@@ -6,8 +6,10 @@ module path and `adapters.py` matches their shapes. Importing this package impor
 it, so each method file registers itself (and the "distill" task) without being listed anywhere.
 """
 
-from engine.methods.registry import import_family_modules
+from engine.methods.registry import import_family_modules, register_family
 
+register_family("distill", package=__name__, title="Distil", from_checkpoint=False,
+                description="distil a teacher checkpoint into a student")
 import_family_modules(__name__, __path__)
 
 from engine.methods.distill.base import DISTILLERS, Distiller, DistillSetup, register_distiller  # noqa: E402

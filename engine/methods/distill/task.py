@@ -40,21 +40,21 @@ from engine.model.zoo import MODELS, build_model
 
 @dataclass
 class DistillTask(SaveOptions):
-    teacher: str = param("", "teacher checkpoint directory (required: no default)")
+    teacher: str = param("", "teacher checkpoint directory (required: no default)", role="input")
     student: str = param("cnn_s", "student architecture from the zoo (see `models`)")
     method: str = param("kd", "distillation method (see `distill-methods`)", cli=False)
     # the method's own config (KDConfig, DKDConfig, ...); a mapping in recipes; missing settings take defaults
     settings: Any = param(None, "the method's settings, e.g. {temperature: 4.0}; missing = default", cli=False)
     dataset: str | None = param(None, "dataset to distil on (default: the teacher's; any other is rejected)")
     student_init: str | None = param(None, "start the student from this checkpoint, of the same architecture and classes "
-                                                "(default: a fresh student)")
+                                                "(default: a fresh student)", role="input")
     width: float = param(1.0, "student width multiplier, where the architecture has one", lo=0.05, hi=16)
     train_subset: int | None = param(None, "train on this many training images (a seeded sample; default: all), for quick runs",
                                      lo=1, hi=10_000_000)
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
-    latency: bool = param(True, "time the teacher and the students (--no-latency: latency fields stay empty)")
+    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live", role="machine")
+    latency: bool = param(True, "time the teacher and the students (--no-latency: latency fields stay empty)", role="runner")
     runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
-                                  "(engine/deploy/runtimes.py)", choices=RUNTIME_NAMES)
+                                  "(engine/deploy/runtimes.py)", choices=RUNTIME_NAMES, role="runner")
     train: TrainConfig = param(default_factory=TrainConfig)  # the same budget for every method
 
     def __post_init__(self) -> None:
@@ -125,7 +125,8 @@ def run_params(cfg: DistillTask) -> dict:
 # ---------------------------------------------------------------- the task
 
 
-@register_task("distill", DistillTask, "distil a teacher checkpoint into a student with one of the distillation methods")
+@register_task("distill", DistillTask, "distil a teacher checkpoint into a student with one of the distillation methods",
+               input="student_init")
 def distill_task(cfg: DistillTask, ctx: RunContext) -> list[Point]:
     teacher_meta = read_meta(cfg.teacher)
     check_teacher_dataset(teacher_meta, cfg.dataset or teacher_meta.dataset)

@@ -8,6 +8,9 @@ registering the task `prune.<method>`; every module here is imported, so a new f
 without being listed anywhere.
 """
 
-from engine.methods.registry import import_family_modules
+from engine.methods.registry import import_family_modules, register_family
 
+register_family("prune", package=__name__, title="Prune", from_checkpoint=True,
+                description="prune a checkpoint: unstructured and structured sweeps, iterative pruning, lottery "
+                            "tickets, per-layer sensitivity")
 import_family_modules(__name__, __path__)

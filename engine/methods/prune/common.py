@@ -4,12 +4,12 @@ where it writes, and how one point is made.
 A method is one file: a config (subclass of `PruneTask`, fields declared with `param(...)`), a
 function `run(cfg, ctx) -> list[Point]` and `@prune_method(name, Config, description)` on it. That
 registers the task `prune.<name>` and the method the `prune` command, `prune-methods` and the app
-read; nothing else lists methods.
+read; nothing else lists methods. Opening the checkpoint, claiming the output folder and saving a
+variant are the shared ones of engine/methods/base.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -17,18 +17,16 @@ from pathlib import Path
 
 from torch import nn
 
-from engine.core.config import Config, param
+from engine.core.config import Config
 from engine.core.context import RunContext
 from engine.core.errors import ConfigError
 from engine.core.point import Measurement, Point
 from engine.deploy.measure import prunable_weights
-from engine.deploy.runtimes import RUNTIME_NAMES
+from engine.methods import base
 from engine.methods.prune.channels import first_conv
-from engine.methods.registry import register_method
-from engine.methods.tasks import make_point, open_checkpoint, register_task, save_float_variant
-from engine.model.checkpoint import CheckpointMeta, read_meta
-from engine.model.data import DEFAULT_ROOT, Dataset
-from engine.model.outputs import SaveOptions, claim_output, default_out_dir
+from engine.methods.tasks import make_point, open_checkpoint
+from engine.model.checkpoint import CheckpointMeta
+from engine.model.data import Dataset
 from engine.model.zoo import MODELS
 
 FAMILY = "prune"
@@ -37,18 +35,8 @@ DETERMINISTIC_NOTE = ("one-shot pruning without fine-tuning is deterministic: ev
 
 
 @dataclass
-class PruneTask(SaveOptions):
-    """Fields every pruning method has (and out/save/overwrite from SaveOptions); each method adds its own."""
-
-    checkpoint: str = param("", "checkpoint directory of the model to prune (required, no default)")
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
-    latency: bool = param(True, "time each distinct deployed model (--no-latency: latency fields stay empty)")
-    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
-                                  "(engine/deploy/runtimes.py)", choices=RUNTIME_NAMES)
-
-    def validate(self) -> None:
-        if not self.checkpoint:
-            raise ConfigError("checkpoint must name a checkpoint directory")
+class PruneTask(base.FromCheckpoint):
+    """Fields every pruning method has (the checkpoint, where it saves, how it measures); each method adds its own."""
 
 
 def task_name(method: str) -> str:
@@ -60,13 +48,7 @@ Run = Callable[[PruneTask, RunContext], list[Point]]
 
 def prune_method(name: str, config: type[PruneTask], description: str) -> Callable[[Run], Run]:
     """Registers `fn` as the pruning method `name`: the task prune.<name> and the family's method entry."""
-
-    def add(fn: Run) -> Run:
-        register_task(task_name(name), config, description)(fn)
-        register_method(FAMILY, name, config, description, task_name(name))
-        return fn
-
-    return add
+    return base.checkpoint_method(FAMILY, name, config, description)
 
 
 def open_for_pruning(cfg: PruneTask) -> tuple[nn.Module, CheckpointMeta, Dataset, str]:
@@ -76,29 +58,16 @@ def open_for_pruning(cfg: PruneTask) -> tuple[nn.Module, CheckpointMeta, Dataset
 
 
 def claim(cfg: PruneTask, method: str) -> AbstractContextManager[Path | None]:
-    """The run's output directory, claimed before any work (None when cfg.save is off).
-
-    Refuses an existing directory (unless --overwrite and this tool made it) and any directory that
-    is, is inside, or contains the input checkpoint."""
-    if not cfg.save:
-        return contextlib.nullcontext(None)
-    meta = read_meta(cfg.checkpoint)
-    out = cfg.out or default_out_dir(meta.arch, meta.dataset, f"{FAMILY}-{method}")
-    return claim_output(out, [cfg.checkpoint], cfg.overwrite,
-                        describe={"task": task_name(method), "input_checkpoint": cfg.checkpoint})
+    """The run's output directory, claimed before any work (None when cfg.save is off): see base.claim."""
+    return base.claim(cfg, f"{FAMILY}-{method}", {"task": task_name(method), "input_checkpoint": cfg.checkpoint})
 
 
 def save_pruned(ctx: RunContext, root: Path | None, sub: str, model: nn.Module, meta: CheckpointMeta,
                 cfg: PruneTask, *, method: str, params: dict, level: float | None, level_name: str,
                 by_shape: bool = False) -> str:
     """Saves a pruned model as root/sub with one more lineage step; "" when nothing is saved."""
-    if root is None:
-        return ""
-    path = str(root / sub)
-    save_float_variant(path, model, meta, family=FAMILY, method=method, params=params,
-                       input_checkpoint=cfg.checkpoint, level=level, level_name=level_name, by_shape=by_shape)
-    ctx.log_artifact(path, "checkpoint")
-    return path
+    return base.save_float(ctx, root, sub, model, meta, cfg.checkpoint, family=FAMILY, method=method, params=params,
+                           level=level, level_name=level_name, by_shape=by_shape)
 
 
 def candidate_layers(model: nn.Module, classifier: str, keep_first_last: bool) -> list[tuple[str, nn.Module]]:
@@ -112,13 +81,9 @@ def candidate_layers(model: nn.Module, classifier: str, keep_first_last: bool) -
     return layers
 
 
-PATHS = ("checkpoint", "data_root", "latency", "runtime", "out", "save", "overwrite")
-
-
 def point_params(cfg: Config, drop: tuple[str, ...] = (), **values) -> dict:
     """The method's settings as they produced one point (paths, switches and the swept list left out)."""
-    skip = {*PATHS, *drop}
-    return {**{k: v for k, v in cfg.to_dict().items() if k not in skip}, **values}
+    return base.method_params(cfg, drop, **values)
 
 
 def pruning_point(ctx: RunContext, m: Measurement, cfg: PruneTask, *, method: str, stage: str, params: dict,

@@ -51,9 +51,9 @@ class SensitivityConfig(PruneTask):
     structured: bool = param(False, "remove the layer's channels instead of zeroing its smallest weights")
     importance: str = param("l1", "structured only: channel score l1, l2 (filter norm) or bn (BatchNorm scale)",
                             choices=CHANNEL_IMPORTANCE)
-    latency: bool = param(False, "time every point (one per layer and ratio: slow, so off by default)")
+    latency: bool = param(False, "time every point (one per layer and ratio: slow, so off by default)", role="runner")
     save: bool = param(False, "save every layer-and-ratio model as a checkpoint (many directories, so off by "
-                              "default)")
+                              "default)", role="runner")
 
     def validate(self) -> None:
         super().validate()

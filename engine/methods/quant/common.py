@@ -8,7 +8,6 @@ and sized are the folded ones.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.core.config import Config, param
+from engine.core.config import param
 from engine.core.context import RunContext
 from engine.core.errors import ConfigError
 from engine.core.point import Point
@@ -25,34 +24,24 @@ from engine.deploy import formats
 from engine.deploy import qmaths as maths
 from engine.deploy.measure import ModelForm, measure_latency, prunable_weights
 from engine.deploy.quantized import ActivationQuant
-from engine.deploy.runtimes import RUNTIME_NAMES
-from engine.methods.registry import register_method
-from engine.methods.tasks import measure_point, open_checkpoint, register_task
-from engine.model.checkpoint import META, WEIGHTS, CheckpointMeta, read_meta
-from engine.model.data import DEFAULT_ROOT, Dataset
-from engine.model.outputs import SaveOptions, claim_output, default_out_dir
+from engine.methods.base import CheckpointRun, checkpoint_method, method_params, started
+from engine.methods.tasks import measure_point
+from engine.model.checkpoint import CheckpointMeta, write_checkpoint
+from engine.model.data import Dataset
 from engine.model.train import scores
 
 # ---------------------------------------------------------------- configs
 
 
 @dataclass
-class QuantRun(Config):
-    """Settings every quantization task has: which checkpoint, and whether to time it."""
+class QuantRun(CheckpointRun):
+    """Settings every quantization task has: which checkpoint, how it is measured, and a seed."""
 
-    checkpoint: str = param("", "checkpoint directory to quantize (a float checkpoint)")
-    data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live")
-    latency: bool = param(True, "time the model that runs (--no-latency: latency fields stay empty)")
-    runtime: str = param("torch", "what runs every model measured (accuracy and latency): torch, or onnxruntime "
-                                  "(engine/deploy/runtimes.py)", choices=RUNTIME_NAMES)
     seed: int = param(0, "seeds calibration sampling and training", lo=0, hi=2**32 - 1)
 
     def method_params(self) -> dict:
         """The settings that describe the method (what a point's `params` records)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_FIELDS}
-
-
-RUN_FIELDS = ("checkpoint", "data_root", "latency", "runtime", "out", "save", "overwrite")  # where and how, not what
+        return method_params(self)
 
 
 @dataclass
@@ -80,6 +69,13 @@ class SimulatedRun(QuantRun):
         """The quantizer as a packed checkpoint's meta.quant records it."""
         return {"granularity": self.granularity, "symmetric": self.symmetric, "observer": self.observer,
                 "percentile": self.percentile}
+
+
+def asymmetric_alias(parser, flags: dict) -> None:
+    """The family's CLI hook: --asymmetric, the README's spelling of --no-symmetric."""
+    if "--asymmetric" not in flags and "--symmetric" in flags:
+        parser.add_argument("--asymmetric", dest=flags["--symmetric"].dest, action="store_const", const=False,
+                            default=None, help="same as --no-symmetric")
 
 
 def check_bits_list(name: str, bits: tuple[int, ...], lo: int = maths.MIN_BITS, hi: int = maths.MAX_BITS) -> None:
@@ -115,8 +111,7 @@ class Output:
                                  input_checkpoint=self.input_checkpoint, level=level, level_name=level_name,
                                  weights_format=weights_format, quant=quant)
         directory.mkdir(parents=True, exist_ok=not sub)
-        (directory / WEIGHTS).write_bytes(weights)
-        (directory / META).write_text(json.dumps(meta.to_dict(), indent=2))
+        write_checkpoint(directory, weights, meta)
         ctx.log_artifact(str(directory), "checkpoint")
         return str(directory)
 
@@ -138,30 +133,17 @@ def quant_method(name: str, config: type[QuantRun], description: str):
     def add(fn: MethodFn) -> MethodFn:
         task = f"quantize.{name}"
         RUNNERS[config] = fn
-        register_method("quantize", name, config, description, task)
 
-        @register_task(task, config, description)
         def run_from_checkpoint(cfg: QuantRun, ctx: RunContext) -> list[Point]:
-            if not cfg.checkpoint:
-                raise ConfigError("checkpoint must name a checkpoint directory")
-            meta = read_meta(cfg.checkpoint)
-            if not (isinstance(cfg, SaveOptions) and cfg.save):
-                model, data = _opened(cfg)
-                return fn(model, data, cfg, ctx, Output(None, meta, cfg.checkpoint))
-            out = cfg.out or default_out_dir(meta.arch, meta.dataset, f"quantize-{name}")
-            with claim_output(out, [cfg.checkpoint], cfg.overwrite, describe={"task": task}) as root:
-                model, data = _opened(cfg)
-                shapes = formats.arch_shapes(model) if meta.layer_shapes == "shape" else None
-                return fn(model, data, cfg, ctx, Output(root, meta, cfg.checkpoint, shapes))
+            with started(cfg, task=task, tag=f"quantize-{name}", describe={"task": task}) as run:
+                shapes = formats.arch_shapes(run.model) if run.root is not None and run.meta.layer_shapes == "shape" \
+                    else None
+                return fn(run.model, run.data, cfg, ctx, Output(run.root, run.meta, cfg.checkpoint, shapes))
 
+        checkpoint_method("quantize", name, config, description)(run_from_checkpoint)
         return fn
 
     return add
-
-
-def _opened(cfg: QuantRun) -> tuple[nn.Module, Dataset]:
-    model, _, data = open_checkpoint(cfg.checkpoint, cfg.data_root)
-    return model, data
 
 
 def quantize(model: nn.Module, data: Dataset, config: QuantRun, ctx: RunContext | None = None,

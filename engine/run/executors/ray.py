@@ -49,14 +49,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core.config import Config
+from engine.core.config import Config, fields_with_role
 from engine.core.context import RunContext
 from engine.core.errors import UserError
 from engine.core.point import Point
-from engine.run.executors import Executor, Outcome, register_executor
+from engine.methods.tasks import run_task
+from engine.model.outputs import MARKER, check_output
+from engine.run.executors.base import Executor, Outcome, register_executor
+from engine.run.jobs import PROGRESS_INTERVAL_S, device_name, resolve_task
 
 INSTALL_HINT = "pip install -r requirements-ray.txt"
-INPUT_FIELDS = ("checkpoint", "teacher", "student_init")  # the config fields that name an input checkpoint
 FORCE_AFTER_S = 10.0  # a cancelled task still running after this is killed (ray.cancel(force=True))
 POLL_S = 0.2  # how often the driver drains progress while it waits
 TEMP_PREFIX = "compression-lab-ray-"
@@ -107,8 +109,6 @@ def translate_point(point: Point, paths: dict[str, str]) -> Point:
 def translate_json_files(directory: str | Path, paths: dict[str, str]) -> None:
     """Rewrites the worker's paths in a checkpoint directory's JSON files (the lineage in meta.json, the
     output marker): a path is replaced where it stands whole or before a '/'."""
-    from engine.model.outputs import MARKER
-
     pairs = sorted(((json.dumps(s)[1:-1], json.dumps(d)[1:-1]) for s, d in paths.items() if s != d),
                    key=lambda pair: -len(pair[0]))
     if not pairs:
@@ -125,8 +125,6 @@ def translate_json_files(directory: str | Path, paths: dict[str, str]) -> None:
 
 def install_dir(data: bytes, out: str) -> None:
     """Puts a worker's checkpoint directory at the driver's `out`, replacing only a directory this tool made."""
-    from engine.model.outputs import check_output
-
     target = check_output(out, [], overwrite=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -231,9 +229,6 @@ def run_unit(task: str, config: dict, run_id: str, hub, plan: dict, *tars: bytes
     reports it.
     """
     import torch
-
-    from engine.methods.tasks import run_task
-    from engine.run.jobs import device_name, resolve_task
 
     started = time.perf_counter()
     torch.set_num_threads(plan["threads"])
@@ -374,8 +369,6 @@ class RayExecutor(Executor):
         self.check_available()
         import ray
 
-        from engine.run.jobs import PROGRESS_INTERVAL_S
-
         connect(address)
         self.ray = ray
         self.store = store
@@ -406,7 +399,7 @@ class RayExecutor(Executor):
     def submit(self, unit, config: Config, run_id: str) -> _RayHandle:
         d = config.to_dict()
         inputs, tar_refs = [], []
-        for name in INPUT_FIELDS:
+        for name in sorted(fields_with_role(type(config), "input")):  # the fields naming an input checkpoint
             value = d.get(name)
             if not isinstance(value, str) or not value:
                 continue
