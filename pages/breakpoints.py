@@ -107,7 +107,7 @@ for name, r in results.items():
 
 st.subheader("Table 3 (seed 002): before pruning and at the breakpoint")
 names = list(curves)
-teachers = {by_id[i].label for i in picked if by_id[i].teacher}  # role teacher, or "teacher" in the run name
+teachers = {by_id[i].label for i in picked if by_id[i].teacher}  # see tradeoffs.teacher_rows
 guess = next((n for n in names if n in teachers), None)
 teacher = st.selectbox("Teacher curve", ["(none)", *names], index=names.index(guess) + 1 if guess else 0,
                        key="breakpoints_teacher",

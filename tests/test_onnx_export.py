@@ -71,7 +71,7 @@ def _run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["cnn_s", "structured", "resnet20"])
 def test_float_exports_match_pytorch(exported_digits, tmp_path, name):
-    from engine.deploy.onnx import export_checkpoint
+    from engine.deploy.onnx_export import export_checkpoint
 
     out = tmp_path / f"{name}.onnx"
     result = export_checkpoint(exported_digits[name], str(out))
@@ -89,7 +89,7 @@ def test_float_exports_match_pytorch(exported_digits, tmp_path, name):
 
 
 def test_structured_export_keeps_the_removed_channels_removed(exported_digits):
-    from engine.deploy.onnx import export_checkpoint
+    from engine.deploy.onnx_export import export_checkpoint
 
     full = export_checkpoint(exported_digits["cnn_s"])
     smaller = export_checkpoint(exported_digits["structured"])
@@ -98,7 +98,7 @@ def test_structured_export_keeps_the_removed_channels_removed(exported_digits):
 
 
 def test_int8_exports_as_qdq_with_per_channel_weights_and_keeps_accuracy(exported_digits):
-    from engine.deploy.onnx import export_checkpoint
+    from engine.deploy.onnx_export import export_checkpoint
 
     fp32 = export_checkpoint(exported_digits["cnn_s"])
     int8 = export_checkpoint(exported_digits["int8"])
@@ -120,7 +120,7 @@ def test_int8_export_refused_when_quantize_static_fails(exported_digits, monkeyp
     import onnxruntime.quantization
 
     from engine.core.errors import UserError
-    from engine.deploy.onnx import export_checkpoint
+    from engine.deploy.onnx_export import export_checkpoint
 
     def broken(*args, **kwargs):
         raise RuntimeError("no calibrator for this graph\nsecond line")
@@ -132,7 +132,7 @@ def test_int8_export_refused_when_quantize_static_fails(exported_digits, monkeyp
 
 
 def test_packed_export_runs_the_dequantized_model_and_stays_simulated(exported_digits):
-    from engine.deploy.onnx import export_checkpoint
+    from engine.deploy.onnx_export import export_checkpoint
 
     result = export_checkpoint(exported_digits["packed"])
     assert result.simulated and result.weights_format == "packed"
@@ -178,13 +178,13 @@ def test_cli_export_writes_the_file_and_refuses_to_overwrite(exported_digits, tm
 
 
 def test_cli_export_failure_is_one_line(exported_digits, tmp_path, monkeypatch, capfd):
-    import engine.deploy.onnx
+    import engine.deploy.onnx_export
     from engine.cli.main import main
     from engine.deploy.measure import ModelForm
     from engine.model.checkpoint import read_meta
 
     meta = read_meta(exported_digits["cnn_s"])
-    monkeypatch.setattr(engine.deploy.onnx, "load_variant", lambda directory: (Bessel().eval(), ModelForm(), meta))
+    monkeypatch.setattr(engine.deploy.onnx_export, "load_variant", lambda directory: (Bessel().eval(), ModelForm(), meta))
     code = main(["export", "--checkpoint", exported_digits["cnn_s"], "--out", str(tmp_path / "bad.onnx")])
     err = capfd.readouterr().err  # file descriptor 2 too: the exporter's own graph dump must not get through
     assert code == 2

@@ -29,6 +29,7 @@ from engine.analysis.tradeoffs import (
     selected_point_id,
     shape_points,
     table3_summary,
+    teacher_rows,
 )
 from engine.core.errors import UserError
 from engine.core.point import Measurement
@@ -144,7 +145,7 @@ def points(tmp_path_factory) -> pd.DataFrame:
         run("prune cnn_s", "prune.global_unstructured",
             prune_points() + prune_points(runtime="onnxruntime", std=0.0))
         run("teacher prune cnn_m", "prune.global_unstructured",
-            prune_points([0.97, 0.97, 0.96, 0.95, 0.7], model="cnn_m", latency=2.0, params=4000))
+            prune_points([0.97, 0.97, 0.96, 0.95, 0.7], model="cnn_m", latency=2.0, params=4000, role="teacher"))
         run("fake-quant cnn_s", "quantize.fake", quant_points())
         run("sensitivity cnn_s", "prune.sensitivity",
             [make_point(measurement(0.9, 700), family="prune", method="sensitivity", stage="variant", level=0.3,
@@ -371,3 +372,15 @@ def test_the_breakpoint_figure_shares_x_draws_bands_stars_and_the_detection_curv
     assert "s: breakpoint" not in names
     detection = [t for t in fig.data if t.yaxis == "y2"]
     assert {t.name for t in detection} >= {"t: slope ratio (after / before)", "t: threshold"}
+
+
+def test_a_teacher_is_known_from_points_and_tags_never_from_a_run_name():
+    df = pd.DataFrame({
+        "run_name": ["teacher-ish name", "x", "y", "z", "kd"],
+        "role": ["", "teacher", "", "", "student"],
+        "family": ["prune", "distill", "prune", "prune", "distill"],
+        "artifact": ["a", "/c/teacher", "b", "c", "/c/student"],
+        "input_checkpoint": ["/c/other", "", "/c/teacher", "/c/kd-teacher", ""],
+        "params": ["{}", "{}", "{}", "{}", '{"teacher": "/c/kd-teacher"}'],
+    })
+    assert teacher_rows(df, df).tolist() == [False, True, True, True, False]

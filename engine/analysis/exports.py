@@ -37,7 +37,7 @@ import pandas as pd
 
 from engine.core.errors import UserError
 from engine.core.point import json_safe
-from engine.deploy.onnx import export_checkpoint
+from engine.deploy.onnx_export import export_checkpoint
 
 FORMULA_START = ("=", "+", "-", "@", "\t")
 # control characters other than tab and line breaks: openpyxl refuses them in a cell, and a spreadsheet that

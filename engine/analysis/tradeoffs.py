@@ -10,6 +10,7 @@ zero weights): the Pareto front keeps the points no other point beats on both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -244,6 +245,8 @@ def point_details(df: pd.DataFrame, point_id: int) -> dict[str, Any]:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, np.ndarray):  # a list column (a run's tags)
+        return [_plain(x) for x in v.tolist()]
     if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
@@ -319,11 +322,24 @@ class CurveKey:
     level_name: str
     n_points: int
     newest: float  # when its last point was stored (seconds), to order candidates
-    teacher: bool  # its points or its run name say teacher
+    teacher: bool  # a teacher's points, or a sweep of a model that a distillation used as its teacher
 
     @property
     def id(self) -> str:
         return "|".join((self.group, self.ident, self.model, self.dataset, self.runtime))
+
+
+def teacher_rows(df: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """Which of `rows` belong to a teacher: a teacher's own point, or a variant of a checkpoint that a
+    distillation run in `df` used as its teacher. Read from the points, never from a run's name."""
+    teachers = set(df.loc[df["role"] == "teacher", "artifact"].dropna())
+    if "params" in df:
+        for text in df.loc[df["family"] == "distill", "params"].dropna().unique():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                teachers.add(json.loads(text).get("teacher"))
+    teachers = {str(t) for t in teachers if t}
+    inputs = rows["input_checkpoint"] if "input_checkpoint" in rows else pd.Series("", index=rows.index)
+    return (rows["role"] == "teacher") | inputs.isin(teachers)
 
 
 def curve_candidates(df: pd.DataFrame, group: str = "run") -> list[CurveKey]:
@@ -341,8 +357,7 @@ def curve_candidates(df: pd.DataFrame, group: str = "run") -> list[CurveKey]:
     keys = ["run_id"] if group == "run" else ["family", "method_label"]
     keys += ["model", "dataset", "runtime"]
     seconds = pd.to_datetime(usable["created_at"], utc=True).astype("datetime64[ns, UTC]").astype("int64") / 1e9
-    usable = usable.assign(_t=seconds, _teacher=(usable["role"] == "teacher")
-                           | usable["run_name"].fillna("").str.contains("teacher", case=False))
+    usable = usable.assign(_t=seconds, _teacher=teacher_rows(df, usable))
     out = []
     for values, g in usable.groupby(keys, sort=False, dropna=False):
         if g["level"].nunique() < 2:

@@ -15,7 +15,7 @@ from engine.cli.common import print_json
 from engine.core.config import Config, param
 from engine.core.errors import ConfigError
 from engine.core.options import OptionSet
-from engine.deploy.onnx import default_file_name, export_checkpoint
+from engine.deploy.onnx_export import default_file_name, export_checkpoint
 from engine.model.data import DEFAULT_ROOT
 
 FORMATS = ("onnx",)
