@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.shared import choose_store
+from pages.shared import choose_store, run_notices
 from store import default_db_path
 
 st.set_page_config(page_title="Compression Lab", page_icon=":material/compress:", layout="wide")
@@ -12,6 +12,8 @@ with st.sidebar.expander("Settings"):
                   help="Runs are recorded here: a .duckdb file in the store directory ($COMPRESSION_LAB_STORE_DIR, "
                        "default the working directory). The default is set by $COMPRESSION_LAB_DB.")
 choose_store()
+with st.sidebar:
+    run_notices()  # a toast when a run ends, on whichever page the user is
 
 pages = {
     "": [

@@ -1,26 +1,30 @@
 """Breakpoints: accuracy against remaining parameters (or size, bits, latency, level) for chosen curves,
 mean ± std bands from repeats, each curve's breakpoint by a chosen detector, the detector's own curve
-underneath, and seed 002's Table 3."""
+underneath, and Malihi and Heidemann's (2023) Table 3 (engine.analysis.study_tables.PAPERS["002"])."""
 
 import streamlit as st
 
-from engine.analysis.breakpoint import DETECTORS, X_FIELDS, X_LABELS, detect
+from engine.analysis.breakpoint import DETECTORS, X_FIELDS, X_LABELS, detect, suggest_log_x
+from engine.analysis.study_tables import PAPERS, cite
 from engine.analysis.tradeoffs import (
     CURVE_GROUPS,
     build_curve,
     curve_candidates,
+    default_curves,
     detector_fields,
-    per_curve_summary,
+    map_selection,
+    per_curve_text,
     shape_points,
-    table3_summary,
+    table3_text,
 )
 from engine.core.errors import UserError
 from pages.figures.breakpoints import breakpoint_figure
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Breakpoints")
-st.caption("Where further compression starts to cost accuracy steeply (seed 002): the breakpoint is the last "
-           "point before the fall, the most compressed model worth keeping.")
+PAPER = PAPERS["002"]
+st.caption(f"Where further compression starts to cost accuracy steeply: the breakpoint is the last point before the "
+           f"fall, the most compressed model worth keeping. After {cite('002', full=True)}, where {PAPER.finding}.")
 runner = open_runner_or_stop()
 store = runner.store
 
@@ -41,14 +45,21 @@ if not candidates:
     st.stop()
 
 by_id = {k.id: k for k in candidates}
-default = [k.id for k in candidates[:2]]
-picked = st.multiselect("Curves (teacher and students together)", list(by_id), default=default,
+if "breakpoints_curves" not in st.session_state:  # open on the newest sweep that has a breakpoint
+    st.session_state["breakpoints_curves"] = default_curves(
+        points, candidates, st.session_state.get("breakpoints_x", "params"),
+        st.session_state.get("breakpoints_detector", DETECTORS.names()[0]))
+elif st.session_state.get("_breakpoints_group", group) != group:  # the same sweeps, run by run or pooled
+    st.session_state["breakpoints_curves"] = map_selection(points, st.session_state["breakpoints_curves"],
+                                                           candidates)
+st.session_state["_breakpoints_group"] = group
+st.session_state["breakpoints_curves"] = [i for i in st.session_state["breakpoints_curves"] if i in by_id]
+picked = st.multiselect("Curves (teacher and students together)", list(by_id),
                         format_func=lambda i: by_id[i].label, key="breakpoints_curves")
 c1, c2, c3 = st.columns([1.4, 1.4, 1])
 x = c1.selectbox("x", list(X_FIELDS), format_func=lambda k: X_LABELS[k], key="breakpoints_x")
 detector = c2.selectbox("Detector", DETECTORS.names(), key="breakpoints_detector",
                         help="; ".join(f"{n}: {d.description}" for n, d in DETECTORS.items()))
-log_x = c3.toggle("Log x", key="breakpoints_log")
 
 settings = {}
 fields = detector_fields(detector)
@@ -94,6 +105,9 @@ for cid in picked:
 if not curves:
     st.stop()
 
+log_x = c3.toggle("Log x", value=suggest_log_x([v for c in curves.values() for v in c.x]), key="breakpoints_log",
+                  help="on by default where the chosen curves' x values spread over orders of magnitude and crowd "
+                       "near zero on a linear axis")
 st.plotly_chart(breakpoint_figure(curves, results, log_x), key="breakpoints_chart")
 for name, r in results.items():
     if r.found:
@@ -105,22 +119,21 @@ for name, r in results.items():
     else:
         st.markdown(f":material/remove: **{name}**: {r.reason.replace('--', '').rstrip('.')}.")
 
-st.subheader("Table 3 (seed 002): before pruning and at the breakpoint")
+st.subheader(f"Table 3 of {cite('002')}: before pruning and at the breakpoint")
 names = list(curves)
 teachers = {by_id[i].label for i in picked if by_id[i].teacher}  # see tradeoffs.teacher_rows
 guess = next((n for n in names if n in teachers), None)
 teacher = st.selectbox("Teacher curve", ["(none)", *names], index=names.index(guess) + 1 if guess else 0,
                        key="breakpoints_teacher",
-                       help="the teacher's curve; every other chosen curve is a student beside it, as in seed 002")
+                       help=f"the teacher's curve; every other chosen curve is a student beside it, as in {cite('002')}")
 if x != "params":
     st.caption(f"Breakpoints here are found on accuracy against {X_LABELS[x]}; parameters are read at the same "
-               "points. Seed 002 uses remaining parameters.")
+               f"points. {cite('002')} use remaining parameters.")
 if teacher != "(none)" and len(curves) > 1:
-    st.dataframe(table3_summary(curves, results, teacher), key="breakpoints_table3")
+    st.dataframe(table3_text(curves, results, teacher), key="breakpoints_table3")
     st.caption("Percentage decrease = (P(t) before pruning - P(s) at its breakpoint) / P(t) before pruning x 100; "
-               "compression rate = P(t) before pruning / P(s) at its breakpoint (seed 002). Accuracies in %; empty "
-               "where a curve has no breakpoint.")
+               f"compression rate = P(t) before pruning / P(s) at its breakpoint ({cite('002')}). Accuracies in %.")
 else:
-    st.caption("Choose a teacher curve and at least one other curve for seed 002's teacher-student layout; "
+    st.caption(f"Choose a teacher curve and at least one other curve for {cite('002')}'s teacher-student layout; "
                "meanwhile, each curve against its own reference:")
-st.dataframe(per_curve_summary(curves, results), hide_index=True, key="breakpoints_per_curve")
+st.dataframe(per_curve_text(curves, results), hide_index=True, key="breakpoints_per_curve")

@@ -18,8 +18,10 @@ from engine.analysis.exports import (
     file_name,
     zip_checkpoint,
 )
+from engine.analysis.study_tables import cite
 from engine.core.errors import UserError
 from engine.run import studies
+from pages.point_actions import point_actions
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Compare & export")
@@ -32,7 +34,7 @@ NONE = "(none)"
 
 def show_table(table: tables.Table, key: str) -> None:
     """The table, its notes, and one download button per format (the file is made when it is clicked)."""
-    st.markdown(f"**{table.title}**" + (f" — seed {table.seed}'s form" if table.seed else ""))
+    st.markdown(f"**{table.title}**" + (f" — as in {table.paper}" if table.paper else ""))
     if table.data.empty and not len(table.data.columns):
         for note in table.notes:
             st.info(note, icon=":material/info:")
@@ -60,8 +62,8 @@ def lineage(path: str, signature: tuple) -> tables.Lineage:
 every_run = store.list_runs()
 runs = every_run[every_run["status"] == "finished"].reset_index(drop=True)
 if runs.empty:
-    st.info("No finished runs yet. Launch one (Launch or Train), or run `python -m engine study kd-prune --quick "
-            "--db ...`; its runs appear here once they finish.", icon=":material/info:")
+    st.info("No finished runs yet. Launch one on the Launch page (its Studies tab has the papers' experiments "
+            "as presets); its runs appear here once they finish.", icon=":material/info:")
     st.stop()
 
 labels = {row.run_id: run_label(row) for row in runs.itertuples()}
@@ -110,7 +112,9 @@ if containers:
             if study is None:
                 st.caption(f"{labels[rid]}: a recipe, not a study's; its child runs are in the other tabs.")
                 continue
-            st.subheader(f"Study {study.study} (seeds {study.seeds})")
+            st.subheader(f"Study {study.study}")
+            if cite(study.seeds, full=True):
+                st.caption(f"Reproduces {cite(study.seeds, full=True)}.")
             for i, table in enumerate(study.tables):
                 show_table(table, f"study_{rid}_{i}")
             for note in study.notes:
@@ -143,7 +147,7 @@ with tabs["Breakpoints"]:
         found, _ = tables.curves(points, known)
         if len(found) >= 2:
             teacher_names = {run_id: name for name, (run_id, _) in found.items()}
-            teacher = st.selectbox("Teacher curve for seed 002's Table 3 (the other curves are its students)",
+            teacher = st.selectbox(f"Teacher curve for {cite('002')}'s Table 3 (the other curves are its students)",
                                    [NONE, *teacher_names], key="compare_teacher",
                                    format_func=lambda r: teacher_names.get(r, r))
             if teacher != NONE:
@@ -193,6 +197,7 @@ with tabs["Checkpoints"]:
         pid = st.selectbox("Variant", list(artifacts), key="compare_variant",
                            format_func=lambda p: f"#{p} {saved_names[p]} — {artifacts[p]}")
         artifact = str(artifacts[pid])
+        point_actions({"artifact": artifact}, "compare.point", download=False)  # its zip is the button below
         try:
             directory = checkpoint_directory(artifact)
         except UserError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.analysis.study_tables import cite
 from engine.core.errors import UserError
 from engine.run.studies import StudyTask
 from pages.shared import open_runner_or_stop, show_error
@@ -37,7 +38,7 @@ else:
                                                                             max_value=1.0)})
     st.page_link("pages/runs.py", label="All runs", icon=":material/list_alt:")
 st.subheader("Demo")
-st.write("`study kd-prune --quick` on mnist5k (seed 002): a teacher, a scratch student and KD students, "
+st.write(f"The kd-prune study, quick, on mnist5k ({cite('002', full=True)}): a teacher, a scratch student and KD students, "
          "then the teacher and the best students pruned 0–90 %. Quick budgets: the curves are real, the "
          "numbers are a check, not findings.")
 if st.button("Run the demo", type="primary", icon=":material/play_arrow:", key="home.demo"):

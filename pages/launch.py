@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.analysis.study_tables import cite
 from engine.core.errors import UserError
 from engine.core.forms import build_config, form_fields
 from engine.methods.distill.base import DISTILLERS
@@ -18,12 +19,23 @@ from engine.model.data import DATASETS
 from engine.model.uploads import import_weights
 from engine.model.zoo import MODELS
 from engine.run.executors import available_executors
-from engine.run.launch import checkpoint_rows, dataset_rows, family_titles, methods_of, names_per_method
+from engine.run.launch import (
+    app_config,
+    checkpoint_family,
+    checkpoint_rows,
+    dataset_rows,
+    family_titles,
+    methods_of,
+    names_per_method,
+    repeats_note,
+)
 from engine.run.recipes import RECIPE_TASK, RecipeTask, parse_recipe
 from engine.run.studies import STUDIES, StudyTask
 from pages.forms import draw_form
+from pages.point_actions import LAUNCH_CHECKPOINT, same_path
 from pages.shared import open_runner_or_stop, show_error
 from store import read_labels
+from store.paths import checkpoints_dir
 
 st.title("Launch")
 runner = open_runner_or_stop()
@@ -57,7 +69,12 @@ def label_fields(key: str) -> tuple[str, str]:
 
 
 def pick_checkpoint(label: str, key: str) -> str | None:
-    """A float checkpoint: one a finished run saved, or uploaded weights for a zoo architecture."""
+    """A float checkpoint: one a finished run saved, or uploaded weights for a zoo architecture. The default is
+    the newest trained (or uploaded, or distilled) model, or the one chosen elsewhere ("Launch from this
+    checkpoint": LAUNCH_CHECKPOINT in the session)."""
+    wanted = st.session_state.pop(LAUNCH_CHECKPOINT, None)
+    if wanted:
+        st.session_state[f"{key}.source"] = "a finished run"
     source = st.radio(f"{label} from", ["a finished run", "uploaded weights"], horizontal=True, key=f"{key}.source")
     if source == "a finished run":
         rows = checkpoint_rows(store.points(expand=False))
@@ -66,6 +83,13 @@ def pick_checkpoint(label: str, key: str) -> str | None:
                     icon=":material/info:")
             return None
         labels = dict(zip(rows["artifact"], rows["label"], strict=True))
+        if wanted:
+            match = next((a for a in labels if same_path(a, wanted)), None)
+            if match is None:
+                st.warning(f"`{wanted}` is not a saved float checkpoint a method can start from (gone, or int8/"
+                           f"packed weights): choose another.", icon=":material/warning:")
+            else:
+                st.session_state[f"{key}.run"] = match
         return st.selectbox(label, list(labels), format_func=labels.get, key=f"{key}.run")
     left, mid, right = st.columns(3)
     arch = left.selectbox("Architecture", MODELS.names(), key=f"{key}.arch")
@@ -76,7 +100,8 @@ def pick_checkpoint(label: str, key: str) -> str | None:
     if upload is None:
         return None
     try:
-        directory = import_weights(upload.getvalue(), upload.name, arch, dataset, width=float(width))
+        directory = import_weights(upload.getvalue(), upload.name, arch, dataset, width=float(width),
+                                   root=checkpoints_dir() / "uploads")
     except UserError as e:
         st.error(f"{upload.name}: {e}", icon=":material/error:")
         return None
@@ -87,6 +112,10 @@ def pick_checkpoint(label: str, key: str) -> str | None:
 def method_tab() -> None:
     left, right = st.columns(2)
     titles = family_titles()
+    if st.session_state.get(LAUNCH_CHECKPOINT):  # "Launch from this checkpoint": a family that starts from one
+        current = st.session_state.get("launch.family")
+        if current not in titles or not any(c.needs_checkpoint for c in methods_of(current)):
+            st.session_state["launch.family"] = checkpoint_family()
     family = left.selectbox("Family", list(titles), format_func=titles.get, key="launch.family")
     choices = methods_of(family)
     if family == "distill":
@@ -109,6 +138,11 @@ def method_tab() -> None:
     fields = form_fields(config_cls, choices=NAMES, typed=TYPED)
     form_key = f"launch.form.{choice.task}"
     values = draw_form(fields, form_key, st.session_state.get(f"{form_key}.errors"))
+    if "repeats" in values:
+        draft, _ = build_config(config_cls, fields, values, fixed)
+        note = repeats_note(draft) if draft is not None else None
+        if note:
+            st.warning(note, icon=":material/content_copy:")
     name_text, tags_text = label_fields(form_key)
     if st.button("Start", type="primary", icon=":material/play_arrow:", key=f"{form_key}.submit"):
         cfg, errors = build_config(config_cls, fields, values, fixed)
@@ -117,7 +151,7 @@ def method_tab() -> None:
             st.rerun()
         try:
             name, tags = read_labels(name_text, [tags_text])
-            queued([runner.submit(choice.task, cfg, name=name, tags=tags)])
+            queued([runner.submit(choice.task, app_config(choice.task, cfg), name=name, tags=tags)])
         except UserError as e:
             show_error(e)
             return
@@ -163,7 +197,7 @@ def distill_form(methods: list[str]) -> None:
             st.rerun()
         try:
             name, tags = read_labels(name_text, [tags_text])
-            queued([runner.submit("distill", cfg, name=run_name, tags=tags)
+            queued([runner.submit("distill", app_config("distill", cfg), name=run_name, tags=tags)
                     for cfg, run_name in zip(configs, names_per_method(name, methods), strict=True)])
         except UserError as e:
             show_error(e)
@@ -175,11 +209,11 @@ def distill_form(methods: list[str]) -> None:
 
 
 def study_tab() -> None:
-    st.caption("The seeds' experiments as presets. *Quick* cuts the budgets so a first run shows real curves "
+    st.caption("The papers' experiments as presets. *Quick* cuts the budgets so a first run shows real curves "
                "in minutes; its numbers are a check, not findings.")
     names = list(STUDIES)
     study = st.selectbox("Study", names, key="launch.study.name",
-                         format_func=lambda n: f"{n} (seed {STUDIES[n].seeds}): {STUDIES[n].description}")
+                         format_func=lambda n: f"{n} ({cite(STUDIES[n].seeds) or 'no paper'}): {STUDIES[n].description}")
     left, right = st.columns(2)
     dataset = left.selectbox("Dataset", [None, *DATASETS.names()], key="launch.study.dataset",
                              format_func=lambda d: "the recipe's" if d is None else d)
@@ -190,7 +224,7 @@ def study_tab() -> None:
         try:
             cfg = StudyTask(study=study, dataset=dataset, quick=quick, executor=executor)
             name, tags = read_labels(name_text, [tags_text])
-            queued([runner.submit("study", cfg, name=name or f"study {study}{' (quick)' if quick else ''}",
+            queued([runner.submit("study", app_config("study", cfg), name=name or f"study {study}{' (quick)' if quick else ''}",
                                   tags=tags)])
             st.rerun()
         except UserError as e:
@@ -229,7 +263,7 @@ def recipe_config(source: str, executor: str) -> RecipeTask:
     doc = parse_recipe(source)  # bounded: a few hundred bytes of nested aliases cannot fill the server's memory
     if not isinstance(doc, dict):
         raise UserError("it must be a mapping with name, dataset and stages")
-    return RecipeTask(recipe=doc, executor=executor)
+    return app_config(RECIPE_TASK, RecipeTask(recipe=doc, executor=executor))
 
 
 show_queued()

@@ -13,6 +13,7 @@ from engine.core.errors import UserError
 from engine.model.checkpoint import describe_lineage, read_meta
 from engine.model.outputs import remove_artifacts
 from pages.figures.runs import metric_history_figure
+from pages.point_actions import points_actions
 from pages.shared import open_runner_or_stop, show_error
 from store import parse_tags
 
@@ -21,12 +22,18 @@ runner = open_runner_or_stop()
 store = runner.store
 st.caption(f"Store: `{store.path}`")
 
+DETAILS_REFRESH_S = 2  # how often a queued or running run's details are read again
+CANCELLING = "cancelling…"
 SHOWN = ["name", "tags", "kind", "status", "progress", "eta", "message", "n_points", "duration_s", "created_at", "run_id"]
 
 
-def table_view(runs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
-    """The runs as the table shows them: an ETA in words for running runs and the seconds each took."""
+def table_view(runs: pd.DataFrame, now: pd.Timestamp, cancelling: set[str] = frozenset()) -> pd.DataFrame:
+    """The runs as the table shows them: an ETA in words for running runs and the seconds each took; a run that
+    was asked to stop (`cancelling`) says so until its worker has stopped."""
     view = runs.copy()
+    stopping = view["run_id"].isin(cancelling) & view["status"].isin(["queued", "running"])
+    view.loc[stopping, "status"] = "cancelling"
+    view.loc[stopping, "message"] = CANCELLING
     eta = view["eta_s"].where(view["status"] == "running")
     view["eta"] = eta.map(lambda s: "" if pd.isna(s) else f"{int(s // 60)} min {int(s % 60)} s" if s >= 60
                           else f"{int(s)} s")
@@ -47,27 +54,46 @@ def live_table() -> None:
         st.info("No runs yet. Launch one on the Launch page (or try a quick study there), or from a terminal "
                 "with `python -m engine train --db ...`.", icon=":material/info:")
         return
-    view = table_view(runs, pd.Timestamp.now(tz="UTC"))
+    active = runner.active()
+    view = table_view(runs, pd.Timestamp.now(tz="UTC"), {r for r, state in active.items() if state == "cancelling"})
+    # a new key after a delete: the row index the old selection held now points at the neighbouring run
     event = st.dataframe(
-        view, hide_index=True, key="runs.table", on_select="rerun", selection_mode="single-row",
+        view, hide_index=True, key=f"runs.table.{st.session_state.get('runs.table_version', 0)}", on_select="rerun",
+        selection_mode="single-row",
         column_config={
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
             "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
             "n_points": st.column_config.NumberColumn("points"),
         },
     )
-    rows = event.selection.rows if event is not None else []
+    rows = tuple(event.selection.rows) if event is not None else ()
     chosen = str(view["run_id"].iloc[rows[0]]) if rows and rows[0] < len(view) else None
-    if chosen and chosen != st.session_state.get("runs.selected"):
-        st.session_state["runs.selected"] = chosen
-        st.rerun()  # the details below belong to the whole page
-    active = runner.active()
+    if rows != st.session_state.get("runs.table_rows"):  # the user chose a row
+        st.session_state["runs.table_rows"] = rows
+        if chosen and chosen != st.session_state.get("runs.selected"):
+            st.session_state["runs.selected"] = chosen
+            st.session_state.pop("runs.deleted", None)  # the message was about the last delete
+            st.rerun()  # the details below belong to the whole page
+    elif chosen != st.session_state.get("runs.selected") and rows:
+        # the same row index, but the rows moved under it (a new run on top, a filter): the selection is by
+        # index, so it now marks another run; it is cleared, and the chosen run's details stay
+        st.session_state["runs.table_version"] = st.session_state.get("runs.table_version", 0) + 1
+        st.session_state["runs.table_rows"] = ()
+        st.rerun()
     if active:
         pick = st.selectbox("Active run", list(active), key="runs.active",
-                            format_func=lambda r: f"{r} ({active[r]})")
-        if st.button("Cancel run", icon=":material/stop:", key="runs.cancel"):
-            runner.cancel(pick)
-            st.toast(f"Cancelling {pick}", icon=":material/stop:")
+                            format_func=lambda r: f"{r} ({CANCELLING if active.get(r) == 'cancelling' else active.get(r)})")
+        # cancelled in the click's callback, before the rerun draws the table: it says "cancelling…" at once
+        st.button("Cancel run", icon=":material/stop:", key="runs.cancel", on_click=cancel_picked,
+                  disabled=active.get(pick) == "cancelling")
+    if cancelled := st.session_state.pop("runs.cancelled", None):
+        st.toast(f"Cancelling {cancelled}: it stops at its next step", icon=":material/stop:")
+
+
+def cancel_picked() -> None:
+    pick = st.session_state.get("runs.active")
+    if pick and runner.cancel(pick):
+        st.session_state["runs.cancelled"] = pick
 
 
 def lineage_lines(artifacts: pd.DataFrame) -> list[str]:
@@ -80,16 +106,44 @@ def lineage_lines(artifacts: pd.DataFrame) -> list[str]:
     return lines
 
 
+LIVE = ("queued", "running")
+
+
 def details(run_id: str) -> None:
-    run = store.get_run(run_id)
+    """The selected run's details; while it is queued or running they are read again every DETAILS_REFRESH_S
+    (curves, progress, points, log), and once it has ended the page is drawn once more, static."""
+    live = store.get_run(run_id)["status"] in LIVE
+    st.fragment(run_every=DETAILS_REFRESH_S if live else None)(run_details)(run_id, live)
+
+
+def run_details(run_id: str, live: bool) -> None:
+    try:
+        run = store.get_run(run_id)
+    except Exception as e:  # noqa: BLE001 - e.g. deleted meanwhile: shown as a message
+        show_error(e)
+        return
+    if live and run["status"] not in LIVE:
+        st.rerun()  # it has ended: the whole page again (the table, and these details without the refresh)
+    try:
+        show_details(run)
+    except Exception as e:  # noqa: BLE001 - shown as a message
+        show_error(e)
+
+
+def show_details(run: dict) -> None:
+    status = CANCELLING if runner.active().get(run["run_id"]) == "cancelling" else run["status"]
     st.subheader(run["name"])
-    st.write(f"**{run['status']}** · {run['kind']} · seed {run['seed']} · {run['device']} · "
-             f"code {run['code_version']} · run `{run['run_id']}`")
+    facts = [f"**{status}**", run["kind"], *(f"seed {run['seed']}" for _ in [0] if run["seed"] is not None),
+             *(str(run[k]) for k in ("device",) if run[k]), *(f"code {run['code_version']}" for _ in [0]
+                                                              if run["code_version"]), f"run `{run['run_id']}`"]
+    st.write(" · ".join(facts))  # a fact the run does not have (a What-if's seed) is left out, not "None"
     if run["stage"]:
         st.caption(f"Recipe unit: stage **{run['stage']}**, swept {json.dumps(run['sweep'])}, key `{run['unit_key']}`")
     if run["tags"] or run["note"]:
         st.markdown(" ".join(f":blue-badge[{t}]" for t in run["tags"]) + (f"\n\n{run['note']}" if run["note"] else ""))
     label_form(run)
+    if run["status"] in LIVE:
+        st.progress(min(max(float(run["progress"] or 0.0), 0.0), 1.0), text=run["message"] or status)
     if run["error"]:
         st.error(run["error"], icon=":material/error:")
         with st.expander("Traceback"):
@@ -110,6 +164,7 @@ def details(run_id: str) -> None:
     if not points.empty:
         st.markdown("**Points**")
         st.dataframe(points.drop(columns=["params", "extra"], errors="ignore"), hide_index=True, key="runs.points")
+        points_actions(points, "runs.point")  # Open in What-if, Launch from it, Download (pages/point_actions.py)
     history = store.metric_history(run["run_id"])
     epoch_keys = [k for k in history["key"].unique() if not k.startswith("batch_")] if not history.empty else []
     if epoch_keys:
@@ -150,7 +205,8 @@ def actions(run: dict, artifacts: pd.DataFrame) -> None:
     if run["status"] in ("queued", "running"):
         right.caption("A queued or running run cannot be deleted: cancel it first.")
         return
-    with right.popover("Delete this run", icon=":material/delete:"):
+    # keyed by the run: the popover of the run drawn here after a delete starts closed
+    with right.popover("Delete this run", icon=":material/delete:", key=f"runs.delete_popover.{run['run_id']}"):
         st.write(f"Delete **{run['name']}**, its child runs and their points, metrics and log from the store?")
         remove = st.checkbox("Also delete the checkpoints it saved (only folders Compression Lab created, and "
                              "none that another run still uses)", value=True, key="runs.delete_files")
@@ -160,17 +216,21 @@ def actions(run: dict, artifacts: pd.DataFrame) -> None:
                 removed, left_alone = [], []
                 if remove:
                     removed, left_alone = remove_artifacts(paths, store.paths_in_use())
-                st.session_state.pop("runs.selected", None)
-                st.session_state["runs.deleted"] = (run["run_id"], removed, left_alone)
+                # nothing selected or armed afterwards: no row, no open confirmation (one more click must not
+                # delete the run that took this one's place)
+                for key in ("runs.selected", "runs.delete_files", "runs.curves"):
+                    st.session_state.pop(key, None)
+                st.session_state["runs.table_version"] = st.session_state.get("runs.table_version", 0) + 1
+                st.session_state["runs.deleted"] = (run["run_id"], run["name"], removed, left_alone)
                 st.rerun()
             except UserError as e:
                 show_error(e)
 
 
-deleted = st.session_state.pop("runs.deleted", None)
+deleted = st.session_state.get("runs.deleted")  # kept until another row is chosen
 if deleted:
-    run_id, removed, left_alone = deleted
-    st.success(f"Deleted run {run_id}" + (f" and {len(removed)} checkpoint folder(s)" if removed else "") + ".",
+    run_id, name, removed, left_alone = deleted
+    st.success(f"Deleted run {name} ({run_id})" + (f" and {len(removed)} checkpoint folder(s)" if removed else "") + ".",
                icon=":material/delete:")
     if left_alone:
         st.caption("Left on disk: " + "; ".join(left_alone))

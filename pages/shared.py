@@ -48,6 +48,42 @@ def store() -> Store:
     return runner().store
 
 
+ENDED_ICONS = {"finished": ":material/check_circle:", "failed": ":material/error:",
+               "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
+NOTICE_EVERY_S = 3  # how often the sidebar looks for runs that ended
+
+
+def notify_ended_runs() -> None:
+    """A toast, on whichever page the user is, when a run this session saw queued or running ends (finished,
+    failed, cancelled, interrupted), once per run. The page polls the store: worker threads never call st.*.
+    Only top-level runs are watched (a recipe's or study's units end inside their parent)."""
+    try:
+        current = store()
+        active = current.list_runs(status=["queued", "running"], top_level=True, limit=200)
+    except Exception:  # noqa: BLE001, S110 - the page itself says what is wrong with the store
+        return
+    watched: dict[str, str] = st.session_state.setdefault("notify.watched", {})
+    for run_id, name in zip(active["run_id"], active["name"], strict=True):
+        watched.setdefault(str(run_id), str(name))
+    for run_id in [r for r in watched if r not in set(active["run_id"])]:
+        name = watched.pop(run_id)
+        try:
+            run = current.get_run(run_id)
+        except Exception:  # noqa: BLE001, S112 - deleted meanwhile: nothing to announce
+            continue
+        status = run["status"]
+        if status in ENDED_ICONS:
+            error = str(run.get("error") or "")
+            detail = f": {error[:200]}{'…' if len(error) > 200 else ''}" if status == "failed" and error else ""
+            st.toast(f"Run {run['name'] or name} {status}{detail}", icon=ENDED_ICONS[status])
+
+
+@st.fragment(run_every=NOTICE_EVERY_S)
+def run_notices() -> None:
+    """app.py draws this in the sidebar: it looks every NOTICE_EVERY_S, also while the user sits on a page."""
+    notify_ended_runs()
+
+
 def show_error(e: Exception) -> None:
     """A user-facing message for expected errors; a short one for bugs (the traceback goes to the log)."""
     if isinstance(e, UserError):

@@ -1,27 +1,31 @@
 """Trade-offs: accuracy against size, file size, latency, sparsity, bits, MACs or parameters for every
 stored point, with filters, the Pareto front and a clicked point's details and lineage."""
 
-import json
 
-import pandas as pd
 import streamlit as st
 
+from engine.analysis.classes import class_report
 from engine.analysis.tradeoffs import (
     AXES,
     COLOUR_BY,
     FILTERS,
     SYMBOL_BY,
     apply_filters,
+    detail_table,
     filter_options,
+    filters_title,
     lineage_of,
     on_axis,
     pareto_points,
+    pareto_table,
     point_details,
     run_labels,
     selected_point_id,
     shape_points,
 )
+from pages.figures.classes import confusion_figure
 from pages.figures.tradeoffs import SIMULATED_TEXT, tradeoff_figure
+from pages.point_actions import point_actions
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Trade-offs")
@@ -55,7 +59,7 @@ with c4:
 
 options = filter_options(points)
 labels = run_labels(points)
-with st.expander("Filters (none chosen: all points)", expanded=False):
+with st.expander(filters_title({n: st.session_state.get(f"tradeoffs_filter_{n}") for n in FILTERS}), expanded=False):
     cols = st.columns(3)
     chosen = {}
     for i, name in enumerate(FILTERS):
@@ -75,7 +79,8 @@ if view.points.empty:
                icon=":material/warning:")
     st.stop()
 
-fig = tradeoff_figure(view, colour_by, symbol_by, log_x, show_front)
+# colours by the unfiltered values: a family keeps its colour whatever the filters leave
+fig = tradeoff_figure(view, colour_by, symbol_by, log_x, show_front, colour_values=points[COLOUR_BY[colour_by]])
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="tradeoffs_chart")
 front = pareto_points(view)
 n_sim = int(view.points["simulated"].sum())
@@ -86,10 +91,7 @@ st.caption(f"{len(view.points)} points drawn, {len(front)} on the Pareto front. 
            + "Click a point for its details and lineage.")
 
 with st.expander(f"Pareto front ({len(front)} points)"):
-    st.dataframe(front[["run_label", "method_label", "level_text", "model", "dataset", "runtime", "accuracy",
-                        AXES[axis].column, "simulated"]].rename(columns={"run_label": "run", "method_label": "method",
-                                                                          "level_text": "level"}),
-                 hide_index=True, key="tradeoffs_front_table")
+    st.dataframe(pareto_table(front, axis), hide_index=True, key="tradeoffs_front_table")
 
 
 point_id = selected_point_id(event.selection.points if event is not None else [])
@@ -105,14 +107,14 @@ except Exception as e:  # noqa: BLE001 - shown as a message
 level = f", {d['level_name'] or 'level'} {d['level']:g}" if d.get("level") is not None else ""
 st.markdown(f"**{d['run_name']}** (`{d['run_id']}`): {d['family']} / {d['method']}, {d['stage']}{level}, "
             f"{d['model']} on {d['dataset']}, {d['runtime']}")
+point_actions(d, "tradeoffs.point")  # Open in What-if, Launch from this checkpoint, Download
 if d.get("simulated"):
     st.info(f"Quantization here is simulated: {SIMULATED_TEXT}. Its size counts the low-bit weights; its latency "
             "is the float model's.", icon=":material/info:")
 left, right = st.columns(2)
 with left:
     metrics = {k: v for k, v in d.items() if k not in ("params", "extra", "run_name", "run_id")}
-    table = pd.DataFrame({"field": list(metrics), "value": [json.dumps(v) if isinstance(v, list | dict) else
-                                                            "" if v is None else str(v) for v in metrics.values()]})
+    table = detail_table(metrics)
     st.dataframe(table, hide_index=True, key="tradeoffs_point_table", height=420)
 with right:
     st.markdown("**Lineage**")
@@ -128,3 +130,14 @@ with right:
         st.json(d["params"], expanded=False)
     with st.expander("Extra"):
         st.json(d["extra"], expanded=False)
+
+with st.expander("Per class: which classes this point loses first, beside its baseline"):
+    per_class = class_report(points, point_id)
+    for note in per_class.notes:
+        st.caption(note)
+    if per_class.found:
+        st.caption(f"Baseline: {per_class.baseline_label}" if per_class.baseline_label else "No baseline.")
+        pct = {c: st.column_config.NumberColumn(format="percent") for c in ("baseline accuracy", "accuracy")}
+        st.dataframe(per_class.table, hide_index=True, key="tradeoffs_per_class_table",
+                     column_config={**pct, "change (points)": st.column_config.NumberColumn(format="%+.1f")})
+        st.plotly_chart(confusion_figure(per_class), key="tradeoffs_confusion_chart")

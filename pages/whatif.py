@@ -15,7 +15,9 @@ from engine.core.errors import UserError
 from engine.deploy import qmaths as maths
 from engine.methods import whatif as W
 from engine.model.checkpoint import read_meta
+from engine.run.launch import app_config, checkpoint_rows
 from pages.figures.whatif import whatif_figure
+from pages.point_actions import WHATIF_CHECKPOINT, same_path
 from pages.shared import open_runner_or_stop, show_error
 
 SUBSETS = tuple(sorted({W.DEFAULT_EVAL_SAMPLES, 1000, 10_000}))
@@ -34,20 +36,29 @@ def what_if(path: str, created: float, eval_samples: int) -> W.WhatIf:
 
 
 try:
-    runs = store.list_runs(status="finished")
-    choices = W.float_checkpoints(store.artifacts(), runs)
+    choices = checkpoint_rows(store.points(expand=False))  # the same list and labels as Launch's
 except Exception as e:  # noqa: BLE001 - shown as a message
     show_error(e)
     st.stop()
-if not choices:
+if choices.empty:
     st.info("No float checkpoint yet. Train a model on the Launch page (family train, or any method that saves one); "
             "every finished run's saved float checkpoint is listed here.", icon=":material/info:")
     st.stop()
 
-by_path = {c.path: c for c in choices}
+labels = dict(zip(choices["artifact"], choices["label"], strict=True))
+models = dict(zip(choices["artifact"], choices["model"], strict=True))
+wanted = st.session_state.pop(WHATIF_CHECKPOINT, None)  # "Open in What-if" on a point
+if wanted:
+    match = next((a for a in labels if same_path(a, wanted)), None)
+    if match is None:
+        st.warning(f"`{wanted}` is not a saved float checkpoint (gone, or int8/packed weights): choose another.",
+                   icon=":material/warning:")
+    else:
+        st.session_state["whatif_checkpoint"] = match
 left, right = st.columns([3, 1])
-path = left.selectbox("Checkpoint", list(by_path), format_func=lambda p: by_path[p].label, key="whatif_checkpoint",
-                      help="Float checkpoints saved by finished runs, with how each was made (its lineage).")
+path = left.selectbox("Checkpoint", list(labels), format_func=labels.get, key="whatif_checkpoint",
+                      help="Float checkpoints saved by runs, each trained or uploaded model followed by its variants, "
+                           "with the accuracy its run measured.")
 eval_samples = right.selectbox(
     "Evaluation subset", SUBSETS, key="whatif_eval_samples",
     format_func=lambda n: f"{n:,} test images" + (" (fast)" if n == W.DEFAULT_EVAL_SAMPLES else " or all"),
@@ -131,7 +142,7 @@ def explore() -> None:
         config = {"checkpoint": path, "sparsity": r.sparsity, "mode": r.mode, "bits": r.bits,
                   "granularity": r.granularity, "save": save_model}
         try:
-            run_id = runner.submit("whatif", config, name=f"what-if {by_path[path].arch}: {r.description}")
+            run_id = runner.submit("whatif", app_config("whatif", config), name=f"what-if {models[path]}: {r.description}")
         except Exception as e:  # noqa: BLE001 - shown as a message
             show_error(e)
         else:

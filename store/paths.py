@@ -44,3 +44,23 @@ def choose_store_file(text: str, base: Path | None = None) -> str:
     if target.exists() and not target.is_file():
         raise StoreError(f"{target} is not a file")
     return str(target)
+
+
+def checkpoints_dir(base: Path | None = None) -> Path:
+    """Where checkpoints made from the app go: checkpoints/ in the store directory."""
+    return (base or store_dir()) / "checkpoints"
+
+
+def confine_output(text: str, what: str = "out", base: Path | None = None) -> str:
+    """The resolved path of an output folder that came from a browser (a recipe's `out`, a form's), or a
+    StoreError naming it and the directory it must lie in. A relative path is taken inside that directory."""
+    base = base or store_dir()
+    text = str(text or "").strip()
+    if not text:
+        raise StoreError(f"{what} needs a folder name inside {base}")
+    given = Path(text).expanduser()
+    target = (given if given.is_absolute() else base / given).resolve()
+    if target != base and base not in target.parents:
+        raise StoreError(f"{what} '{text}' is outside {base}: the app writes only inside that directory "
+                         f"(${STORE_DIR_ENV} sets it); use a relative path such as checkpoints/my-run")
+    return str(target)

@@ -51,7 +51,8 @@ def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterab
               parent: str | None = None, top_level: bool = False, limit: int | None = None, *,
               tag: str | None = None, name_contains: str | None = None,
               unit_keys: Iterable[str] | None = None) -> pd.DataFrame:
-    """Runs, newest first, with their number of points and the run time so far in `duration_s`.
+    """Runs, newest first, with their number of points (a recipe or study run: with its child runs') and the
+    run time so far in `duration_s`.
 
     `tag`: only runs with that tag; `name_contains`: only runs whose name holds that text (any case);
     `unit_keys`: only recipe units with one of these keys, or with its first 16 hex digits (all that a
@@ -83,7 +84,7 @@ def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterab
         where.append("(r.unit_key IN (SELECT unnest(?::VARCHAR[])) OR r.unit_key IN (SELECT unnest(?::VARCHAR[])))")
         args += [keys, [k[:16] for k in keys]]
     sql = ("SELECT r.*, coalesce(p.n_points, 0) AS n_points FROM runs r "
-           "LEFT JOIN (SELECT run_id, count(*) AS n_points FROM points GROUP BY run_id) p USING (run_id)"
+           f"LEFT JOIN ({_TREE_POINTS_SQL}) p USING (run_id)"
            + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY r.created_at DESC, r.run_id")
     if limit is not None:
@@ -95,6 +96,15 @@ def list_runs(cur, status: str | Iterable[str] | None = None, kind: str | Iterab
     df["duration_s"] = (end - df["started_at"]).where(df["started_at"].notna())
     df["tags"] = [list(t) if t is not None else [] for t in df["tags"]]  # numpy arrays otherwise
     return _datetimes(df, RUN_TIME_COLUMNS)
+
+
+# each run's points plus those of every run below it (a recipe's or a study's units): a parent row's count is
+# its whole tree's. UNION (not UNION ALL) ends the recursion even if a damaged store had a cycle of parents.
+_TREE_POINTS_SQL = (
+    "WITH RECURSIVE own AS (SELECT run_id, count(*) AS n FROM points GROUP BY run_id), "
+    "tree(root, run_id) AS (SELECT run_id, run_id FROM runs UNION "
+    "SELECT t.root, c.run_id FROM tree t JOIN runs c ON c.parent_id = t.run_id) "
+    "SELECT t.root AS run_id, CAST(sum(o.n) AS BIGINT) AS n_points FROM tree t JOIN own o USING (run_id) GROUP BY t.root")
 
 
 def all_tags(cur) -> list[str]:

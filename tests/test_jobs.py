@@ -122,6 +122,18 @@ def test_cancelling_a_queued_job_is_immediate_and_a_running_one_stops_within_a_s
     assert not runner.cancel(first) and not runner.cancel("no-such-run")
 
 
+def test_a_cancelled_running_job_is_listed_as_cancelling_at_once_until_its_worker_stops(runner):
+    # issue #22: on a busy machine the run stayed "running" for 11 s after Cancel; the list says so at once
+    run_id = runner.submit("test_steps", {"steps": 100, "step_s": 0.5})
+    wait_status(runner.store, run_id, ("running",))
+    assert runner.active() == {run_id: "running"}
+    assert runner.cancel(run_id)
+    assert runner.active() == {run_id: "cancelling"}  # the worker still sleeps inside its step
+    assert runner.wait(run_id, timeout=30)
+    assert runner.active() == {}
+    assert runner.store.get_run(run_id)["status"] == "cancelled"
+
+
 def test_a_real_training_job_reports_progress_and_is_cancelled_within_a_batch(runner):
     from engine.methods.train import TrainTask
 

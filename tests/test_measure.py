@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.core.point import METRIC_FIELDS
+from engine.core.point import MEASUREMENT_FIELDS
 from engine.deploy.measure import ModelForm, measure, storage, tensor_bytes
 from engine.model.data import Dataset, Split
 
@@ -71,4 +71,4 @@ def test_latency_is_timed_on_the_runner_and_simulated_is_said():
     assert 32 in calls and 1 in calls  # both batch sizes ran on the runner
     assert m.latency_ms_b1 > 0 and m.latency_p90_ms_b1 >= m.latency_ms_b1
     assert m.latency_ms_b32 > 0 and m.simulated and m.file_bytes == 5 and m.bits == 4.0
-    assert set(m.to_dict()) == set(METRIC_FIELDS)
+    assert set(m.to_dict()) == set(MEASUREMENT_FIELDS)  # the columns and `confusion` (stored in extra)

@@ -7,10 +7,12 @@ import argparse
 import functools
 import json
 
+import pandas as pd
 import pytest
 
-from engine.analysis.study_tables import TABLE3_ROWS
+from engine.analysis.study_tables import PAPERS, TABLE3_ROWS, cite, kd_headline, kd_prune_notes
 from engine.cli.studies import add_commands
+from engine.core.context import RunContext
 from engine.core.errors import ConfigError, UserError
 from engine.run.recipes import Recipe
 from engine.run.studies import QUICK, STUDIES, apply_overrides, run_study, study_recipe
@@ -36,6 +38,20 @@ def shared(tmp_path_factory):
     """One store and output root for both studies: the second finds the first's teacher and kd student."""
     root = tmp_path_factory.mktemp("studies")
     return str(root / "runs.duckdb"), {"out": str(root / "ckpt")}
+
+
+class Progressions(RunContext):
+    """An echo that keeps every progress report of the study run (not its units')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports: list = []
+
+    def progress(self, p) -> None:
+        self.reports.append(p)
+
+    def messages(self) -> list[str]:
+        return [p.message for p in self.reports]
 
 
 def cli(*argv: str):
@@ -76,12 +92,20 @@ def test_an_unknown_study_or_dataset_is_refused_by_name():
 
 def test_kd_prune_quick_runs_two_recipes_and_builds_seed_002_tables_from_the_stored_points(shared):
     db, out = shared
-    result = run_study("kd-prune", db, dataset="digits", quick=True, overrides={**TINY["kd-prune"], **out})
+    seen = Progressions()
+    result = run_study("kd-prune", db, dataset="digits", quick=True, overrides={**TINY["kd-prune"], **out}, echo=seen)
     store = open_store(db)
+    # issue #22: the progress was 100 % at "4/4 units" (the first recipe), then 83 % at "5/6"; now it is over
+    # the whole study (both recipes' units planned up front), never goes back and ends at 1
+    fractions = [p.fraction for p in seen.reports]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0, seen.messages()
+    assert len({m.split(" units")[0].split("/")[1] for m in seen.messages()}) == 1, seen.messages()  # one total
     # one study run; its units are its children: the students first, then the pruning of the best one
     (study_run,) = result.run_ids
     assert store.get_run(study_run)["status"] == "finished"
     children = store.list_runs(parent=study_run)
+    study_row = store.list_runs(kind="study").set_index("run_id").loc[study_run]
+    assert study_row["n_points"] == children["n_points"].sum() > 0  # its units' points (it logs none itself)
     assert {"train", "distill", "prune.l1_unstructured"} <= set(children["kind"]) and set(children["status"]) == {"finished"}
     assert len(store.list_runs(kind="distill")) == 2  # the second recipe reused both students
 
@@ -103,7 +127,8 @@ def test_kd_prune_quick_runs_two_recipes_and_builds_seed_002_tables_from_the_sto
     assert {c.split(" / ")[0] for c in table3.columns} == {"student scratch", "student kd"}
     assert table3.loc["P(t) before pruning"].iloc[0] == next(
         p for p in store.run_points(teacher_run) if p["level"] == 0.0)["params_nonzero"]
-    assert any("KD beat scratch" in n and "reproduced" in n for n in result.notes)
+    assert any(n.startswith(("KD beat scratch", "KD lost to scratch", "KD tied with scratch")) and "reproduced" in n
+               for n in result.notes)
     assert result.notes[-1].startswith("--quick")
 
 
@@ -139,3 +164,23 @@ def test_study_list_names_every_study_and_its_recipe(capsys):
     assert [r["name"] for r in rows] == list(STUDIES)
     text = capsys.readouterr().out
     assert "examples/study-kd-prune.yaml" in text and "seed 002" in text
+
+
+def test_the_kd_note_is_headed_by_what_was_found_not_by_the_hoped_for_result():
+    table1 = pd.DataFrame({"model": ["Teacher", "Student scratch", "kd"], "accuracy (%)": [95.0, 90.0, 83.5]})
+    notes = kd_prune_notes(table1, {}, pd.DataFrame(index=TABLE3_ROWS), "kd")
+    assert notes[0].startswith("KD lost to scratch:") and "-6.5 points" in notes[0] and "not reproduced" in notes[0]
+    assert kd_headline(2.0) == "KD beat scratch" and kd_headline(0.5) == "KD tied with scratch"
+
+
+def test_notes_name_the_paper_not_the_seed_file_or_a_command():
+    table1 = pd.DataFrame({"model": ["Teacher", "Student scratch", "kd", "simkd"],
+                           "accuracy (%)": [95.0, 90.0, 93.0, 92.0]})
+    table3 = pd.DataFrame({"student kd / kneedle": [None] * len(TABLE3_ROWS)}, index=TABLE3_ROWS)
+    notes = kd_prune_notes(table1, {}, table3, "kd")
+    text = " ".join(notes)
+    assert "seed 00" not in text and "python -m" not in text
+    assert "Malihi and Heidemann (2023)" in text
+    assert cite("002", full=True).startswith("Malihi and Heidemann (2023), \u201cEfficient and Controllable Model")
+    assert cite("000/001") == "Kieu and Sood (2023); Aghav, Mundra and Pandey"
+    assert set(PAPERS) == {"000", "001", "002", "003"}

@@ -237,3 +237,19 @@ def test_a_study_runs_tables_are_the_studys_own(tmp_path):
     assert list(table.data["technique"]) == ["Baseline", "int8 PTQ"]
     assert table.data.loc[1, "size vs baseline (x)"] == pytest.approx(4.0)
     assert any(n.startswith("int8 PTQ: 4.0x smaller") for n in result.notes)
+
+
+def test_a_quantize_runs_float_reference_is_called_the_fp32_baseline_not_bits_32():
+    base = {"point_id": 1, "family": "quantize", "method": "ptq_int8", "stage": "baseline", "level": 32.0,
+            "level_name": "bits", "role": "", "input_checkpoint": TEACHER, "artifact": "", "model": "cnn_l"}
+    variant = {**base, "point_id": 2, "stage": "variant", "level": 8.0}
+    labels = list(tables.variant_labels(pd.DataFrame([base, variant])))
+    assert labels == ["cnn_l (teacher) · ptq_int8 fp32 baseline", "cnn_l (teacher) · ptq_int8 bits=8"]
+    assert not any("bits=32" in label for label in labels)
+
+
+def test_tables_name_their_paper_and_say_kib():
+    table = tables.breakpoint_summary(pd.DataFrame())
+    assert table.paper.startswith("Malihi and Heidemann (2023)")
+    assert "seed 00" not in " ".join(table.notes)
+    assert "KiB = 1024 bytes" in tables.SIZE_NOTE and "engine/" not in tables.SIZE_NOTE

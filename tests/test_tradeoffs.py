@@ -384,3 +384,93 @@ def test_a_teacher_is_known_from_points_and_tags_never_from_a_run_name():
         "params": ["{}", "{}", "{}", "{}", '{"teacher": "/c/kd-teacher"}'],
     })
     assert teacher_rows(df, df).tolist() == [False, True, True, True, False]
+
+
+# ---------------------------------------------------------------- issue 22: defaults, colours, readable tables
+
+
+def test_log_x_is_suggested_where_x_spreads_over_orders_of_magnitude_and_crowds_near_zero():
+    from engine.analysis.breakpoint import suggest_log_x
+
+    assert suggest_log_x([1_000_000, 900_000, 2_000, 1_500, 900, 400])  # a teacher's millions, students near 0
+    assert not suggest_log_x([1000, 700, 500, 300, 100])  # one scale: linear
+    assert not suggest_log_x([0, 10, 1000, 10_000])  # a point at 0 cannot go on a log axis
+    assert not suggest_log_x([1, 2])  # too few to say
+
+
+def test_the_default_curve_is_the_newest_sweep_with_three_levels_and_a_breakpoint(shaped):
+    from engine.analysis.tradeoffs import MIN_LEVELS, default_curves, map_selection
+
+    candidates = curve_candidates(shaped, "run")
+    assert all(k.n_levels >= 2 for k in candidates)
+    ids = default_curves(shaped, candidates, "params", "kneedle")
+    chosen = [k for k in candidates if k.id in ids]
+    assert chosen and all(k.n_levels >= MIN_LEVELS for k in chosen)
+    assert len({k.ident for k in chosen}) == 1  # one sweep (with its other runtimes)
+    assert all(detect(build_curve(shaped, k, "params"), "kneedle").found for k in chosen)
+    assert not any(k.ident == shaped.loc[shaped["run_name"] == "fake-quant cnn_s", "run_id"].iloc[0] for k in chosen)
+    pooled = curve_candidates(shaped, "method")
+    mapped = map_selection(shaped, ids, pooled)
+    assert mapped and all(i.startswith("method|prune.global_unstructured|") for i in mapped)
+    assert set(map_selection(shaped, mapped, candidates)) >= set(ids)  # and back again
+    assert default_curves(shaped, [], "params") == []
+
+
+def test_a_colour_is_fixed_by_the_value_not_by_what_a_filter_leaves(shaped):
+    from pages.figures.tradeoffs import colour_map
+
+    view = on_axis(shaped, "size")
+    every = tradeoff_figure(view, "family")
+    only_quant = tradeoff_figure(on_axis(apply_filters(shaped, {"family": ["quantize"]}), "size"), "family",
+                                 colour_values=shaped["family"])
+    colour = {t.name: t.marker.color for t in every.data if t.customdata is not None}
+    assert {t.marker.color for t in only_quant.data if t.name == "quantize"} == {colour["quantize"]}
+    assert colour_map(["b", "a"]) == colour_map(["a", "b", "b"])
+
+
+def test_the_filters_title_names_what_is_chosen():
+    from engine.analysis.tradeoffs import filters_title
+
+    assert filters_title({}) == "Filters (none chosen: all points)"
+    assert filters_title({"family": ["prune"], "model": []}) == "Filters (family: prune)"
+    assert filters_title({"family": ["prune", "quantize"], "run": ["r1"]}) == "Filters (family: 2 chosen; run: 1 chosen)"
+
+
+def test_tables_round_to_what_was_measured_and_lead_with_accuracy(shaped):
+    from engine.analysis.tradeoffs import detail_table, number_text, pareto_table
+
+    front = pareto_table(pareto_points(on_axis(shaped, "params")), "params")
+    assert list(front.columns[:2]) == ["accuracy", "params_nonzero"]
+    assert number_text(94.80000138282776, "accuracy (%)") == "94.8"
+    assert number_text(0.5879999995231628, "accuracy") == "0.588"
+    assert number_text(12345.0, "P(t) before pruning") == "12,345"
+    table = detail_table({"accuracy": 0.5879999995231628, "accuracy_runs": [0.5879999995231628], "level": None})
+    assert list(table["value"]) == ["0.588", "[0.588]", ""]
+
+
+def test_breakpoint_tables_say_why_a_value_is_missing():
+    from engine.analysis.tradeoffs import NO_BREAKPOINT, per_curve_text, table3_text
+
+    falls = curve_from_points(_point_dicts(ACC))
+    flat = curve_from_points(_point_dicts([0.95, 0.95, 0.95, 0.95, 0.95]))
+    curves = {"teacher": falls, "student": flat}
+    results = {n: detect(c, "kneedle") for n, c in curves.items()}
+    assert results["teacher"].found and not results["student"].found
+    t3 = table3_text(curves, results, "teacher")
+    cells = t3.to_numpy().ravel().tolist()
+    assert all(isinstance(c, str) and c not in ("None", "nan", "") for c in cells)
+    assert t3.loc["ACC(s) breakpoint (%)"].iloc[0] == NO_BREAKPOINT
+    per = per_curve_text(curves, results)
+    assert per.set_index("curve").loc["student", "params at breakpoint"] == NO_BREAKPOINT
+    assert not per.isna().any().any()
+
+
+def _point_dicts(acc):
+    from engine.analysis.tables import point_records
+
+    rows = []
+    for s, a in zip(SPARSITY, acc, strict=True):
+        rows.append({"accuracy": a, "accuracy_std": 0.0, "accuracy_runs": None, "params_nonzero": round(1000 * (1 - s)),
+                     "params_total": 1000, "level": s, "level_name": "sparsity", "stage": "variant", "family": "prune",
+                     "method": "global_unstructured", "size_bytes": 4000, "bits": 32.0, "latency_ms_b1": None})
+    return point_records(pd.DataFrame(rows))

@@ -43,6 +43,29 @@ LOWER_LEVEL_COMPRESSES = {"bits", "average_bits"}
 HIGHER_LEVEL_COMPRESSES = {"sparsity", "channel_ratio", "ratio", "iteration"}
 
 
+# ---------------------------------------------------------------- the axis
+
+
+LOG_X_RATIO = 20.0  # the widest x over the narrowest at which a linear axis squeezes the small ones together
+LOG_X_CROWD = 0.05  # ... when this share of the range holds ...
+LOG_X_SHARE = 0.25  # ... at least this share of the points
+
+
+def suggest_log_x(values: Sequence[float | None]) -> bool:
+    """Whether x reads better on a log axis: every x is positive and they spread over at least LOG_X_RATIO
+    times, with at least LOG_X_SHARE of them crowded in the lowest LOG_X_CROWD of the range (pruned
+    students near zero parameters beside a teacher's millions). One scale or a point at x <= 0: linear."""
+    xs = np.asarray([v for v in values if v is not None], dtype=float)
+    xs = xs[np.isfinite(xs)]
+    if xs.size < 3 or (xs <= 0).any():
+        return False
+    lo, hi = float(xs.min()), float(xs.max())
+    if hi / lo < LOG_X_RATIO:
+        return False
+    crowded = xs <= lo + LOG_X_CROWD * (hi - lo)
+    return bool(crowded.mean() >= LOG_X_SHARE)
+
+
 # ---------------------------------------------------------------- the curve
 
 

@@ -25,6 +25,60 @@ MARGIN = 0.01
 
 
 @dataclass(frozen=True)
+class Paper:
+    """A paper a study reproduces, as the app and the notes name it (never by its seed file)."""
+
+    authors: str
+    year: int | None
+    title: str
+    finding: str  # what it found, in a sentence
+
+    @property
+    def short(self) -> str:
+        return f"{self.authors} ({self.year})" if self.year else self.authors
+
+    @property
+    def full(self) -> str:
+        return f"{self.short}, \u201c{self.title}\u201d"
+
+
+# The one table of citations: seed number (the research notes' file) -> the paper.
+PAPERS: dict[str, Paper] = {
+    "000": Paper("Kieu and Sood", 2023, "Optimizing Deep Learning Model Efficiency Through Comparative Analysis of "
+                 "Compression Techniques: Knowledge Distillation, Quantization, and Pruning",
+                 "on ResNet-50 and 525 bird species, KD kept most of the accuracy; int8 PTQ was about 4x smaller and "
+                 "2.4x faster; iterative pruning reached 58 % sparsity above the baseline's accuracy"),
+    "001": Paper("Aghav, Mundra and Pandey", None, "Implementation of Model Compression Techniques on Deep Neural "
+                 "Networks", "on VGG-16 with MNIST and CIFAR-10, quantization made models about 4x smaller at a few "
+                 "tenths of a point; KD kept the baseline's accuracy within 0.1 point"),
+    "002": Paper("Malihi and Heidemann", 2023, "Efficient and Controllable Model Compression through Sequential "
+                 "Knowledge Distillation and Pruning",
+                 "distilling first, then pruning, gave students over 70 % smaller than the teacher at about its "
+                 "accuracy; SimKD was the best distillation method"),
+    "003": Paper("a course project report (authors not named)", None, "hybrid knowledge distillation and post-training "
+                 "quantization", "the quantized teacher outperformed the quantized students, most at 2 bits; 8 bits "
+                 "cost little; a greedy mixed-precision path reduced the student's bit size"),
+}
+
+
+def cite(seed: str, full: bool = False) -> str:
+    """How the app names seed `seed`'s paper: "Malihi and Heidemann (2023)" (full: with the title)."""
+    parts = [PAPERS[s.strip()] for s in str(seed).split("/") if s.strip() in PAPERS]
+    if not parts:
+        return ""
+    return "; ".join(p.full if full else p.short for p in parts)
+
+
+def kd_headline(gap: float) -> str:
+    """The first words of the KD-against-scratch note, following the sign of `gap` (KD minus scratch, points)."""
+    if gap > 100 * MARGIN:
+        return "KD beat scratch"
+    if gap < -100 * MARGIN:
+        return "KD lost to scratch"
+    return "KD tied with scratch"
+
+
+@dataclass(frozen=True)
 class StoredUnit:
     """One finished child run of a study's recipe, as the store holds it."""
 
@@ -170,12 +224,12 @@ def kd_prune_notes(table1: pd.DataFrame, curves: dict[str, list[dict]], table3: 
     scratch = acc.get("Student scratch")
     if scratch is not None and best in acc:
         gap = acc[best] - scratch
-        notes.append(f"KD beat scratch: the best KD student ({best}, {acc[best]:.1f} %) is {gap:+.1f} points from "
+        notes.append(f"{kd_headline(gap)}: the best KD student ({best}, {acc[best]:.1f} %) is {gap:+.1f} points from "
                      f"the scratch student ({scratch:.1f} %): "
-                     f"{'reproduced' if gap > 100 * MARGIN else 'not reproduced'} (seed 002: every method beats "
+                     f"{'reproduced' if gap > 100 * MARGIN else 'not reproduced'} ({cite('002')}: every method beats "
                      f"training alone).")
     if "simkd" in acc:
-        notes.append(f"Best method: {best} (seed 002: SimKD is best everywhere): "
+        notes.append(f"Best method: {best} ({cite('002')}: SimKD is best everywhere): "
                      f"{'reproduced' if best == 'simkd' else 'not reproduced'}.")
     student = curves.get(f"student {best}")
     if student is not None and "teacher" in curves:
@@ -183,7 +237,7 @@ def kd_prune_notes(table1: pd.DataFrame, curves: dict[str, list[dict]], table3: 
         s = {float(p["level"]): p["accuracy"] for p in student}
         above = sum(s[k] >= t[k] for k in s if k in t)
         notes.append(f"Student curve above the teacher's: at {above} of {len(s)} sparsities "
-                     f"(seed 002: in many cases the student stays above): "
+                     f"({cite('002')}: in many cases the student stays above): "
                      f"{'reproduced' if above > len(s) / 2 else 'not reproduced'}.")
     scratch_curve = curves.get("student scratch")
     if student is not None and scratch_curve is not None:
@@ -191,7 +245,7 @@ def kd_prune_notes(table1: pd.DataFrame, curves: dict[str, list[dict]], table3: 
         c = {float(p["level"]): p["accuracy"] for p in scratch_curve}
         above = sum(k[x] > c[x] for x in k if x in c)
         notes.append(f"The pruned KD student beats the pruned scratch student at {above} of {len(k)} sparsities "
-                     f"(seed 002's premise: distillation first helps pruning): "
+                     f"({cite('002')}'s premise: distillation first helps pruning): "
                      f"{'reproduced' if above > len(k) / 2 else 'not reproduced'}.")
     for column in table3.columns:
         if not column.startswith(f"student {best} /"):
@@ -201,17 +255,17 @@ def kd_prune_notes(table1: pd.DataFrame, curves: dict[str, list[dict]], table3: 
         decrease, acc_t, acc_s = col["Percentage decrease (%)"], col["ACC(t) (%)"], col["ACC(s) breakpoint (%)"]
         if decrease is None or pd.isna(decrease) or acc_s is None or pd.isna(acc_s):
             notes.append(f"{detector}: no breakpoint on the student's or the teacher's curve, so no Table 3 "
-                         f"numbers (see `python -m engine breakpoint` on the runs for the reason).")
+                         f"numbers (the Breakpoints page gives each detector's reason).")
             continue
         ok = decrease > 70 and acc_s >= acc_t - 100 * MARGIN
         notes.append(f"{detector}: the pruned student at its breakpoint has {decrease:.1f} % fewer parameters than "
                      f"the teacher ({col['Compression rate (x)']:.1f}x) at {acc_s - acc_t:+.1f} points of accuracy "
-                     f"(seed 002: over 70 % with about the teacher's accuracy): "
+                     f"({cite('002')}: over 70 % with about the teacher's accuracy): "
                      f"{'reproduced' if ok else 'not reproduced'}.")
         t_at, s_at = col["P(t) breakpoint"], col["P(s) breakpoint"]
         if t_at is not None and not pd.isna(t_at):
             notes.append(f"{detector}: the student's breakpoint keeps {s_at:,.0f} parameters, the teacher's "
-                         f"{t_at:,.0f} (seed 002: the student's comes first, at fewer parameters): "
+                         f"{t_at:,.0f} ({cite('002')}: the student's comes first, at fewer parameters): "
                          f"{'reproduced' if s_at < t_at else 'not reproduced'}.")
     return notes
 
@@ -266,33 +320,33 @@ def kd_quant_mixed_table(units: list[StoredUnit]) -> pd.DataFrame:
 def kd_quant_notes(bits: pd.DataFrame, mixed: pd.DataFrame) -> list[str]:
     notes = []
     if bits.empty or "Teacher" not in set(bits["model"]):
-        return ["No teacher row: nothing to compare with seed 003."]
+        return [f"No teacher row: nothing to compare with {cite('003')}."]
     table = bits.set_index("model")
     low, top = table.columns[0], table.columns[-1]
     teacher = table.loc["Teacher"]
     students = table.drop(index="Teacher")
     beaten = [m for m in students.index if teacher[low] > students.loc[m, low]]
     notes.append(f"At {low} the quantized teacher ({teacher[low]:.1f} %) beats {len(beaten)} of {len(students)} "
-                 f"quantized students (seed 003: the quantized teacher outperforms the quantized students, most at "
+                 f"quantized students ({cite('003')}: the quantized teacher outperforms the quantized students, most at "
                  f"2 bits): {'reproduced' if len(beaten) == len(students) else 'not reproduced'}.")
     t_drop = teacher[top] - teacher[low]
     s_drops = students[top] - students[low]
     notes.append(f"Accuracy lost from {top} to {low}: teacher {t_drop:.1f} points, students {s_drops.min():.1f} to "
-                 f"{s_drops.max():.1f} (seed 003: the teacher loses the least): "
+                 f"{s_drops.max():.1f} ({cite('003')}: the teacher loses the least): "
                  f"{'reproduced' if t_drop <= s_drops.min() else 'not reproduced'}.")
     if "8-bit" in table.columns:
         kept = [m for m in table.index if table.loc[m, top] - table.loc[m, "8-bit"] <= 100 * MARGIN]
-        notes.append(f"At 8 bits {len(kept)} of {len(table)} models stay within 1 point of {top} (seed 003: 8 bits "
+        notes.append(f"At 8 bits {len(kept)} of {len(table)} models stay within 1 point of {top} ({cite('003')}: 8 bits "
                      f"costs little, 0.3-1.1 points for teacher, VKD, mixup and DML students): "
                      f"{'reproduced' if len(kept) == len(table) else 'not reproduced'}.")
     best = students[top].idxmax()
-    notes.append(f"Best student at {top}: {best}; at {low}: {students[low].idxmax()} (seed 003, CIFAR-10: the "
+    notes.append(f"Best student at {top}: {best}; at {low}: {students[low].idxmax()} ({cite('003')}, CIFAR-10: the "
                  f"mixup student at every width; CIFAR-100: VKD/DML).")
     if not mixed.empty:
         below = mixed[mixed["average bits"] < 8]
         notes.append(f"The greedy mixed-precision path takes {len(below)} of {len(mixed)} models below 8 average "
                      f"bits within the 1-point validation budget (lowest: {mixed['average bits'].min():.2f} bits, "
-                     f"{mixed.loc[mixed['average bits'].idxmin(), 'model']}) (seed 003: the greedy path reduces the "
+                     f"{mixed.loc[mixed['average bits'].idxmin(), 'model']}) ({cite('003')}: the greedy path reduces the "
                      f"student's bit size): {'reproduced' if len(below) else 'not reproduced'}.")
     return notes
 
@@ -344,7 +398,7 @@ def compare_table(units: list[StoredUnit]) -> pd.DataFrame:
 
 def compare_notes(df: pd.DataFrame) -> list[str]:
     if df.empty or "Baseline" not in set(df["technique"]):
-        return ["No baseline row: nothing to compare with seeds 000/001."]
+        return [f"No baseline row: nothing to compare with {cite('000/001')}."]
     t = df.set_index("technique")
     base = t.loc["Baseline"]
     notes = []
@@ -357,17 +411,17 @@ def compare_notes(df: pd.DataFrame) -> list[str]:
     if ptq is not None:
         d = ptq["accuracy (%)"] - base["accuracy (%)"]
         ok = ptq["size vs baseline (x)"] >= 3 and d >= -100 * MARGIN
-        notes.append(f"int8 PTQ: {ptq['size vs baseline (x)']:.1f}x smaller at {d:+.1f} points (seeds 000/001: about "
+        notes.append(f"int8 PTQ: {ptq['size vs baseline (x)']:.1f}x smaller at {d:+.1f} points ({cite('000/001')}: about "
                      f"4x smaller, 0.2-0.4 points lost): {'reproduced' if ok else 'not reproduced'}.")
         lat = ptq["latency vs baseline (x)"]
         if lat is not None and not pd.isna(lat):
             faster = lat < 1
-            notes.append(f"int8 PTQ latency: {lat:.2f}x the baseline's (seed 000: 2.4x faster, reproduced "
-                         f"{'yes' if faster else 'no'}; seed 001: slower, reproduced {'no' if faster else 'yes'}).")
+            notes.append(f"int8 PTQ latency: {lat:.2f}x the baseline's ({cite('000')}: 2.4x faster, reproduced "
+                         f"{'yes' if faster else 'no'}; {cite('001')}: slower, reproduced {'no' if faster else 'yes'}).")
     it = row("Iterative pruning")
     if it is not None:
         d = it["accuracy (%)"] - base["accuracy (%)"]
-        notes.append(f"Iterative pruning: {it.name} at {d:+.1f} points (seed 000: 58 % sparsity above the baseline's "
+        notes.append(f"Iterative pruning: {it.name} at {d:+.1f} points ({cite('000')}: 58 % sparsity above the baseline's "
                      f"accuracy): {'reproduced' if d >= 0 else 'not reproduced'} (its fine-tuning is also more training); "
                      f"stored sparse it is {it['size vs baseline (x)']:.1f}x smaller, and its latency is "
                      f"{it['latency vs baseline (x)']:.2f}x (zeros run through the same dense kernels).")
@@ -375,17 +429,17 @@ def compare_notes(df: pd.DataFrame) -> list[str]:
     if st is not None:
         d = st["accuracy (%)"] - base["accuracy (%)"]
         notes.append(f"Structured pruning: {st.name} at {d:+.1f} points, {st['parameters'] / base['parameters']:.2f}x "
-                     f"the parameters and {st['latency vs baseline (x)']:.2f}x the latency (no seed number; seed 001's "
-                     f"pruned model lost 1.5 points).")
+                     f"the parameters and {st['latency vs baseline (x)']:.2f}x the latency (no published number; "
+                     f"{cite('001')}'s pruned model lost 1.5 points).")
     kd, scratch = row("KD student"), row("Student scratch")
     if kd is not None:
         d = kd["accuracy (%)"] - base["accuracy (%)"]
         notes.append(f"KD student: {base['parameters'] / kd['parameters']:.1f}x fewer parameters at {d:+.1f} points "
-                     f"from the baseline (seed 001: KD kept the baseline's accuracy within 0.1 point): "
+                     f"from the baseline ({cite('001')}: KD kept the baseline's accuracy within 0.1 point): "
                      f"{'reproduced' if d >= -100 * MARGIN else 'not reproduced'}.")
         if scratch is not None:
             g = kd["accuracy (%)"] - scratch["accuracy (%)"]
-            notes.append(f"KD student vs the same student from scratch: {g:+.1f} points (seed 000: +14 points, 70 % "
+            notes.append(f"KD student vs the same student from scratch: {g:+.1f} points ({cite('000')}: +14 points, 70 % "
                          f"to 84 %): {'reproduced' if g > 100 * MARGIN else 'not reproduced'}.")
     return notes
 

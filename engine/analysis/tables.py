@@ -34,16 +34,16 @@ from typing import Any
 import pandas as pd
 
 from engine.analysis.breakpoint import X_FIELDS, curve_from_points, detect_all, table3
-from engine.analysis.study_tables import StoredUnit, kd_prune_table3, percent, technique_point
+from engine.analysis.study_tables import StoredUnit, cite, kd_prune_table3, percent, technique_point
 from engine.core.errors import UserError
 
 # runs whose work is done by child runs: choosing one chooses its children
 CONTAINER_KINDS = ("recipe", "study")
 # columns that hold JSON text or times, not values to compare
-NOT_VALUES = ("params", "extra", "accuracy_runs", "created_at")
+NOT_VALUES = ("params", "extra", "accuracy_runs", "created_at", "confusion")
 AGGREGATIONS = ("mean", "median", "min", "max", "sum", "count", "std", "first", "last")
-SIZE_NOTE = ("size: the parameters' storage by engine/deploy/measure.py's formula (each layer at its bits, sparse where "
-             "that is smaller), computed, not a file; file: the saved artifact's bytes")
+SIZE_NOTE = ("size: the parameters' storage, computed from each layer's bits (sparse where that is smaller), not "
+             "a file; file: the saved artifact's bytes; KiB = 1024 bytes")
 
 
 @dataclass
@@ -54,6 +54,12 @@ class Table:
     data: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     seed: str = ""  # the seed whose layout it follows ("003", "000/001", "002"; "" for none)
+
+    @property
+    def paper(self) -> str:
+        """The paper whose layout the table follows, by authors, year and title ('' for none): what the app shows
+        instead of the seed number."""
+        return cite(self.seed, full=True) if self.seed else ""
 
 
 # ---------------------------------------------------------------- points as records
@@ -167,6 +173,8 @@ def _producer_rank(p: dict) -> int:
 def _step(p: dict) -> str:
     """What a compression point did: its method, the swept knob and its value, and its kind (QAT's three models)."""
     words = str(p.get("method") or p.get("family") or "")
+    if p.get("stage") == "baseline" and p.get("family") != "prune":
+        return f"{words} fp32 baseline".strip()  # the uncompressed model a run measures first, not a variant
     if p.get("level") is not None:
         words += f" {p.get('level_name') or 'level'}={float(p['level']):g}"
     if p.get("kind"):
@@ -422,7 +430,7 @@ def breakpoint_summary(points: pd.DataFrame, known: pd.DataFrame | Lineage | Non
                          "compression rate (x)": t["compression_rate"], "level at breakpoint": t["level"],
                          "reason": r.reason, "run_id": run_id})
     notes = [f"Curves on x = {x}; P: remaining (non-zero) parameters; percentage decrease = (P before - P at) / "
-             f"P before x 100 and compression rate = P before / P at, as in seed 002."]
+             f"P before x 100 and compression rate = P before / P at, as in {cite('002')}."]
     notes += [f"Not a curve: {s}" for s in skipped]
     if not found:
         notes.insert(0, _empty(points, "None of the chosen runs is a sweep (prune or quantize over levels)."))
@@ -440,7 +448,7 @@ def teacher_student_table(points: pd.DataFrame, teacher_run: str, known: pd.Data
     if not teacher:
         raise UserError(f"run {teacher_run} is not one of the chosen sweeps; choose a pruning run as the teacher")
     table = kd_prune_table3({"teacher": teacher[0], **named})
-    notes = ["Rows as in seed 002's Table 3: accuracies before pruning (the unpruned points of each curve) and "
+    notes = [f"Rows as in {cite('002')}'s Table 3: accuracies before pruning (the unpruned points of each curve) and "
              "at each model's breakpoint; percentage decrease and compression rate of the student at its "
              "breakpoint against the teacher before pruning."]
     if not named:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.analysis.breakpoint import DETECTORS, BreakpointResult, Curve, curve_from_points, table3
+from engine.analysis.breakpoint import DETECTORS, BreakpointResult, Curve, curve_from_points, detect, table3
+from engine.analysis.exports import measured_precision
 from engine.analysis.study_tables import TABLE3_ROWS, percent, table3_column
 from engine.core.errors import UserError
 from engine.core.options import config_options
@@ -135,6 +136,17 @@ def apply_filters(df: pd.DataFrame, filters: Mapping[str, Iterable[Any] | None])
     return df if keep.all() else df[keep]
 
 
+def filters_title(chosen: Mapping[str, Iterable[Any] | None]) -> str:
+    """The Filters expander's title: which filters are set and how many values each keeps."""
+    parts = []
+    for name in FILTERS:
+        values = list(chosen.get(name) or [])
+        if values:
+            parts.append(f"{name}: {values[0]}" if len(values) == 1 and name != "run" else
+                         f"{name}: {len(values)} chosen")
+    return f"Filters ({'; '.join(parts)})" if parts else "Filters (none chosen: all points)"
+
+
 @dataclass
 class AxisView:
     """The points a chart of accuracy against one axis can draw, and what it had to leave out."""
@@ -218,6 +230,37 @@ def pareto_points(view: AxisView) -> pd.DataFrame:
     mask = pareto_front(df[view.axis.column].to_numpy(dtype=float), df[Y].to_numpy(dtype=float),
                         view.axis.better, "max")
     return df[mask].sort_values(view.axis.column, kind="stable")
+
+
+def pareto_table(front: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The Pareto front as the page lists it: accuracy and the x metric first, then what names the point;
+    numbers rounded to what was measured (engine.analysis.exports.measured_precision)."""
+    a = get_axis(axis)
+    columns = [Y, a.column, "run_label", "method_label", "level_text", "model", "dataset", "runtime", "simulated"]
+    table = front[[c for c in dict.fromkeys(columns) if c in front]].rename(columns={
+        "run_label": "run", "method_label": "method", "level_text": "level"})
+    return measured_precision(table)
+
+
+def detail_table(details: Mapping[str, Any]) -> pd.DataFrame:
+    """A point's fields as a two-column table of text, each number rounded to what was measured (by its
+    field's name, engine.analysis.exports.ROUNDING): 0.588, not 0.5879999995231628."""
+    floats = {k: v for k, v in details.items() if isinstance(v, float)}
+    rounded = measured_precision(pd.DataFrame([floats], dtype=float)).iloc[0].to_dict() if floats else {}
+    values = []
+    for k, v in details.items():
+        if isinstance(v, list | dict):
+            v = [round(x, 4) if isinstance(x, float) and k == "accuracy_runs" else x for x in v] \
+                if isinstance(v, list) else v
+            values.append(json.dumps(v))
+        elif v is None:
+            values.append("")
+        elif isinstance(v, float):
+            x = float(rounded.get(k, v))
+            values.append(str(int(x)) if x.is_integer() and abs(x) < 1e15 else f"{x:.6g}")
+        else:
+            values.append(str(v))
+    return pd.DataFrame({"field": list(details), "value": values})
 
 
 # ---------------------------------------------------------------- one point: details and lineage
@@ -323,6 +366,7 @@ class CurveKey:
     n_points: int
     newest: float  # when its last point was stored (seconds), to order candidates
     teacher: bool  # a teacher's points, or a sweep of a model that a distillation used as its teacher
+    n_levels: int = 0  # how many distinct levels: a detector needs three
 
     @property
     def id(self) -> str:
@@ -373,8 +417,52 @@ def curve_candidates(df: pd.DataFrame, group: str = "run") -> list[CurveKey]:
             label = (f"{ident} on {v['model']}, {v['dataset']}{runtime} "
                      f"({n_runs} run{'s' if n_runs != 1 else ''})")
         out.append(CurveKey(group, ident, v["model"], v["dataset"], v["runtime"], label, level_name, len(g),
-                            float(g["_t"].max()), bool(g["_teacher"].any())))
+                            float(g["_t"].max()), bool(g["_teacher"].any()), int(g["level"].nunique())))
     return sorted(out, key=lambda k: -k.newest)
+
+
+MIN_LEVELS = 3  # a curve a detector can read: fewer levels is a line between two points
+
+
+def default_curves(df: pd.DataFrame, candidates: Sequence[CurveKey], x: str = "params", detector: str = "kneedle",
+                   settings: Mapping[str, Any] | None = None) -> list[str]:
+    """The curves a page opens on: the newest candidate with MIN_LEVELS levels or more on which `detector`
+    finds a breakpoint, with the other runtimes of the same sweep; else the newest with enough levels; else
+    the newest candidate. Ids of `candidates`, [] when there are none."""
+    if not candidates:
+        return []
+    enough = [k for k in candidates if k.n_levels >= MIN_LEVELS]
+    chosen = None
+    for k in enough:
+        try:
+            if detect(build_curve(df, k, x), detector, dict(settings or {})).found:
+                chosen = k
+                break
+        except (UserError, ValueError):
+            continue
+    chosen = chosen or (enough[0] if enough else candidates[0])
+    return [k.id for k in candidates if k.group == chosen.group and k.ident == chosen.ident
+            and k.model == chosen.model and k.dataset == chosen.dataset]
+
+
+def map_selection(df: pd.DataFrame, ids: Iterable[str], candidates: Sequence[CurveKey]) -> list[str]:
+    """Chosen curve ids carried over to the other grouping: a run's sweep becomes its method's pooled curve
+    (same model, dataset and runtime) and a pooled curve the runs it pools; only ids among `candidates`,
+    in their order."""
+    wanted: set[str] = set()
+    for cid in ids:
+        parts = str(cid).split("|")
+        if len(parts) != 5:
+            continue
+        group, ident, model, dataset, runtime = parts
+        same = (df["model"] == model) & (df["dataset"] == dataset) & (df["runtime"] == runtime)
+        if group == "run":
+            for label in df.loc[same & (df["run_id"] == ident), "method_label"].unique():
+                wanted.add("|".join(("method", str(label), model, dataset, runtime)))
+        else:
+            for run_id in df.loc[same & (df["method_label"] == ident), "run_id"].unique():
+                wanted.add("|".join(("run", str(run_id), model, dataset, runtime)))
+    return [k.id for k in candidates if k.id in wanted]
 
 
 def curve_rows(df: pd.DataFrame, key: CurveKey) -> pd.DataFrame:
@@ -450,3 +538,63 @@ def per_curve_summary(curves: Mapping[str, Curve], results: Mapping[str, Breakpo
                      "percentage decrease (%)": row["percentage_decrease"],
                      "compression rate (x)": row["compression_rate"], "level": row["level"]})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables as the page shows them: no empty cells
+
+
+NO_BREAKPOINT = "no breakpoint found"
+NOT_MEASURED = "not measured"
+
+
+def number_text(value: Any, name: str) -> str:
+    """A number as a table shows it, rounded to what was measured by the column's (or row's) name
+    (engine.analysis.exports.ROUNDING): 94.8, not 94.80000138282776; whole numbers with thousands commas."""
+    x = float(measured_precision(pd.DataFrame({name: [float(value)]}))[name].iloc[0])
+    if not math.isfinite(x):
+        return str(x)
+    return f"{int(x):,}" if x.is_integer() and abs(x) < 1e15 else f"{x:,.6g}"
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def table3_text(curves: Mapping[str, Curve], results: Mapping[str, BreakpointResult], teacher: str) -> pd.DataFrame:
+    """table3_summary with every cell as text: numbers rounded to what was measured, and where there is no
+    number, why (no breakpoint on the student's or the teacher's curve, or not measured)."""
+    table = table3_summary(curves, results, teacher)
+    t_found = results[teacher].found
+    out = {}
+    for column in table.columns:
+        s_found = results[column.rsplit(" / ", 1)[0]].found
+        cells = []
+        for row, v in table[column].items():
+            if not _missing(v):
+                cells.append(number_text(v, row))
+            elif row.startswith(("ACC(t) breakpoint", "P(t) breakpoint")) and not t_found:
+                cells.append(f"{NO_BREAKPOINT} on the teacher's curve")
+            elif (row.startswith(("ACC(s) breakpoint", "P(s) breakpoint", "Percentage", "Compression"))
+                  and not s_found):
+                cells.append(NO_BREAKPOINT)
+            else:
+                cells.append(NOT_MEASURED)
+        out[column] = cells
+    return pd.DataFrame(out, index=table.index)
+
+
+AT_BREAKPOINT = ("accuracy at breakpoint (%)", "params at breakpoint", "percentage decrease (%)", "compression rate (x)",
+                 "level")
+
+
+def per_curve_text(curves: Mapping[str, Curve], results: Mapping[str, BreakpointResult]) -> pd.DataFrame:
+    """per_curve_summary with its numbers as text rounded to what was measured and, where a value is
+    missing, why: "no breakpoint found" at the breakpoint of a curve without one, else "not measured"."""
+    table = per_curve_summary(curves, results)
+    for column in table.columns:
+        if column in ("curve", "detector", "found"):
+            continue
+        table[column] = [number_text(v, column) if not _missing(v) else
+                         NO_BREAKPOINT if column in AT_BREAKPOINT and not found else NOT_MEASURED
+                         for v, found in zip(table[column], table["found"], strict=True)]
+    return table

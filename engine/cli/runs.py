@@ -136,7 +136,7 @@ def print_run(run: dict, points: list[dict], history: pd.DataFrame, events: pd.D
         print("  note      " + run["note"].replace("\n", "\n            "))
     print(f"  created   {_when(run['created_at'])} UTC   started {_when(run['started_at']) or '-'}   "
           f"ended {_when(run['ended_at']) or '-'}{took}")
-    print(f"  seed {run['seed']}   code {run['code_version'] or 'unknown'}   device {run['device'] or 'unknown'}   "
+    print(f"  seed {run['seed'] if run['seed'] is not None else '-'}   code {run['code_version'] or 'unknown'}   device {run['device'] or 'unknown'}   "
           f"pid {run['pid']} on {run['host']}")
     if run["error"]:
         print(f"  error     {run['error']}")

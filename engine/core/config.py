@@ -55,6 +55,12 @@ class Config:
     def validate(self) -> None:
         """Override to check field values; raise ConfigError naming the field and allowed values."""
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether every run of this config gives the same numbers (declared once, by the config: e.g. a one-shot
+        prune without fine-tuning), so repeats of it only multiply the compute. False unless a config says so."""
+        return False
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -22,6 +22,7 @@ class RunContext:
     def __init__(self, cancel: CancelToken | None = None) -> None:
         self.cancel = cancel or CancelToken()
         self.points: list[Point] = []
+        self.latency_reference = None  # the run's baseline runner, which later points are timed beside
 
     def progress(self, p: Progress) -> None:
         """Called often (every batch): implementations must be cheap."""

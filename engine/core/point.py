@@ -49,12 +49,30 @@ class Measurement:
     dataset: str = ""  # the dataset the accuracy is on
     model: str = ""  # the zoo architecture measured ("" when unknown)
     runtime: str = "torch"  # what ran the model for accuracy and latency: torch | onnxruntime
+    # the timing protocol (engine/deploy/timing.py): spread, speed-up over the run's baseline timed in the
+    # same rounds (median and 95 % interval), whether the rounds were clean, and which machine ran them
+    latency_p10_ms_b1: float | None = None
+    latency_p10_ms_b32: float | None = None
+    speedup_b1: float | None = None
+    speedup_lo_b1: float | None = None
+    speedup_hi_b1: float | None = None
+    speedup_b32: float | None = None
+    speedup_lo_b32: float | None = None
+    speedup_hi_b32: float | None = None
+    latency_quality: str = ""  # "clean", "noisy: <why>", or "" when latency was not timed
+    machine: str = ""  # engine.core.machine id of the machine that timed it ("" when not timed)
+    # test-split counts, row = true class, column = predicted (top-1); None when not recorded (older points,
+    # more than MAX_CONFUSION_CLASSES classes). Not a store column: it is stored in the point's `extra`.
+    confusion: list[list[int]] | None = field(default=None, repr=False, metadata={"column": False})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-METRIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Measurement))
+# the Measurement fields stored as columns of their own (every one but `confusion`)
+METRIC_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Measurement) if f.metadata.get("column", True))
+MEASUREMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Measurement))
+MAX_CONFUSION_CLASSES = 100  # a larger confusion matrix is not recorded (100 x 100 ints at most per point)
 
 
 # The families a point may name. Open, because core cannot import the methods layer: train and measure
@@ -111,7 +129,7 @@ class Point:
         check_choice("role", self.role, ROLES)
         if self.level is not None:
             self.level = float(self.level)
-        clash = sorted(set(self.extra) & (set(CONTRACT_FIELDS) | set(METRIC_FIELDS) | {"extra"}))
+        clash = sorted(set(self.extra) & (set(CONTRACT_FIELDS) | set(MEASUREMENT_FIELDS) | {"extra"}))
         if clash:
             raise ValueError(f"extra must not repeat a point field: {', '.join(clash)}")
 
@@ -134,7 +152,7 @@ class Point:
         m = Measurement(**{f.name: f.default if d.get(f.name) is None and f.default is not MISSING
                            else d.get(f.name) for f in fields(Measurement)})
         own = {k: d[k] for k in CONTRACT_FIELDS if k in d and d[k] is not None}
-        extra = {k: v for k, v in d.items() if k not in CONTRACT_FIELDS and k not in METRIC_FIELDS}
+        extra = {k: v for k, v in d.items() if k not in CONTRACT_FIELDS and k not in MEASUREMENT_FIELDS}
         return cls(measurement=m, **own, extra=extra)
 
     def replace(self, **changes: Any) -> Point:

@@ -15,16 +15,18 @@ Definitions (the "prunable weights" are the weight tensors of every Conv and Lin
   BatchNorm running statistics are not counted: a deployed model folds them into the weights.
 - `file_bytes`: the length of the artifact actually serialised (safetensors for float models).
 - `macs`: multiply-accumulates for one sample, from `torch.utils.flop_counter` (flops / 2).
-- latency: median and p90 wall time of a forward pass at batch 1 and batch 32 on the CPU, after a
-  warm-up, on the form that actually runs (`ModelForm.runner`); `backend` names it and `threads`
-  records torch's thread count. Simulated forms say `simulated=True`: their latency is that of the
-  float model that ran, never an estimate.
+- latency: median, p10 and p90 wall time of a forward pass at batch 1 and batch 32 on the CPU, on the
+  form that actually runs (`ModelForm.runner`), by the timing protocol of engine/deploy/timing.py:
+  rotated rounds beside the run's baseline (the speed-up over it, with a 95 % interval), each round
+  checked for other processes' load (`latency_quality`: clean, or noisy with the reason), the thread
+  count chosen and recorded (`threads`), and the machine's id (`machine`, engine/core/machine.py).
+  `backend` names what ran. Simulated forms say `simulated=True`: their latency is that of the float
+  model that ran, never an estimate.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,13 +35,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.core.point import Measurement
-from engine.deploy import runtimes
+from engine.core.point import MAX_CONFUSION_CLASSES, Measurement
+from engine.deploy import runtimes, timing
 from engine.model.checkpoint import state_dict_bytes
 from engine.model.data import Dataset
-from engine.model.train import scores
+from engine.model.train import confusion_matrix, scores
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+# what the timing protocol adds to a Measurement besides the medians and p90s
+TIMING_FIELDS = ("latency_p10_ms_b1", "latency_p10_ms_b32", "speedup_b1", "speedup_lo_b1", "speedup_hi_b1",
+                 "speedup_b32", "speedup_lo_b32", "speedup_hi_b32", "latency_quality", "machine")
 QPARAM_BYTES = 8  # one fp32 scale and one int32 zero point per quantization group
 
 
@@ -135,23 +140,32 @@ def time_forward(fn: Callable[[Tensor], Tensor], x: Tensor, warmup: int, max_run
     return times
 
 
-def p90(values: list[float]) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, math.ceil(0.9 * len(s)) - 1)]
-
-
 def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, ...] = (1, 32),
-                    seconds: float = 2.0) -> dict:
-    """latency_ms_bN and latency_p90_ms_bN for each batch size, on the CPU."""
+                    reference: nn.Module | None = None, policy: timing.Policy | None = None) -> dict:
+    """The latency fields of a Measurement for `runner` at each batch size, on the CPU, by the timing
+    protocol (engine/deploy/timing.py): median, p10 and p90 over clean rounds, the quality of the rounds,
+    the machine, and, when `reference` (the run's baseline runner) is given, the speed-up over it timed
+    in the same rounds with its 95 % interval."""
     runner = runner.eval().to("cpu")
-    out = {}
+    forms = {"form": runner}
+    if reference is not None and reference is not runner:
+        forms["reference"] = reference.eval().to("cpu")
+    out: dict = {}
+    qualities = []
     for b in batch_sizes:
-        reps = math.ceil(b / example.shape[0])
-        x = example.repeat(reps, *([1] * (example.dim() - 1)))[:b].contiguous()
-        times = time_forward(runner, x, warmup=10 if b == 1 else 3, max_runs=200 if b == 1 else 50,
-                             max_seconds=seconds)
-        out[f"latency_ms_b{b}"] = statistics.median(times)
-        out[f"latency_p90_ms_b{b}"] = p90(times)
+        t = timing.time_forms(forms, timing.batch_of(example, b), reference="reference" if len(forms) > 1 else None,
+                              policy=policy or timing.Policy())
+        f = t.forms["form"]
+        out[f"latency_ms_b{b}"], out[f"latency_p10_ms_b{b}"], out[f"latency_p90_ms_b{b}"] = f.median_ms, f.p10_ms, f.p90_ms
+        if "form" in t.speedups:  # the reference's time over the form's: how much faster the form runs
+            s = t.speedups["form"]
+            out[f"speedup_b{b}"], out[f"speedup_lo_b{b}"], out[f"speedup_hi_b{b}"] = s.median, s.lo, s.hi
+        elif reference is runner:
+            out[f"speedup_b{b}"] = out[f"speedup_lo_b{b}"] = out[f"speedup_hi_b{b}"] = 1.0
+        qualities.append(t.quality if t.clean else f"batch {b} {t.quality}")
+        out["threads"], out["machine"] = t.threads, t.machine
+    noisy = [q for q in qualities if q != "clean"]
+    out["latency_quality"] = "; ".join(noisy) if noisy else "clean"
     return out
 
 
@@ -159,7 +173,8 @@ def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, 
 
 
 def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, split: str = "test",
-            latency: bool | dict = True, batch_size: int = 512, runtime: str | None = None) -> Measurement:
+            latency: bool | dict = True, batch_size: int = 512, runtime: str | None = None,
+            reference: nn.Module | None = None) -> Measurement:
     """Measures `model` (the float structure whose weights are stored) deployed as `form`.
 
     `latency` is True to time the runner now, False to skip (fields are None), or the latency
@@ -167,7 +182,8 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
     point runs the same float model).
     `runtime` runs the form for accuracy and latency on `torch` or `onnxruntime` (engine/deploy/runtimes.py;
     default: the running task's runtime, else torch). A latency dict is torch's timing, so on another
-    runtime the runner is timed afresh.
+    runtime the runner is timed afresh. `reference` is the run's baseline runner: the form is timed beside
+    it, round by round, and the point carries its speed-up over it (engine/deploy/timing.py).
     """
     runtime = runtime or runtimes.active()
     form = form or ModelForm()
@@ -180,10 +196,12 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
     with torch.inference_mode():
         logits = torch.cat([runner(x_all[i : i + batch_size]).float() for i in range(0, len(y_all), batch_size)])
     result = scores(logits, y_all)
+    n_classes = max(logits.shape[1], data.num_classes)
+    confusion = confusion_matrix(logits, y_all, n_classes) if n_classes <= MAX_CONFUSION_CLASSES else None
     st = storage(model, form.weight_bits, form.quant_groups)
     example = x_all[:1]
     if latency is True:
-        lat = measure_latency(runner, x_all[:32])
+        lat = measure_latency(runner, x_all[:32], reference=reference if runtime == "torch" else None)
     elif isinstance(latency, dict):
         lat = latency
     else:
@@ -197,10 +215,12 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
         latency_p90_ms_b1=lat.get("latency_p90_ms_b1"),
         latency_ms_b32=lat.get("latency_ms_b32"),
         latency_p90_ms_b32=lat.get("latency_p90_ms_b32"),
-        threads=torch.get_num_threads(),
+        threads=lat.get("threads") or torch.get_num_threads(),
         backend=f"{form.backend} cpu",
         simulated=form.simulated,
         dataset=data.name,
         model=str(getattr(model, "arch", "")),
         runtime=runtime,
+        confusion=confusion,
+        **{k: lat.get(k) for k in TIMING_FIELDS if lat.get(k) is not None},
     )

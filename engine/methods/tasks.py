@@ -112,8 +112,14 @@ def make_point(m: Measurement, *, family: str, method: str, stage: str, params: 
 
 def measure_point(ctx: RunContext, model: nn.Module, data: Dataset, *, form: ModelForm | None = None,
                   latency: bool | dict = True, runtime: str | None = None, **fields) -> Point:
-    """measure() a model, log the point to the run and return it (`fields` as make_point takes them)."""
-    point = make_point(measure(model, data, form, latency=latency, runtime=runtime), **fields)
+    """measure() a model, log the point to the run and return it (`fields` as make_point takes them).
+
+    The run's first baseline point becomes its latency reference: every later point of the run is timed
+    beside it, round by round, and carries its speed-up over it (engine/deploy/timing.py)."""
+    reference = getattr(ctx, "latency_reference", None)
+    point = make_point(measure(model, data, form, latency=latency, runtime=runtime, reference=reference), **fields)
+    if fields.get("stage") == "baseline" and reference is None and latency is True:
+        ctx.latency_reference = ((form.runner if form is not None else None) or model).eval()
     ctx.log_point(point)
     return point
 

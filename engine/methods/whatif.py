@@ -47,7 +47,7 @@ from engine.core.context import RunContext
 from engine.core.errors import CheckpointError, ConfigError
 from engine.core.point import Point
 from engine.core.progress import Progress
-from engine.deploy import formats
+from engine.deploy import formats, timing
 from engine.deploy import qmaths as maths
 from engine.deploy.measure import ModelForm, measure_latency, prunable_weights, storage, time_forward
 from engine.deploy.quantized import fold_batchnorm
@@ -233,7 +233,7 @@ class WhatIf:
         self.reference = storage(self.original)
         self.dense_latency_ms: float | None = None
         if latency:
-            lat = measure_latency(self.original, x[:1], batch_sizes=(1,), seconds=0.5)
+            lat = measure_latency(self.original, x[:1], batch_sizes=(1,), policy=timing.QUICK)
             self.dense_latency_ms = lat["latency_ms_b1"]
         self.hits = self.misses = 0
         self._local = threading.local()  # last_hit per thread: each browser session runs on its own

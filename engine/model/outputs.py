@@ -43,11 +43,12 @@ class SaveOptions(Config):
 # ---------------------------------------------------------------- output directories
 
 
-def default_out_dir(model: str, dataset: str, tag: str = "") -> str:
-    """checkpoints/<model>-<dataset>[-tag]-<time>, made unique with a counter if taken."""
+def default_out_dir(model: str, dataset: str, tag: str = "", root: str | Path = CHECKPOINT_ROOT) -> str:
+    """<root>/<model>-<dataset>[-tag]-<time> (root: checkpoints/ of the working directory; the app passes its
+    store directory's), made unique with a counter if taken."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.split(":", 1)[0])
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(CHECKPOINT_ROOT) / f"{model}-{safe}{'-' + safe_name(tag) if tag else ''}-{stamp}"
+    base = Path(root) / f"{safe_name(model)}-{safe}{'-' + safe_name(tag) if tag else ''}-{stamp}"
     path, n = base, 1
     while path.exists():
         n += 1

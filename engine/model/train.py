@@ -108,6 +108,20 @@ def scores(logits: Tensor, y: Tensor) -> dict[str, float]:
     }
 
 
+def confusion_matrix(logits: Tensor, y: Tensor, num_classes: int | None = None) -> list[list[int]]:
+    """Counts of (true class, predicted class): row i, column j = test samples of class i predicted as j.
+
+    The prediction is the top-1 class taken exactly as `scores` takes it (ties included), so trace / total
+    is `scores`' accuracy exactly.
+    """
+    n = int(num_classes if num_classes is not None else logits.shape[1])
+    pred = logits.topk(min(5, logits.shape[1]), dim=1).indices[:, 0] if len(y) else y
+    if len(pred) != len(y):
+        raise ValueError(f"confusion_matrix: {len(pred)} predictions for {len(y)} labels")
+    counts = torch.bincount(y.long() * n + pred.long(), minlength=n * n)
+    return counts.reshape(n, n).tolist()
+
+
 def evaluate(model: nn.Module, split: Split, batch_size: int = 512, device: torch.device | None = None) -> dict:
     return scores(predict(model, split, batch_size, device), split.y)
 

@@ -256,7 +256,7 @@ class _Job:
     task: str
     config: Config
     ctx: StoreContext
-    state: str = "queued"  # queued | running | done
+    state: str = "queued"  # queued | running | cancelling (asked to stop, still inside a step) | done
     submitted: float = field(default_factory=time.time)
 
 
@@ -292,7 +292,8 @@ class JobRunner:
         return run_id
 
     def cancel(self, run_id: str) -> bool:
-        """A queued job is cancelled now; a running one stops at its next batch. False if not ours or done."""
+        """A queued job is cancelled now; a running one is `cancelling` (active() says so at once) until it stops
+        at its next batch. False if not ours or done."""
         with self._lock:
             job = self._jobs.get(run_id)
             if job is None:
@@ -303,12 +304,15 @@ class JobRunner:
                 job.state = "done"
                 del self._jobs[run_id]
                 self._changed.notify_all()
+            elif job.state == "running":
+                job.state = "cancelling"
         if was_queued:
             self.store.end_run(run_id, "cancelled", message="cancelled before it started")
         return True
 
     def active(self) -> dict[str, str]:
-        """{run_id: "queued" | "running"} for this runner's unfinished jobs, in submission order."""
+        """{run_id: "queued" | "running" | "cancelling"} for this runner's unfinished jobs, in submission order
+        (cancelling: cancel() was called and the worker has not stopped yet)."""
         with self._lock:
             return {j.run_id: j.state for j in self._jobs.values()}
 
@@ -353,7 +357,7 @@ class JobRunner:
                     j.ctx.cancel.cancel()
                 return
             queued = [j for j in self._jobs.values() if j.state == "queued"]
-            running = [j for j in self._jobs.values() if j.state == "running"]
+            running = [j for j in self._jobs.values() if j.state in ("running", "cancelling")]
             for j in queued:
                 j.state = "done"
                 del self._jobs[j.run_id]

@@ -687,14 +687,33 @@ def recipe_task(cfg: RecipeTask, ctx: RunContext) -> list[Point]:
     return [p for r in results for p in r.points]
 
 
-def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
+@dataclass
+class UnitTally:
+    """Units done out of every unit planned, over one recipe or several run as one (a study): the run's progress.
+    A study plans all its recipes' units before the first runs, so its progress never goes back."""
+
+    planned: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+    _last: float = 0.0
+
+    def report(self, ctx, stage: str) -> None:
+        total = len(self.planned | self.done)
+        done = len(self.done)
+        self._last = max(self._last, done / total if total else 1.0)  # a plan may grow: the bar never goes back
+        ctx.progress(Progress(self._last, f"{done}/{total} units done: {stage}"))
+
+
+def run_recipe(recipe: Recipe, ctx, executor, tally: UnitTally | None = None) -> list[UnitResult]:
     """Runs the units not already in the store as children of ctx's run; ready units go to the executor together.
 
     A failed unit's dependants are skipped and its siblings go on; the run then fails naming them. The
     parent's cancel token cancels every child still running (finished children keep their points).
+    `tally` counts the units of a run made of several recipes (a study) for its progress.
     """
     store, parent = ctx.store, ctx.run_id
     units = recipe.units
+    tally = tally if tally is not None else UnitTally()
+    tally.planned.update(u.key for u in units)
     results: dict[str, UnitResult] = {}
     for key, (run_id, points) in finished_units(store, units).items():
         unit = next(u for u in units if u.key == key)
@@ -703,6 +722,9 @@ def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
         ctx.log_event(f"{unit.run_name(recipe.name)}: reusing finished run {run_id}")
     total = len(units)
     ctx.log_event(f"recipe {recipe.name}: {total} unit(s), {len(results)} already in the store")
+    if results:
+        tally.done.update(results)
+        tally.report(ctx, "reused from the store")
     running: dict[Any, Unit] = {}  # handle -> unit
     try:
         while True:
@@ -728,8 +750,9 @@ def run_recipe(recipe: Recipe, ctx, executor) -> list[UnitResult]:
                 if outcome.status == "finished" and unit.feeds and not results[unit.key].artifact:
                     results[unit.key].status = "failed"
                     results[unit.key].error = "it saved no checkpoint for the next stage"
-                done = sum(r.status in ("finished", "reused") for r in results.values())
-                ctx.progress(Progress(done / total, f"{done}/{total} units done: {unit.stage}"))
+                if results[unit.key].status in ("finished", "reused"):
+                    tally.done.add(unit.key)
+                tally.report(ctx, unit.stage)
     except BaseException as e:
         _stop(store, executor, running, e)
         raise

@@ -48,7 +48,7 @@ from engine.core.point import Point
 from engine.methods.tasks import check_dataset_name, register_task
 from engine.run.executors import EXECUTORS, make_executor
 from engine.run.jobs import StoreContext, run_sync
-from engine.run.recipes import Recipe, finished_units, run_recipe
+from engine.run.recipes import Recipe, UnitTally, finished_units, run_recipe
 from store import open_store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -129,6 +129,14 @@ def _distil_methods(doc: dict) -> list[str]:
     return list(stage.get("sweep", {}).get("method", [stage.get("config", {}).get("method", "kd")]))
 
 
+def kd_prune_planned(doc: dict) -> dict:
+    """The second recipe as planned before the students are trained: a stand-in KD method (the first of the
+    sweep) in place of the best one; it has as many units as the real second recipe (for the study's progress)."""
+    stand_in = next((m for m in _distil_methods(doc) if m != KD_BASELINE), KD_BASELINE)
+    methods = [m for m in (KD_BASELINE, stand_in) if m in _distil_methods(doc)]
+    return apply_overrides(doc, {"stages": {"distil": {"sweep": {"method": list(dict.fromkeys(methods))}}}})
+
+
 def kd_prune_first(doc: dict) -> dict:
     """The first recipe: everything but the stages that prune the students."""
     return {**doc, "stages": [s for s in doc["stages"] if s.get("from") != "distil"]}
@@ -152,6 +160,7 @@ class Study:
     # a study whose recipe depends on results runs `first(doc)`, then `second(doc, stored units of the first)`
     first: Callable[[dict], dict] | None = None
     second: Callable[[dict, list[StoredUnit]], dict] | None = None
+    planned: Callable[[dict], dict] | None = None  # the second recipe as planned before the first has run
 
     @property
     def recipe_path(self) -> Path:
@@ -161,7 +170,7 @@ class Study:
 STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("kd-prune", "002", "KD methods compared, then the teacher, the scratch and the best KD student pruned "
           "0-90 % with a last-layer fine-tune; Table 3 per breakpoint detector", kd_prune_tables,
-          first=kd_prune_first, second=kd_prune_second),
+          first=kd_prune_first, second=kd_prune_second, planned=kd_prune_planned),
     Study("kd-quant", "003", "the teacher and kd/mixup_kd/dml/dkd students at 12 weight widths, and a greedy "
           "mixed-precision path on each", kd_quant_tables),
     Study("compare-techniques", "000, 001", "baseline vs int8 PTQ vs QAT vs iterative and structured pruning vs a "
@@ -253,6 +262,16 @@ def study_documents(cfg: StudyTask, store) -> list[dict]:
     return [first, study.second(doc, units)]
 
 
+def planned_units(cfg: StudyTask, store) -> set[str]:
+    """The keys of every unit the study will run, known up front: a second recipe not yet built from the first's
+    results is counted as planned (Study.planned), so the study's progress is over the whole study."""
+    study = get_study(cfg.study)
+    docs = study_documents(cfg, store)
+    if study.first is not None and study.planned is not None and len(docs) == 1:
+        docs = [*docs, study.planned(study_recipe(cfg.study, cfg.dataset, cfg.quick, cfg.overrides))]
+    return {u.key for doc in docs for u in Recipe.from_dict(doc).units}
+
+
 def study_units(cfg: StudyTask, store) -> list[StoredUnit]:
     """Every stored unit of the study's recipes, once each (the second recipe reuses units of the first)."""
     units: dict[str, StoredUnit] = {}
@@ -271,14 +290,16 @@ def study_task(cfg: StudyTask, ctx) -> list[Point]:
     executor = make_executor(cfg.executor, ctx.store, workers=cfg.workers)
     points: list[Point] = []
     done = 0
+    tally = UnitTally()
     try:
         while True:
             docs = study_documents(cfg, ctx.store)
             if done == len(docs):
                 break
+            tally.planned = planned_units(cfg, ctx.store)  # the stand-in second recipe gives way to the real one
             for doc in docs[done:]:
                 ctx.log_event(f"study {study.name}: recipe {done + 1} ({doc['name']})")
-                points += [p for r in run_recipe(Recipe.from_dict(doc), ctx, executor) for p in r.points]
+                points += [p for r in run_recipe(Recipe.from_dict(doc), ctx, executor, tally) for p in r.points]
                 done += 1
     finally:
         executor.shutdown()
@@ -303,7 +324,7 @@ def run_study(name: str, db: str | None = None, *, dataset: str | None = None, q
     units = study_units(cfg, store)
     tables, notes = study.tables(units)
     if quick:
-        notes.append("--quick: budgets are cut for a fast check (see engine/run/studies.py QUICK); these numbers are "
+        notes.append("--quick: budgets are cut for a fast check (fewer epochs and samples); these numbers are "
                      "not findings.")
     return StudyResult(name, study.seeds, study_recipe(name, dataset, quick, overrides)["dataset"], quick, run_ids,
                        tables, notes, units)

@@ -5,6 +5,8 @@ the Pareto front as a step line. `customdata[0]` of every point is its point_id 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -67,6 +69,16 @@ def _template(x_label: str, x_fmt: str) -> str:
     return "<br>".join(lines) + "<extra>%{fullData.name}</extra>"
 
 
+OTHER_COLOUR = "#9e9e9e"
+
+
+def colour_map(values: Iterable) -> dict:
+    """A colour per value, fixed by the value's place in the sorted list of every value (the unfiltered
+    data's), so a filter never repaints a family."""
+    ordered = sorted({v for v in values if v is not None and v == v}, key=str)
+    return {v: COLOURS[i % len(COLOURS)] for i, v in enumerate(ordered)}
+
+
 def _groups(values: pd.Series) -> tuple[pd.Series, list[str]]:
     """The colour group of each point, at most MAX_GROUPS of them (the smallest pooled as "other")."""
     counts = values.value_counts(sort=True)
@@ -79,9 +91,10 @@ def _groups(values: pd.Series) -> tuple[pd.Series, list[str]]:
 
 
 def tradeoff_figure(view: AxisView, colour_by: str = "family", symbol_by: str = "model", log_x: bool = False,
-                    pareto: bool = True, height: int = 560) -> go.Figure:
+                    pareto: bool = True, height: int = 560, colour_values: Iterable | None = None) -> go.Figure:
     """Accuracy against the view's axis: one trace per colour group; the Pareto front (max accuracy,
-    and min x, or max x for sparsity) as a step line; legend-only markers naming the symbols."""
+    and min x, or max x for sparsity) as a step line; legend-only markers naming the symbols. Colours come
+    from `colour_values` (every value the colour field takes before filtering; default the view's own)."""
     if colour_by not in COLOUR_BY:
         raise ValueError(f"colour_by must be one of {', '.join(COLOUR_BY)}, got {colour_by!r}")
     if symbol_by not in SYMBOL_BY:
@@ -104,6 +117,7 @@ def tradeoff_figure(view: AxisView, colour_by: str = "family", symbol_by: str = 
     symbol = symbol.where(~h["simulated"], symbol + "-open")
     colour, order = _groups(h[COLOUR_BY[colour_by]])
     colour_index = {g: i for i, g in enumerate(order)}
+    colour_of = colour_map(h[COLOUR_BY[colour_by]] if colour_values is None else colour_values)
     template = _template(axis.label, axis.fmt)
     custom = h[[c for c, _, _ in CUSTOM]].to_numpy(dtype=float)
     text = np.array(hover_text(h), dtype=object)
@@ -115,7 +129,8 @@ def tradeoff_figure(view: AxisView, colour_by: str = "family", symbol_by: str = 
     shown: set[int] = set()
     for (ci, sym), rows in parts:
         idx = rows.to_numpy()
-        group, col = order[ci], COLOURS[ci % len(COLOURS)]
+        group = order[ci]
+        col = colour_of.get(group, OTHER_COLOUR)
         err = err_all[idx]
         fig.add_trace(scatter(
             x=x_all[idx], y=y_all[idx], mode="markers", name=str(group), legendgroup=f"colour:{group}",

@@ -39,6 +39,14 @@ def lab_store(tmp_path_factory) -> dict:
     return {"db": db, "root": str(root), "checkpoint": ckpt, "run_ids": list(runs["run_id"])}
 
 
+@pytest.fixture(autouse=True)
+def private_store_dir(tmp_path, monkeypatch) -> None:
+    """Every page test writes (stores, checkpoints from the app, uploads) under its own tmp dir, never into the
+    repository's working directory; `db` below points the store at its copy in the same dir."""
+    monkeypatch.setenv("COMPRESSION_LAB_STORE_DIR", str(tmp_path))
+    monkeypatch.setenv("COMPRESSION_LAB_DB", str(tmp_path / "compression_lab.duckdb"))
+
+
 @pytest.fixture
 def db(lab_store, tmp_path, monkeypatch) -> str:
     """A private copy of the pre-filled store, set as the app's default store."""

@@ -20,7 +20,8 @@ def text(at: AppTest) -> str:
 def test_the_sweeps_are_drawn_with_their_breakpoints_and_the_detection_curve_underneath(db):
     at = open_page(PAGE)
     picked = at.multiselect(key="breakpoints_curves")
-    assert len(picked.value) == 2  # the prune sweep and the fake-quant sweep, newest first
+    picked.set_value(picked.options[:2]).run()  # the fake-quant sweep and the prune sweep, newest first
+    assert not at.exception
     spec = chart(at)
     layout = spec["layout"]
     assert "xaxis2" in layout and "yaxis2" in layout  # two rows sharing x
@@ -52,6 +53,8 @@ def test_detector_setting_and_x_change_the_answer(db):
 
 def test_a_teacher_curve_gives_seed_002s_table_3(db):
     at = open_page(PAGE)
+    picked = at.multiselect(key="breakpoints_curves")
+    picked.set_value(picked.options[:2]).run()
     assert len(at.dataframe) == 1  # no teacher chosen: each curve against its own reference only
     teacher = at.selectbox(key="breakpoints_teacher")
     prune = next(o for o in teacher.options if o.startswith("prune cnn_s"))
@@ -85,3 +88,44 @@ def test_an_empty_store_guides_to_a_first_sweep(empty_db):
     at = open_page(PAGE)
     assert any("No curves yet" in i.value for i in at.info)
     assert not at.get("plotly_chart")
+
+
+def test_the_page_opens_on_the_newest_sweep_with_a_breakpoint_not_on_noise(db):
+    at = open_page(PAGE)
+    picked = at.multiselect(key="breakpoints_curves")
+    labels = [picked.format_func(i) for i in picked.value]
+    # the fake-quant sweep is newer, but its parameters never change: no curve, no breakpoint
+    assert len(labels) == 1 and labels[0].startswith("prune cnn_s"), labels
+    assert "breakpoint at sparsity 0.6" in text(at)
+    assert not any(m.value.startswith(":material/remove:") for m in at.markdown)  # no empty detector answer
+
+
+def test_switching_to_pooled_curves_keeps_the_chosen_sweeps(db):
+    at = open_page(PAGE)
+    at.radio(key="breakpoints_group").set_value("method").run()
+    assert not at.exception
+    picked = at.multiselect(key="breakpoints_curves")
+    assert [picked.format_func(i) for i in picked.value] == ["prune.global_unstructured on cnn_s, digits (1 run)"]
+    assert chart(at)["data"]
+    at.radio(key="breakpoints_group").set_value("run").run()
+    picked = at.multiselect(key="breakpoints_curves")
+    assert [picked.format_func(i) for i in picked.value][0].startswith("prune cnn_s")
+
+
+def test_tables_say_why_a_value_is_missing_and_round_to_what_was_measured(db):
+    at = open_page(PAGE)
+    picked = at.multiselect(key="breakpoints_curves")
+    picked.set_value(picked.options[:2]).run()
+    assert any(m.value.startswith(":material/remove:") for m in at.markdown)  # kneedle finds none on fake-quant
+    teacher = at.selectbox(key="breakpoints_teacher")
+    teacher.set_value(next(o for o in teacher.options if o.startswith("prune cnn_s"))).run()
+    assert not at.exception
+    for frame in at.dataframe:
+        cells = frame.value.astype(object).to_numpy().ravel().tolist()
+        assert not any(c is None or (isinstance(c, float) and c != c) or c in ("None", "nan") for c in cells), cells
+        assert not any(isinstance(c, str) and len(c.split(".")[-1]) > 6 and c.replace(".", "").isdigit()
+                       for c in cells), cells
+    shown = " ".join(str(c) for f in at.dataframe for c in f.value.astype(object).to_numpy().ravel())
+    assert "no breakpoint found" in shown
+    assert "seed 002" not in " ".join(c.value for c in at.caption) + " ".join(s.value for s in at.subheader)
+    assert "Malihi and Heidemann" in " ".join(c.value for c in at.caption)

@@ -3,7 +3,9 @@
 
 One journey: open the app, launch a quick recipe (train cnn_s on digits, then a two-level pruning sweep) from
 Launch, watch it finish on Runs, see its points on Trade-offs, and download the CSV of its points from
-Compare & export and check its rows against the store. Each page is saved as a screenshot (in
+Compare & export and check its rows against the store. Then issue #22's items that only a browser shows:
+a point's checkpoint opened in What-if and launched from (18), Launch's default checkpoint the trained model
+(7), and a delete on Runs that leaves nothing selected or armed, with its message kept (1). Each page is saved as a screenshot (in
 $COMPRESSION_LAB_SCREENSHOTS when set, else the test's temporary folder).
 
 Skipped with a one-line reason where Chromium or its driver is missing (`.ci/run` installs both).
@@ -141,6 +143,48 @@ def click_tab(driver, label: str) -> None:
     tab.click()
 
 
+def selected_text(driver, label: str) -> str:
+    """The shown value of the visible selectbox labelled `label` ("" when there is none)."""
+    for box in driver.find_elements("css selector", "[data-testid='stSelectbox']"):
+        if box.is_displayed() and box.text.split("\n")[0].strip() == label:
+            return "\n".join(box.text.split("\n")[1:]).strip()
+    return ""
+
+
+def choose(driver, label: str, starts: str) -> None:
+    """Picks the first option beginning with `starts` in the selectbox labelled `label`."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = next(b for b in driver.find_elements("css selector", "[data-testid='stSelectbox']")
+               if b.is_displayed() and b.text.split("\n")[0].strip() == label)
+    field = box.find_element("css selector", "input")
+    field.click()
+    field.send_keys(starts)
+    field.send_keys(Keys.ENTER)
+    time.sleep(1.5)
+
+
+def select_first_row(driver) -> None:
+    """Clicks the first data row's selection cell of the (canvas-drawn) table."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    grid = wait_for(lambda: next(g for g in driver.find_elements("css selector", "[data-testid='stDataFrame']")
+                                 if g.is_displayed()), 30, "the table", driver)
+    size = grid.size
+    ActionChains(driver).move_to_element_with_offset(grid, 18 - size["width"] // 2, 52 - size["height"] // 2) \
+        .click().perform()
+
+
+def store_runs(db: str):
+    from store import Store
+
+    store = Store(db, read_only=True)
+    try:
+        return store.list_runs()
+    finally:
+        store.close()
+
+
 def store_points(db: str):
     from store import Store
 
@@ -211,6 +255,57 @@ def test_launch_a_recipe_watch_it_finish_see_its_points_and_download_them(app_se
     # exported to what was measured: a fraction to 4 decimals (issue #22 item 14)
     assert sorted(float(r["accuracy"]) for r in rows) == sorted(round(a, 4) for a in stored["accuracy"])
     shutil.copy(csv_file, tmp_path / "points.csv")
+
+    # Issue #22 item 18: from a point on Compare, open its checkpoint in What-if, then launch from it
+    click_tab(browser, "Checkpoints")
+    variant = wait_for(lambda: selected_text(browser, "Variant"), 30, "the variant chooser", browser)
+    folder = Path(variant.split(" — ")[-1]).name  # the chosen variant's checkpoint folder
+    click_button(browser, "Open in What-if")
+    wait_for(lambda: any(h.text == "What-if" for h in browser.find_elements("css selector", "h1")), 60,
+             "the What-if page", browser)
+    wait_for(lambda: folder in selected_text(browser, "Checkpoint"), 60, f"What-if on {folder}", browser)
+    shot(browser, tmp_path, "5b-whatif-from-compare")
+    open_page(browser, base, "compare", "Compare & export")
+    chooser = wait_for(lambda: next(i for i in browser.find_elements("css selector", "input[role='combobox']")
+                                    if i.is_displayed()), 30, "the runs chooser", browser)
+    chooser.click()
+    chooser.send_keys("e2e")
+    chooser.send_keys(Keys.ENTER)
+    chooser.send_keys(Keys.ESCAPE)
+    click_tab(browser, "Checkpoints")
+    click_button(browser, "Launch from this checkpoint")
+    wait_for(lambda: any(h.text == "Launch" for h in browser.find_elements("css selector", "h1")), 60,
+             "the Launch page", browser)
+    wait_for(lambda: folder in selected_text(browser, "Checkpoint"), 60, f"Launch on {folder}", browser)
+    shot(browser, tmp_path, "5c-launch-from-compare")
+
+    # Item 7: a fresh Launch page defaults to the trained model, not the newest sweep variant
+    open_page(browser, base, "launch", "Launch")
+    families = wait_for(lambda: selected_text(browser, "Family"), 30, "the family chooser", browser)
+    if "Prun" not in families:
+        choose(browser, "Family", "Prun")
+    default = wait_for(lambda: selected_text(browser, "Checkpoint"), 60, "the checkpoint chooser", browser)
+    assert "trained" in default and "└" not in default and "sparsity" not in default, default
+    click_button(browser, "Start")  # a second top-level run, so the Runs table has a neighbour below it
+    wait_for(lambda: len(store_runs(db)) >= 2 and (store_runs(db)["status"] == "finished").all(), 300,
+             "the second run to finish", browser)
+
+    # Item 1: delete the top run on Runs: afterwards nothing is selected or armed and the message stays
+    open_page(browser, base, "runs", "Runs")
+    top = store_runs(db).iloc[0]
+    wait_for(lambda: top["name"] in page_text(browser), 60, "the runs table", browser)
+    select_first_row(browser)
+    wait_for(lambda: any(h.text == top["name"] for h in browser.find_elements("css selector", "h2, h3")), 60,
+             "the selected run's details", browser)
+    click_button(browser, "Delete this run")
+    click_button(browser, "Delete for good")
+    wait_for(lambda: f"Deleted run {top['name']}" in page_text(browser), 60, "the Deleted message", browser)
+    time.sleep(5)  # two refreshes of the live table: the message must outlive them
+    assert f"Deleted run {top['name']}" in page_text(browser)
+    assert not [b for b in browser.find_elements("css selector", "button")
+                if b.is_displayed() and b.text.strip().endswith(("Delete for good", "Delete this run"))]
+    assert len(store_runs(db)) == 1  # the neighbour is still there
+    shot(browser, tmp_path, "5d-runs-after-delete")
 
     # the other pages render on the same store without an error
     for path, heading, shown in (("breakpoints", "Breakpoints", "Detector"), ("whatif", "What-if", "Accuracy (subset)"),

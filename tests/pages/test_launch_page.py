@@ -55,7 +55,7 @@ def test_launching_a_prune_sweep_from_a_finished_runs_checkpoint_queues_a_job_th
     by_key(at.selectbox, "launch.family").set_value("prune").run()
     by_key(at.selectbox, "launch.method.prune").set_value("global_unstructured").run()
     picker = by_key(at.selectbox, "launch.prune.ckpt.run")
-    assert "cnn_s on digits · train · 98.9% · cnn_s" in picker.options  # every saved float checkpoint is offered
+    assert "cnn_s on digits · trained · 98.9% · cnn_s" in picker.options  # every saved float checkpoint is offered
     picker.set_value(lab_store["checkpoint"]).run()
     form = "launch.form.prune.global_unstructured"
     by_key(at.text_input, f"{form}.sparsities").set_value("0,0.5").run()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from engine.core.config import Config
+from engine.core.progress import Progress
 from tests.pages.conftest import APP
 
 
@@ -139,3 +143,148 @@ def test_a_bad_tag_on_the_runs_page_is_named_and_changes_nothing(db):
     button(at, "runs.label_save").click().run()
     assert any("a tag has at most 40" in e.value for e in at.error), [e.value for e in at.error]
     assert open_store(db).get_run(rid)["name"] == "fake-quant cnn_s"
+
+
+def table_key(at) -> str:
+    return at.dataframe[0].key
+
+
+def select_row(at, index: int) -> AppTest:
+    """What clicking a row of the runs table does (its selection state), then the rerun it triggers."""
+    at.session_state[table_key(at)] = {"selection": {"rows": [index], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_after_a_delete_nothing_is_selected_or_armed_and_the_message_stays(db):
+    # issue #22: after "Delete for good" the neighbouring row became selected with its Delete popover open, and
+    # the "Deleted" message was gone: one more click deleted the wrong run
+    at = runs_page()
+    table = at.dataframe[0].value
+    first, neighbour = table["run_id"].iloc[0], table["run_id"].iloc[1]
+    select_row(at, 0)
+    assert at.session_state["runs.selected"] == first
+    at.checkbox(key="runs.delete_files").set_value(False)  # the session's checkpoints are shared by other tests
+    button(at, "runs.delete").click().run()
+    assert not at.exception, at.exception
+    for _ in range(2):  # the rerun after the delete, and the next one
+        assert any(f"Deleted run {table['name'].iloc[0]}" in s.value for s in at.success), [s.value for s in at.success]
+        assert "runs.selected" not in at.session_state or not at.session_state["runs.selected"]
+        assert not [b for b in at.button if b.key == "runs.delete"]  # no armed confirmation
+        assert "runs.delete_files" not in at.session_state
+        assert list(at.dataframe[0].value["run_id"]) == [r for r in table["run_id"] if r != first]
+        assert neighbour not in {s.value for s in at.subheader}
+        at.run()
+
+
+def test_a_run_added_on_top_does_not_move_the_selection_to_another_run(db):
+    at = runs_page()
+    chosen = at.dataframe[0].value["run_id"].iloc[0]
+    select_row(at, 0)
+    from store import open_store
+
+    open_store(db).create_run("quantize.fake", {}, name="newest", status="queued")  # lands on row 0
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["runs.selected"] == chosen
+    assert at.dataframe[0].value["name"].iloc[0] == "newest"
+
+
+@dataclass
+class SlowConfig(Config):
+    steps: int = 200
+    step_s: float = 0.2
+
+
+def slow_task(cfg: SlowConfig, ctx) -> list:
+    for i in range(cfg.steps):
+        ctx.cancel.raise_if_cancelled()
+        time.sleep(cfg.step_s)
+        ctx.progress(Progress((i + 1) / cfg.steps, f"step {i + 1}"))
+        ctx.log_metrics({"val_accuracy": i / cfg.steps}, step=i + 1)
+    return []
+
+
+def slow_runner(db):
+    from engine.methods.tasks import TASKS, register_task
+    from engine.run.jobs import get_runner
+
+    if "test_slow" not in TASKS:
+        register_task("test_slow", SlowConfig, "sleeps; for the runs page tests")(slow_task)
+    return get_runner(db)
+
+
+def wait_until(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_cancel_says_cancelling_at_once_in_the_table_and_the_active_list(db):
+    # issue #22: on a busy machine the run stayed "running" for 11 s after Cancel
+    runner = slow_runner(db)
+    run_id = runner.submit("test_slow", {"steps": 200, "step_s": 1.0})
+    wait_until(lambda: runner.active().get(run_id) == "running")
+    at = runs_page()
+    button(at, "runs.cancel").click().run()
+    assert not at.exception, at.exception
+    row = at.dataframe[0].value.set_index("run_id").loc[run_id]
+    assert (row["status"], row["message"]) == ("cancelling", "cancelling…"), row
+    assert "cancelling…" in at.selectbox(key="runs.active").format_func(run_id)
+    assert button(at, "runs.cancel").disabled
+    assert any("Cancelling" in t.value for t in at.toast)
+    assert runner.wait(run_id, timeout=30)
+    at.run()
+    assert at.dataframe[0].value.set_index("run_id").loc[run_id, "status"] == "cancelled"
+
+
+def test_a_running_runs_details_refresh_and_a_finished_runs_do_not(db, monkeypatch):
+    # issue #22: the selected run's curves, progress and points were drawn once and never updated
+    import streamlit
+
+    made = []
+    real = streamlit.fragment
+
+    def spy(func=None, *, run_every=None, **kw):
+        def wrap(f):
+            made.append((f.__name__, run_every))
+            return real(f, run_every=run_every, **kw)
+        return wrap(func) if func is not None else wrap
+
+    monkeypatch.setattr(streamlit, "fragment", spy)
+    runner = slow_runner(db)
+    run_id = runner.submit("test_slow", {"steps": 200, "step_s": 0.2})
+    wait_until(lambda: not runner.store.metric_history(run_id).empty)
+    at = runs_page(run_id)
+    assert ("run_details", 2) in made, made
+    assert any(p.proto.text.startswith("step") for p in at.get("progress")) or at.get("progress")
+    before = len(at.session_state["runs.curves"]) if "runs.curves" in at.session_state else None
+    assert before is not None  # the curves of the epochs logged so far
+    runner.cancel(run_id)
+    assert runner.wait(run_id, timeout=30)
+    made.clear()
+    at.run()
+    assert not at.exception, at.exception
+    assert ("run_details", None) in made, made  # ended: drawn once, static
+    done = run_of(db, "quantize.fake")
+    made.clear()
+    runs_page(done["run_id"])
+    assert ("run_details", None) in made and ("run_details", 2) not in made
+
+
+def test_a_run_without_a_seed_says_nothing_about_a_seed(db):
+    """Issue #22 item 14: a What-if run's header said "seed None"."""
+    from store import open_store
+
+    store = open_store(db)
+    run_id = store.create_run("whatif", {}, name="a what-if", status="running")  # What-if runs take no seed
+    store.end_run(run_id, "finished")
+    store.flush()
+    at = runs_page(run_id)
+    header = next(m.value for m in at.markdown if "run `" in m.value)
+    assert "None" not in header and "seed" not in header and "whatif" in header
+    seeded = run_of(db, "prune.global_unstructured")
+    at = runs_page(seeded["run_id"])
+    assert f"seed {seeded['seed']}" in next(m.value for m in at.markdown if "run `" in m.value)

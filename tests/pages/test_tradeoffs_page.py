@@ -97,7 +97,7 @@ def test_clicking_a_point_shows_its_details_and_lineage(db):
     assert "train -> global_unstructured (sparsity 0.6)" in text  # read from the artifact's meta.json
     table = next(d for d in at.dataframe if "field" in d.value.columns).value
     fields = dict(zip(table["field"], table["value"], strict=True))
-    assert float(fields["accuracy"]) == pytest.approx(row[CUSTOM_INDEX["accuracy"]])
+    assert float(fields["accuracy"]) == pytest.approx(row[CUSTOM_INDEX["accuracy"]], abs=5e-5)  # to 4 decimals
     assert fields["point_id"] == str(int(row[CUSTOM_INDEX["point_id"]])) and fields["artifact"].endswith("sparsity-0.600")
 
 
@@ -115,3 +115,37 @@ def test_an_empty_store_guides_to_a_first_run(empty_db):
     at = open_page(PAGE)
     assert any("No points yet" in i.value for i in at.info)
     assert not at.get("plotly_chart")
+
+
+def colours(at: AppTest) -> dict[str, str]:
+    return {t["name"]: t["marker"]["color"] for t in chart(at)["data"] if t.get("customdata") is not None}
+
+
+def test_a_family_keeps_its_colour_and_the_filters_title_says_what_is_chosen(db):
+    at = open_page(PAGE)
+    before = colours(at)
+    assert next(e for e in at.expander if e.label.startswith("Filters")).label == "Filters (none chosen: all points)"
+    next(m for m in at.multiselect if m.key == "tradeoffs_filter_family").set_value(["quantize", "train"]).run()
+    assert not at.exception
+    after = colours(at)
+    assert set(after) == {"quantize", "train"}
+    assert all(after[f] == before[f] for f in after)  # filtering out prune repaints nothing
+    assert next(e for e in at.expander if e.label.startswith("Filters")).label == "Filters (family: 2 chosen)"
+
+
+def test_the_pareto_table_leads_with_accuracy_and_x_rounded_to_what_was_measured(db):
+    at = open_page(PAGE)
+    table = next(d for d in at.dataframe if d.key == "tradeoffs_front_table" or "run" in d.value.columns).value
+    assert list(table.columns[:2]) == ["accuracy", "size_bytes"]
+    assert all(a == round(a, 4) for a in table["accuracy"])
+
+
+def test_point_details_show_numbers_as_measured_not_float_noise(db):
+    at = open_page(PAGE)
+    prune = next(t for t in chart(at)["data"] if t["name"] == "prune")
+    click_point(at, int(decode(prune["customdata"])[0][CUSTOM_INDEX["point_id"]]))
+    table = next(d for d in at.dataframe if "field" in d.value.columns).value
+    fields = dict(zip(table["field"], table["value"], strict=True))
+    assert len(fields["accuracy"]) <= 6  # "0.9722", not "0.9722222089767456"
+    assert all(len(x) <= 8 for k, v in fields.items() if k.startswith(("accuracy", "loss", "top5", "sparsity"))
+               for x in v.strip("[]").split(", ")), fields

@@ -7,6 +7,7 @@ import pytest
 import engine.deploy.measure
 import engine.methods.quant.common
 from engine.core.context import RunContext
+from engine.deploy import timing
 
 
 class RecordingContext(RunContext):
@@ -51,9 +52,9 @@ def latency_spy(monkeypatch):
     real = engine.deploy.measure.measure_latency
     timed: list = []
 
-    def spy(runner, example, batch_sizes=(1, 32), seconds=2.0):
+    def spy(runner, example, batch_sizes=(1, 32), reference=None, policy=None):
         timed.append(runner)
-        return real(runner, example, batch_sizes, seconds=0.05)
+        return real(runner, example, batch_sizes, reference=reference, policy=timing.QUICK)
 
     monkeypatch.setattr(engine.deploy.measure, "measure_latency", spy)
     monkeypatch.setattr(engine.methods.quant.common, "measure_latency", spy)

@@ -129,6 +129,23 @@ def test_runs_list_filters_by_status_kind_and_parent(store, point):
     assert set(store.points([child1, other]).run_id) == {child1}
 
 
+def test_a_parent_runs_point_count_includes_its_children_and_grandchildren(store, point):
+    # issue #22: a study row showed 0 points (its points are its units', stored under the child runs)
+    study = store.create_run("study", {})
+    recipe = store.create_run("recipe", {}, parent_id=study)
+    unit = store.create_run("prune", {}, parent_id=recipe)
+    sibling = store.create_run("train", {}, parent_id=study)
+    alone = store.create_run("train", {})
+    for run_id, n in ((unit, 2), (sibling, 1), (study, 1), (alone, 3)):
+        for _ in range(n):
+            store.add_point(run_id, point)
+    counts = store.list_runs().set_index("run_id")["n_points"]
+    assert counts[unit] == 2 and counts[recipe] == 2 and counts[sibling] == 1 and counts[study] == 4
+    assert counts[alone] == 3 and str(counts.dtype).startswith("int")
+    assert store.list_runs(top_level=True).set_index("run_id").loc[study, "n_points"] == 4
+    assert list(store.list_runs(parent=study).set_index("run_id").loc[[recipe, sibling], "n_points"]) == [2, 1]
+
+
 def test_a_run_is_found_by_a_unique_prefix_only(store):
     run_id = store.create_run("train", {})
     assert store.get_run(run_id[:5])["run_id"] == run_id

@@ -53,6 +53,11 @@ class SweepConfig(PruneTask):
                          lo=1, hi=1000)
     finetune: FinetuneConfig = param(default_factory=FinetuneConfig)
 
+    @property
+    def deterministic(self) -> bool:
+        """One-shot pruning without fine-tuning: every repeat builds and measures the same model."""
+        return self.finetune.mode == "none"
+
 
 @dataclass
 class Variant:
@@ -78,9 +83,13 @@ def std(values: list[float]) -> float:
 
 
 def mean_of_runs(runs: list[Measurement]) -> Measurement:
-    """Accuracy, top-5 and loss averaged; the rest (same masks, same structure) from the first run."""
-    return dataclasses.replace(runs[0], **{k: statistics.fmean(getattr(r, k) for r in runs)
-                                           for k in ("accuracy", "top5", "loss")})
+    """Accuracy, top-5 and loss averaged; confusion matrices summed (so its trace / total is the mean
+    accuracy, and per-class accuracy the mean over repeats); the rest (same masks, same structure) from the first run."""
+    matrices = [r.confusion for r in runs]
+    confusion = ([[sum(cells) for cells in zip(*rows, strict=True)] for rows in zip(*matrices, strict=True)]
+                 if all(m is not None for m in matrices) else None)
+    return dataclasses.replace(runs[0], confusion=confusion, **{k: statistics.fmean(getattr(r, k) for r in runs)
+                                                                for k in ("accuracy", "top5", "loss")})
 
 
 def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: CheckpointMeta, data: Dataset,
@@ -89,10 +98,11 @@ def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: Checkpoin
     """Prunes, fine-tunes (cfg.finetune) and measures every level cfg.repeats times; one point per level."""
     repeats = cfg.repeats
     total = len(levels) * repeats
-    deterministic = cfg.finetune.mode == "none"
+    deterministic = cfg.deterministic
     seed = cfg.finetune.train.seed
     example = data.test.tensors()[0][:32]
     shared_latency: dict | None = None
+    reference = None  # the unpruned model (level 0), which every later level is timed beside
     params = point_params(cfg, drop=(levels_field,))
     points = []
     for i, level in enumerate(levels):
@@ -104,8 +114,10 @@ def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: Checkpoin
             if same_runner and shared_latency is not None:
                 latency = shared_latency
             else:
-                latency = measure_latency(variant.model, example)
+                latency = measure_latency(variant.model, example, reference=reference)
                 shared_latency = latency
+            if level == 0 and not same_runner:
+                reference = copy.deepcopy(variant.model).eval()
         features = head_inputs(variant.model, data, cfg.finetune, classifier)  # one frozen body for every repeat
         runs: list[Measurement] = []
         first = variant.model

@@ -1,0 +1,83 @@
+"""What a user can do with one measured point that has a checkpoint (not a page: pages import it).
+
+`point_actions(point, key)` draws three buttons: open the checkpoint in What-if, launch a method from it, and
+download it as a zip (engine/analysis/exports.py). What-if and Launch read the choice from the session
+(WHATIF_CHECKPOINT, LAUNCH_CHECKPOINT) once, when they are drawn next. A point without a checkpoint on disk
+says why instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import pandas as pd
+import streamlit as st
+
+from engine.analysis.exports import checkpoint_directory, zip_checkpoint
+from engine.core.errors import UserError
+from engine.model.checkpoint import read_meta
+
+LAUNCH_CHECKPOINT = "launch.preselect"  # the checkpoint Launch's Checkpoint box starts on, once
+WHATIF_CHECKPOINT = "whatif.preselect"  # the checkpoint What-if's Checkpoint box starts on, once
+
+
+def same_path(a: object, b: object) -> bool:
+    """Whether two artifact paths name the same folder."""
+    return os.path.realpath(str(a)) == os.path.realpath(str(b))
+
+
+def _artifact(point: Mapping) -> str:
+    value = point.get("artifact")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def point_actions(point: Mapping, key: str, download: bool = True) -> None:
+    """Open in What-if, Launch from this checkpoint and Download for a point whose checkpoint is on disk;
+    otherwise a line saying why there is none. `key` keeps the widgets of several calls apart; `download=False`
+    leaves the download out where the page has its own."""
+    artifact = _artifact(point)
+    try:
+        directory = checkpoint_directory(artifact)
+        meta = read_meta(directory)
+    except UserError as e:
+        st.caption(f"No checkpoint to open, launch from or download: {e}")
+        return
+    is_float = meta.weights_format == "float"
+    why = None if is_float else (f"it holds {meta.weights_format} weights: What-if and the methods start from "
+                                 f"float weights (download it, or choose the float model it was made from)")
+    whatif, launch, zipped = st.columns(3)
+    if whatif.button("Open in What-if", key=f"{key}.whatif", icon=":material/tune:", disabled=not is_float,
+                     help=why or "slide sparsity and bit width on this checkpoint"):
+        st.session_state[WHATIF_CHECKPOINT] = artifact
+        st.switch_page("pages/whatif.py")
+    if launch.button("Launch from this checkpoint", key=f"{key}.launch", icon=":material/rocket_launch:",
+                     disabled=not is_float, help=why or "start any method (pruning, quantization, ...) from it"):
+        st.session_state[LAUNCH_CHECKPOINT] = artifact
+        st.switch_page("pages/launch.py")
+    if download:
+        zipped.download_button("Download", data=lambda a=artifact: zip_checkpoint(a), file_name=f"{directory.name}.zip",
+                               mime="application/zip", key=f"{key}.download", on_click="ignore",
+                               icon=":material/download:", help=f"`{directory}` as a zip (meta.json, model.safetensors)")
+    if why:
+        st.caption(f"Not openable in What-if or Launch: {why}.")
+
+
+def points_actions(points: pd.DataFrame, key: str) -> None:
+    """A choice among `points` that saved a checkpoint (one per artifact), then point_actions for it."""
+    if points.empty or "artifact" not in points:
+        return
+    saved = points[points["artifact"].fillna("").astype(str) != ""].drop_duplicates("artifact")
+    if saved.empty:
+        st.caption("None of these points saved a checkpoint (a run with --no-save keeps none).")
+        return
+    rows = {i: r for i, r in saved.iterrows()}
+
+    def label(i) -> str:
+        r = rows[i]
+        level = r.get("level")
+        level = f" {r.get('level_name') or 'level'} {level:g}" if isinstance(level, int | float) and level == level else ""
+        return f"{r.get('method', '?')}{level} · {r.get('stage', '')} · {r['artifact']}"
+
+    chosen = st.selectbox("Checkpoint of a point", list(rows), format_func=label, key=f"{key}.choice")
+    point_actions(rows[chosen], key)
