@@ -22,6 +22,7 @@ from engine.analysis.tradeoffs import (
     run_labels,
     selected_point_id,
     shape_points,
+    timing_warning,
 )
 from pages.figures.classes import confusion_figure
 from pages.figures.tradeoffs import SIMULATED_TEXT, tradeoff_figure
@@ -74,6 +75,8 @@ if shown.empty:
     st.stop()
 if view.caption():
     st.caption(view.caption())
+if timing_warning(view):
+    st.warning(timing_warning(view), icon=":material/speed:")
 if view.points.empty:
     st.warning(f"None of the {len(shown)} chosen points has {AXES[axis].label}: choose another x axis.",
                icon=":material/warning:")

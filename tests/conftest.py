@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 # Tests are CPU-only and must not touch the network.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Nothing a test runs writes into the repository: a store, a checkpoint made without --out, an upload go
+# to a folder of this session's own (tests that need their own store point these at theirs).
+_SESSION_DIR = tempfile.mkdtemp(prefix="compression-lab-tests-")
+os.environ["COMPRESSION_LAB_STORE_DIR"] = _SESSION_DIR
+os.environ["COMPRESSION_LAB_DB"] = os.path.join(_SESSION_DIR, "compression_lab.duckdb")
 
 
 @pytest.fixture(scope="session")

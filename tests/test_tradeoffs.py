@@ -474,3 +474,23 @@ def _point_dicts(acc):
                      "params_total": 1000, "level": s, "level_name": "sparsity", "stage": "variant", "family": "prune",
                      "method": "global_unstructured", "size_bytes": 4000, "bits": 32.0, "latency_ms_b1": None})
     return point_records(pd.DataFrame(rows))
+
+
+def test_latency_charts_set_apart_machines_and_noisy_timings(points):
+    """Issue #23: two machines are not one series, and a noisy timing is said, never silently mixed in."""
+    from engine.analysis.tradeoffs import NOT_TIMED, timing_warning
+
+    df = points[points["model"] == "cnn_m"].head(4).copy()  # the timed run (latency 2.0 ms)
+    df["machine"] = ["aaa", "aaa", "bbb", ""]
+    df["latency_quality"] = ["clean", "clean", "noisy: busy", ""]
+    df["speedup_b1"] = [None, 1.1, 1.2, None]
+    shaped = shape_points(df)
+    assert list(shaped["machine_label"]) == ["aaa", "aaa", "bbb", NOT_TIMED]
+    assert list(shaped["timing"]) == ["clean", "clean", "noisy", NOT_TIMED]
+    words = timing_warning(on_axis(shaped, "latency_b1"))
+    assert "2 machines (aaa, bbb)" in words and "1 point was timed while other processes shared the CPU" in words
+    assert timing_warning(on_axis(shaped[shaped["machine"] == "aaa"], "latency_b1")) == ""
+    assert timing_warning(on_axis(shaped, "sparsity")) == ""  # not a timed axis
+    speed = on_axis(shaped, "speedup_b1")
+    assert len(speed.points) == 2 and speed.axis.better == "max" and "2 machines" in timing_warning(speed)
+    assert set(filter_options(shaped)["machine"]) == {"aaa", "bbb", NOT_TIMED}

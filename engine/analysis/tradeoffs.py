@@ -41,7 +41,8 @@ class Axis:
 
     @property
     def latency(self) -> bool:
-        return self.column.startswith("latency")
+        """A timed axis: a latency, or a speed-up over the run's baseline."""
+        return self.column.startswith(("latency", "speedup"))
 
 
 AXES: dict[str, Axis] = {a.key: a for a in (
@@ -49,6 +50,10 @@ AXES: dict[str, Axis] = {a.key: a for a in (
     Axis("file", "file_bytes", "file size (bytes, as serialised)", "min", ",.0f"),
     Axis("latency_b1", "latency_ms_b1", "latency, batch 1 (ms, median)", "min", ".3f"),
     Axis("latency_b32", "latency_ms_b32", "latency, batch 32 (ms, median)", "min", ".3f"),
+    Axis("speedup_b1", "speedup_b1", "speed-up over the run's baseline, batch 1 (x, timed side by side)", "max",
+         ".2f"),
+    Axis("speedup_b32", "speedup_b32", "speed-up over the run's baseline, batch 32 (x, timed side by side)", "max",
+         ".2f"),
     Axis("sparsity", "sparsity", "sparsity (share of zero weights)", "max", ".3f"),
     Axis("bits", "bits", "bits per weight (mean)", "min", ".2f"),
     Axis("macs", "macs", "MACs per sample", "min", ",.0f"),
@@ -57,11 +62,13 @@ AXES: dict[str, Axis] = {a.key: a for a in (
 
 # what a point can be coloured / marked by: the shaped column each choice reads
 COLOUR_BY = {"family": "family", "method": "method_label", "model": "model", "dataset": "dataset",
-             "runtime": "runtime", "run": "run_label"}
-SYMBOL_BY = {"model": "model", "dataset": "dataset", "runtime": "runtime", "family": "family", "none": None}
+             "runtime": "runtime", "run": "run_label", "machine": "machine_label", "timing": "timing"}
+SYMBOL_BY = {"model": "model", "dataset": "dataset", "runtime": "runtime", "family": "family",
+             "timing": "timing", "none": None}
 # filter name -> the shaped column it tests
 FILTERS = {"dataset": "dataset", "model": "model", "family": "family", "method": "method_label", "run": "run_id",
-           "runtime": "runtime"}
+           "runtime": "runtime", "machine": "machine_label", "timing": "timing"}
+NOT_TIMED = "(not timed)"
 MAX_GROUPS = 24  # colour groups drawn apart; smaller ones are pooled as "other"
 
 # ---------------------------------------------------------------- shaping
@@ -101,7 +108,30 @@ def shape_points(points: pd.DataFrame) -> pd.DataFrame:
     df.loc[runs.isin(["", "[]"]), "repeats"] = 0
     df["error"] = df["accuracy_std"].where(df["repeats"] > 1)
     df["simulated"] = df["simulated"].fillna(False).astype(bool)
+    machine = df["machine"].fillna("").astype(str) if "machine" in df else pd.Series("", index=df.index)
+    df["machine_label"] = machine.replace("", NOT_TIMED)
+    quality = df["latency_quality"].fillna("").astype(str) if "latency_quality" in df else \
+        pd.Series("", index=df.index)
+    df["timing"] = np.where(quality == "", NOT_TIMED, np.where(quality == "clean", "clean", "noisy"))
     return df
+
+
+def timing_warning(view: AxisView) -> str:
+    """What a latency or speed-up chart must say about its points ('' when nothing): timings from more than
+    one machine are not one series, and noisy timings are marked, never silently mixed in."""
+    if not view.axis.latency or view.points.empty:
+        return ""
+    parts = []
+    machines = sorted(set(view.points["machine_label"]) - {NOT_TIMED})
+    if len(machines) > 1:
+        parts.append(f"these latencies come from {len(machines)} machines ({', '.join(machines)}): they are not one "
+                     f"series; filter or colour by machine")
+    noisy = int((view.points["timing"] == "noisy").sum())
+    if noisy:
+        parts.append(f"{noisy} point{'s were' if noisy != 1 else ' was'} timed while other processes shared the "
+                     f"CPU (timing: noisy); filter or mark by timing to set them apart")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "." if parts else ""
 
 
 def filter_options(df: pd.DataFrame) -> dict[str, list]:

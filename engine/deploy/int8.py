@@ -187,7 +187,9 @@ class FxBackend(Int8Backend):
                 qmodel = convert_fx(prepared)
                 runner = EngineRunner(qmodel, engine).eval()
                 with torch.inference_mode():
-                    out = runner(first[:2])
+                    # one image: the x86 engine fixes its kernels at a model's first call, and a first call at
+                    # batch 2 made every later batch-1 call 1.6x slower on an AMX/VNNI Xeon (bench_latency.py)
+                    out = runner(first[:1])
             except Exception as e:  # noqa: BLE001 - an op without an int8 kernel fails here
                 raise Int8ConversionError(
                     f"the {self.name} int8 backend cannot convert {type(model).__name__} ({_first_line(e)}); "
