@@ -18,7 +18,7 @@ and so miss the Conv+ReLU fusion: a different graph, not the library's path.) Th
 bf16 ISA features, the thread count and the load average are printed beside the numbers.
 
 Targets (issue #23): quiet paired speed-up max/min <= 1.15; under load none wrong and unmarked; ours >= 0.95x
-plain FX at batch 1 and 32.
+plain FX at batch 1 and 32; the CPU calibration (engine/deploy/capability.py) <= 10 s.
 
     .venv/bin/python bench/bench_latency.py [--repeats 5] [--models cnn_l,resnet18] [--conditions 0,1,2]
 """
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.core.machine import describe, fingerprint, usable_cpus  # noqa: E402
 from engine.deploy import timing  # noqa: E402
+from engine.deploy.capability import calibrate, in_words  # noqa: E402
 from engine.deploy.int8 import INT8_BACKENDS  # noqa: E402
 from engine.deploy.measure import measure_latency  # noqa: E402
 from engine.deploy.quantized import fold_batchnorm  # noqa: E402
@@ -93,6 +94,9 @@ def main() -> int:
     fp = fingerprint()
     print(f"machine {fp['id']}: {describe(fp)}")
     print(f"threads for timing: {timing.default_threads()} of {usable_cpus()} usable CPUs; load {load()}")
+    cap = calibrate(save=False)
+    print(f"what this CPU can do (engine/deploy/capability.py), took {cap.seconds:.1f} s (target <= 10 s): "
+          f"{in_words(cap)}")
     conditions = [int(c) for c in args.conditions.split(",")]
     for name in args.models.split(","):
         channels, size = MODELS[name]

@@ -33,13 +33,14 @@ from engine.run.recipes import RECIPE_TASK, RecipeTask, parse_recipe
 from engine.run.studies import STUDIES, StudyTask
 from pages.forms import draw_form
 from pages.point_actions import LAUNCH_CHECKPOINT, same_path
-from pages.shared import open_runner_or_stop, show_error
+from pages.shared import cpu_capability, open_runner_or_stop, show_error
 from store import read_labels
 from store.paths import checkpoints_dir
 
 st.title("Launch")
 runner = open_runner_or_stop()
 store = runner.store
+cpu_capability("launch")
 
 NAMES = {"dataset": DATASETS.names(), "model": MODELS.names(), "student": MODELS.names()}
 TYPED = {"dataset"}  # besides the registry's names, imagefolder:<path> to your own images

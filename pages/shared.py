@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.core.errors import UserError
+from engine.deploy.capability import calibrate, capability, in_words
 from engine.run.jobs import JobRunner, get_runner
 from store import Store, StoreError, default_db_path, resolve_db_path
 from store.paths import choose_store_file
@@ -114,3 +115,25 @@ def open_runner_or_stop() -> JobRunner:
     except Exception as e:  # noqa: BLE001 - shown to the user, never a raw traceback
         show_error(e)
         st.stop()
+
+
+def cpu_capability(key: str) -> None:
+    """What this CPU can do with int8 and bf16 (engine/deploy/capability.py), in words: the cached calibration
+    of this machine, or a button that runs it (a few seconds)."""
+    with st.expander("What this CPU can do (int8, bf16)", icon=":material/memory:"):
+        cap = capability()
+        if cap is not None:
+            st.write(in_words(cap))
+            st.caption(f"Measured on {cap.describe} in {cap.seconds:.1f} s.")
+        else:
+            st.caption("Not measured on this machine yet: one convolution and one linear layer timed at fp32, "
+                       "int8 and bf16 tell how much faster int8 (or bf16) can run here before you spend a run.")
+        if st.button("Measure now" if cap is None else "Measure again", key=f"{key}.cpu_calibrate",
+                     icon=":material/speed:"):
+            with st.spinner("Timing fp32, int8 and bf16 kernels (a few seconds)..."):
+                try:
+                    calibrate()
+                except Exception as e:  # noqa: BLE001 - shown as a message, never a traceback
+                    show_error(e)
+                    return
+            st.rerun()

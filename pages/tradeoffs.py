@@ -27,12 +27,13 @@ from engine.analysis.tradeoffs import (
 from pages.figures.classes import confusion_figure
 from pages.figures.tradeoffs import SIMULATED_TEXT, tradeoff_figure
 from pages.point_actions import point_actions
-from pages.shared import open_runner_or_stop, show_error
+from pages.shared import cpu_capability, open_runner_or_stop, show_error
 
 st.title("Trade-offs")
 runner = open_runner_or_stop()
 store = runner.store
 st.caption(f"Store: `{store.path}`")
+cpu_capability("tradeoffs")
 
 try:
     points = shape_points(store.points(expand=False))

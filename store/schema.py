@@ -279,8 +279,18 @@ V5 = [
     fill_unit_fields,
 ]
 
+# Version 6: the machines that timed points (issue #23): each fingerprint once (engine/core/machine.py), which a
+# point's `machine` column names.
+V6 = [
+    """CREATE TABLE machines (
+        machine_id VARCHAR PRIMARY KEY,
+        fingerprint VARCHAR NOT NULL,
+        first_seen DOUBLE NOT NULL
+    )""",
+]
+
 # each step is SQL text or a function of a cursor (a data fill that SQL says less clearly)
-MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5}
+MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5, 6: V6}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from engine.core.config import check_choice
+from engine.core.machine import fingerprint
 from engine.core.point import METRIC_FIELDS
 from store import queries
 from store.errors import StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
@@ -145,6 +146,7 @@ class Store:
         self.read_only = read_only
         self.migrated_from: int | None = None  # the version a writer found the file at
         self._live: set[str] = set()  # runs this store created and has not ended: they get a heartbeat
+        self._machines_known: set[str] = set()  # machine ids whose fingerprint this instance has written
         self.file = share(self.path, wait_s)
         try:
             self._point_columns = self._open_schema()
@@ -401,8 +403,19 @@ class Store:
         names = ", ".join(f'"{c}"' for c in cols)
         marks = ", ".join("?" for _ in cols)
         values = list(cols.values())
+        here = fingerprint()
+        if cols.get("machine") == here["id"] and here["id"] not in self._machines_known:
+            self._machines_known.add(here["id"])  # this process's machine: its fingerprint, once per file
+            machine = [here["id"], to_json(here), time.time()]
+            self._write(lambda cur: cur.execute(
+                "INSERT INTO machines VALUES (?, ?, ?) ON CONFLICT (machine_id) DO NOTHING", machine))
         return self._write(lambda cur: cur.execute(
             f"INSERT INTO points ({names}) VALUES ({marks}) RETURNING point_id", values).fetchone()[0])
+
+    def machines(self) -> dict[str, dict]:
+        """machine id -> its fingerprint (engine/core/machine.py), for every machine that timed a point here."""
+        rows = self._read(lambda cur: cur.execute("SELECT machine_id, fingerprint FROM machines").fetchall())
+        return {machine_id: json.loads(text) for machine_id, text in rows}
 
     def add_artifact(self, run_id: str, path: str | os.PathLike, kind: str) -> dict:
         """Records a file or directory the run produced, with its size and sha256."""

@@ -112,3 +112,23 @@ def test_measure_latency_of_a_runner_against_itself_is_exactly_one(digits):
     x = digits.test.tensors()[0][:32]
     lat = measure_latency(model, x, batch_sizes=(1,), reference=model, policy=timing.QUICK)
     assert lat["speedup_b1"] == lat["speedup_lo_b1"] == lat["speedup_hi_b1"] == 1.0
+
+
+def test_the_store_keeps_each_machines_fingerprint_once_and_points_name_it(tmp_path, digits):
+    from engine.methods.tasks import make_point
+    from store import Store
+
+    model = build_model("cnn_s", 10, 1, 8).eval()
+    timed = make_point(measure(model, digits, latency=True, reference=None), family="measure", method="measure",
+                       stage="baseline")
+    untimed = make_point(measure(model, digits, latency=False), family="measure", method="measure", stage="baseline")
+    with Store(tmp_path / "s.duckdb") as store:
+        run_id = store.create_run("measure", {}, status="running")
+        for p in (timed, timed, untimed):
+            store.add_point(run_id, p)
+        machines = store.machines()
+        points = store.points(expand=False)
+    assert list(machines) == [fingerprint()["id"]] and machines[fingerprint()["id"]]["cpu"] == fingerprint()["cpu"]
+    assert sorted(points["machine"].fillna("")) == ["", fingerprint()["id"], fingerprint()["id"]]
+    assert set(points["latency_quality"].fillna("")) <= {"", "clean"} or any(
+        q.startswith(("noisy", "batch")) for q in points["latency_quality"].dropna())

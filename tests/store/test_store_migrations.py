@@ -281,7 +281,7 @@ def test_a_store_written_by_the_code_before_version_5_opens_and_its_recipe_units
     doc["out"] = str(tmp_path / "ckpt")  # where checkpoints go is not part of a unit's key
     recipe = Recipe.from_dict(doc)
     with Store(str(db)) as store:
-        assert store.migrated_from == 4 and SCHEMA_VERSION == 5
+        assert store.migrated_from == 4 and SCHEMA_VERSION >= 5
         units = store.list_runs(kind="train").dropna(subset=["stage"])
         assert sorted(units["sweep"]) == ['{"train.seed": 0}', '{"train.seed": 1}']
         assert set(units["stage"]) == {"seeds"}
@@ -289,7 +289,7 @@ def test_a_store_written_by_the_code_before_version_5_opens_and_its_recipe_units
         assert len(store.list_runs(kind="train")) == 3  # and the plain train run, which is no unit
         before = set(store.list_runs().run_id)
     con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
 
     points = run_sync(RECIPE_TASK, RecipeTask(recipe=doc), str(db))
@@ -298,3 +298,20 @@ def test_a_store_written_by_the_code_before_version_5_opens_and_its_recipe_units
         runs = store.list_runs()
         new = runs[~runs["run_id"].isin(before)]
         assert list(new["kind"]) == [RECIPE_TASK]  # the recipe's own run, and no unit ran again
+
+
+def test_version_6_adds_the_machines_table_to_an_older_file(db_path):
+    """Issue #23: a store from before version 6 gains the machines table and keeps its rows."""
+    import duckdb
+
+    from store import SCHEMA_VERSION, Store
+
+    with Store(db_path) as store:
+        run_id = store.create_run("train", {}, name="old")
+    con = duckdb.connect(str(db_path))
+    con.execute("DROP TABLE machines")
+    con.execute("DELETE FROM schema_version WHERE version = 6")
+    con.close()
+    with Store(db_path) as store:
+        assert store.migrated_from == 5 and SCHEMA_VERSION >= 6
+        assert store.machines() == {} and store.get_run(run_id)["name"] == "old"
