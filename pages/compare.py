@@ -42,8 +42,10 @@ def show_table(table: tables.Table, key: str) -> None:
     st.dataframe(arrow_ready(table.data), hide_index=isinstance(table.data.index, pd.RangeIndex))
     for note in table.notes:
         st.caption(note)
+    full = bool(st.session_state.get("compare_full_precision", False))
     for col, fmt in zip(st.columns(len(FORMATS)), FORMATS.values(), strict=True):
-        col.download_button(fmt.label, data=lambda df=table.data, f=fmt.name, t=table.title: export_table(df, f, t)[0],
+        col.download_button(fmt.label, data=lambda df=table.data, f=fmt.name, t=table.title, fp=full: export_table(
+                                df, f, t, full_precision=fp)[0],
                             file_name=file_name(table.title, fmt.extension), mime=fmt.mime, key=f"dl_{key}_{fmt.name}",
                             on_click="ignore", icon=":material/download:")
 
@@ -96,6 +98,9 @@ if not points.empty:
 elif not containers:
     st.info("The chosen runs recorded no points.", icon=":material/info:")
 
+st.toggle("Full precision in downloads", key="compare_full_precision",
+          help="Downloads round each measured value to what was measured (percentages to 2 decimals, fractions to "
+               "4, times and ratios to 3 significant digits); on, they keep every digit the store holds.")
 tab_names = ["Accuracy × bit width", "Techniques compared", "Breakpoints", "Free pivot", "Points", "Checkpoints"]
 if containers:
     tab_names.insert(0, "Study tables")

@@ -29,7 +29,7 @@ from engine.run.launch import (
     names_per_method,
     repeats_note,
 )
-from engine.run.recipes import RECIPE_TASK, RecipeTask, parse_recipe
+from engine.run.recipes import RECIPE_TASK, RecipeTask, decode_recipe, parse_recipe
 from engine.run.studies import STUDIES, StudyTask
 from pages.forms import draw_form
 from pages.point_actions import LAUNCH_CHECKPOINT, same_path
@@ -244,8 +244,8 @@ def recipe_tab() -> None:
                                  "(pip install -r requirements-ray.txt)")
     name_text, tags_text = label_fields("launch.recipe")
     if st.button("Validate and start", type="primary", icon=":material/play_arrow:", key="launch.recipe.submit"):
-        source = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else text
         try:
+            source = decode_recipe(upload.getvalue(), upload.name) if upload is not None else text
             name, tags = read_labels(name_text, [tags_text])
         except UserError as e:
             show_error(e)

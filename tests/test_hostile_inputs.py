@@ -136,3 +136,15 @@ def test_a_pickled_model_upload_is_refused_without_suggesting_to_unpickle_it(tmp
     with pytest.raises(UserError) as e:
         import_weights(b"not a torch file at all", "garbage.pt", "cnn_s", "digits", root=tmp_path)
     assert "weights_only" not in str(e.value) and ".safetensors" in str(e.value)
+
+
+def test_an_uploaded_recipe_that_is_not_utf8_is_refused_by_name_not_decoded_with_replacements():
+    """Issue #22 item 6's neighbour: the Launch page decoded an uploaded recipe with errors="replace"; it now
+    goes through the same check as a recipe file."""
+    from engine.core.errors import UserError
+    from engine.run.recipes import decode_recipe
+
+    assert decode_recipe("name: é\n".encode(), "mine.yaml") == "name: é\n"
+    with pytest.raises(UserError, match=r"cannot read the recipe mine.yaml: it is not UTF-8 text \(it looks like "
+                                        r"UTF-16\), byte 0xff at offset 0; save it as UTF-8"):
+        decode_recipe("name: x".encode("utf-16"), "mine.yaml")

@@ -269,13 +269,18 @@ def load_recipe(source: str | Path) -> Recipe:
             raw = Path(source).read_bytes()
         except OSError as e:
             raise UserError(f"cannot read the recipe {source}: {e.strerror or e}") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            utf16 = " (it looks like UTF-16)" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else ""
-            raise UserError(f"cannot read the recipe {source}: it is not UTF-8 text{utf16}, byte 0x{raw[e.start]:02x} "
-                            f"at offset {e.start:,}; save it as UTF-8") from None
+        text = decode_recipe(raw, str(source))
     return Recipe.from_dict(parse_recipe(text))
+
+
+def decode_recipe(raw: bytes, source: str) -> str:
+    """A recipe file's bytes as text; one that is not UTF-8 is a UserError naming `source`, the byte and where."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        utf16 = " (it looks like UTF-16)" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else ""
+        raise UserError(f"cannot read the recipe {source}: it is not UTF-8 text{utf16}, byte 0x{raw[e.start]:02x} "
+                        f"at offset {e.start:,}; save it as UTF-8") from None
 
 
 def parse_recipe(text: str) -> Any:

@@ -186,3 +186,14 @@ def test_the_seed_tables_on_the_stores_real_points(lab_store):
     assert (found["compression rate (x)"] > 1).all()
     table3 = tables.teacher_student_table(points, finished_runs(lab_store)["prune cnn_s"], known)
     assert len(table3.data.columns) == 3  # the quantization sweep as the other curve, one column per detector
+
+
+def test_full_precision_downloads_keep_every_digit_when_asked(db, lab_store, files):
+    """Issue #22 item 14: rounded to what was measured, unless the user asks for full precision."""
+    at = open_compare([finished_runs(lab_store)["prune cnn_s"]])
+    rounded = pd.read_csv(io.BytesIO(download(at, files, "dl_points_csv")))
+    at.toggle(key="compare_full_precision").set_value(True).run()
+    full = pd.read_csv(io.BytesIO(download(at, files, "dl_points_csv")))
+    assert (rounded["accuracy"] == rounded["accuracy"].round(4)).all()
+    assert (full["accuracy"] != full["accuracy"].round(4)).any()  # k/360 needs more than 4 decimals
+    assert full["accuracy"].round(4).tolist() == rounded["accuracy"].tolist()
