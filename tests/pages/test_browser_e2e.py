@@ -145,6 +145,19 @@ def click_tab(driver, label: str) -> None:
     tab.click()
 
 
+def compare_runs(driver, base: str, name: str) -> None:
+    """Opens Compare & export with the runs whose label holds `name` chosen."""
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(driver, base, "compare", "Compare & export")
+    chooser = wait_for(lambda: next(i for i in driver.find_elements("css selector", "input[role='combobox']")
+                                    if i.is_displayed()), 30, "the runs chooser", driver)
+    chooser.click()
+    chooser.send_keys(name)
+    chooser.send_keys(Keys.ENTER)
+    chooser.send_keys(Keys.ESCAPE)
+
+
 def selected_text(driver, label: str) -> str:
     """The shown value of the visible selectbox labelled `label` ("" when there is none)."""
     for box in driver.find_elements("css selector", "[data-testid='stSelectbox']"):
@@ -255,13 +268,7 @@ def test_launch_a_recipe_watch_it_finish_see_its_points_and_download_them(app_se
     shot(browser, tmp_path, "4-tradeoffs")
 
     # Compare & export: choose the recipe run, download the points as CSV
-    open_page(browser, base, "compare", "Compare & export")
-    chooser = wait_for(lambda: next(i for i in browser.find_elements("css selector", "input[role='combobox']")
-                                    if i.is_displayed()), 30, "the runs chooser", browser)
-    chooser.click()
-    chooser.send_keys("e2e")
-    chooser.send_keys(Keys.ENTER)
-    chooser.send_keys(Keys.ESCAPE)
+    compare_runs(browser, base, "e2e")
     click_tab(browser, "Points")
     click_button(browser, "CSV")
     csv_file = wait_for(lambda: next((f for f in browser.downloads.glob("*.csv")), None), 60, "the CSV download",
@@ -283,13 +290,7 @@ def test_launch_a_recipe_watch_it_finish_see_its_points_and_download_them(app_se
              "the What-if page", browser)
     wait_for(lambda: folder in selected_text(browser, "Checkpoint"), 60, f"What-if on {folder}", browser)
     shot(browser, tmp_path, "5b-whatif-from-compare")
-    open_page(browser, base, "compare", "Compare & export")
-    chooser = wait_for(lambda: next(i for i in browser.find_elements("css selector", "input[role='combobox']")
-                                    if i.is_displayed()), 30, "the runs chooser", browser)
-    chooser.click()
-    chooser.send_keys("e2e")
-    chooser.send_keys(Keys.ENTER)
-    chooser.send_keys(Keys.ESCAPE)
+    compare_runs(browser, base, "e2e")
     click_tab(browser, "Checkpoints")
     click_button(browser, "Launch from this checkpoint")
     wait_for(lambda: any(h.text == "Launch" for h in browser.find_elements("css selector", "h1")), 60,
