@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import os
-import statistics
 import threading
 import time
 from collections import OrderedDict
@@ -49,7 +48,7 @@ from engine.core.point import Point
 from engine.core.progress import Progress
 from engine.deploy import formats, timing
 from engine.deploy import qmaths as maths
-from engine.deploy.measure import ModelForm, measure_latency, prunable_weights, storage, time_forward
+from engine.deploy.measure import ModelForm, measure_latency, prunable_weights, storage
 from engine.deploy.quantized import fold_batchnorm
 from engine.methods.prune.channels import prune_channels
 from engine.methods.prune.importance import weight_magnitudes
@@ -68,6 +67,9 @@ from engine.model.outputs import SaveOptions, claim_output, default_out_dir
 from engine.model.train import scores
 from engine.model.zoo import MODELS
 
+# a slider move times a channel cut by the timing protocol, kept short: three rounds of a few calls, a third of
+# a second at most when other processes disturb it (the answer is labelled estimated)
+SLIDER_TIMING = timing.Policy(rounds=3, block_seconds=0.005, min_calls=2, budget_s=0.3, wait_s=0.02, bootstrap=10)
 MODES = ("unstructured", "channels")  # global magnitude masks, or whole channels removed
 MODE_WORDS = {"unstructured": "global unstructured (magnitude)", "channels": "structured channels (L1)"}
 MAX_SPARSITY = 0.99
@@ -330,9 +332,8 @@ class WhatIf:
             model = channel_cut(self.original, ratio, self.example, self.meta.arch) if ratio > 0 \
                 else copy.deepcopy(self.original)
             latency = None
-            if self.latency:  # timed as measure() would run it, before the layout change below
-                times = time_forward(model, self.example, warmup=2, max_runs=15, max_seconds=0.03)
-                latency = statistics.median(times)
+            if self.latency:  # timed by measure()'s protocol, briefly, before the layout change below
+                latency = timing.time_forms({"cut": model.eval()}, self.example, policy=SLIDER_TIMING).forms["cut"].median_ms
             model, folded = fast(model), fast(fold_batchnorm(model))
             before = sum(m.out_channels for m in self.original.modules() if isinstance(m, nn.Conv2d))
             after = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
