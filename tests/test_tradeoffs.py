@@ -380,7 +380,7 @@ def test_a_teacher_is_known_from_points_and_tags_never_from_a_run_name():
         "role": ["", "teacher", "", "", "student"],
         "family": ["prune", "distill", "prune", "prune", "distill"],
         "artifact": ["a", "/c/teacher", "b", "c", "/c/student"],
-        "input_checkpoint": ["/c/other", "", "/c/teacher", "/c/kd-teacher", ""],
+        "input_checkpoint": ["/c/other", "", "/c/teacher", "/c/kd-teacher", "/c/kd-teacher"],  # kd: its teacher
         "params": ["{}", "{}", "{}", "{}", '{"teacher": "/c/kd-teacher"}'],
     })
     assert teacher_rows(df, df).tolist() == [False, True, True, True, False]

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
+from engine.analysis.tables import norm_path, same_checkpoint
 from engine.core.errors import UserError
 from engine.model.checkpoint import CheckpointError, read_meta
 
@@ -88,10 +87,6 @@ def class_table(variant: list[list[int]], baseline: list[list[int]] | None,
     return df.sort_values(key, kind="stable", na_position="last").reset_index(drop=True)
 
 
-def _norm(path: Any) -> str:
-    return posixpath.normpath(str(path)) if isinstance(path, str) and path else ""
-
-
 def baseline_id(points: pd.DataFrame, point_id: int) -> int | None:
     """The point to compare `point_id` with (module doc), or None when the store holds none."""
     rows = points[points["point_id"] == point_id]
@@ -105,9 +100,10 @@ def baseline_id(points: pd.DataFrame, point_id: int) -> int | None:
                              & (same_task["runtime"].fillna("") == (p.get("runtime") or ""))]
         if not same_run.empty:
             return int(same_run["point_id"].iloc[0])
-    start = _norm(p.get("input_checkpoint"))
+    start = norm_path(p.get("input_checkpoint")) if isinstance(p.get("input_checkpoint"), str) else ""
     if start and "artifact" in same_task:
-        made = same_task[same_task["artifact"].map(_norm) == start]
+        made = same_task[same_task["artifact"].map(
+            lambda a: isinstance(a, str) and same_checkpoint(norm_path(a), start))]
         if not made.empty:
             same_rt = made[made["runtime"].fillna("") == (p.get("runtime") or "")]
             return int((same_rt if not same_rt.empty else made)["point_id"].iloc[-1])

@@ -89,11 +89,12 @@ def point_records(points: pd.DataFrame) -> list[dict]:
     return out
 
 
-def _norm(path: Any) -> str:
+def norm_path(path: Any) -> str:
+    """A checkpoint path as points compare it ('' for none)."""
     return posixpath.normpath(str(path)) if path else ""
 
 
-def _same_path(a: str, b: str) -> bool:
+def same_checkpoint(a: str, b: str) -> bool:
     """The same checkpoint, written absolute in one place and relative to the working directory in another."""
     if not a or not b:
         return False
@@ -121,8 +122,8 @@ class Lineage:
         self.teachers: set[str] = set()
         ranked = sorted(self.rows, key=lambda p: (_producer_rank(p), p.get("point_id") or 0))
         for p in ranked:
-            art, src = _norm(p.get("artifact")), _norm(p.get("input_checkpoint"))
-            if art and not _same_path(art, src):
+            art, src = norm_path(p.get("artifact")), norm_path(p.get("input_checkpoint"))
+            if art and not same_checkpoint(art, src):
                 self.producers.setdefault(art, p)
             if p.get("family") == "distill" and src:
                 self.teachers.add(src)
@@ -131,18 +132,18 @@ class Lineage:
         self._cache: dict[str, str] = {}
 
     def producer(self, path: str) -> dict | None:
-        path = _norm(path)
+        path = norm_path(path)
         if path in self.producers:
             return self.producers[path]
-        return next((p for a, p in self.producers.items() if _same_path(a, path)), None)
+        return next((p for a, p in self.producers.items() if same_checkpoint(a, path)), None)
 
     def is_teacher(self, path: str) -> bool:
-        path = _norm(path)
-        return any(_same_path(path, t) for t in self.teachers)
+        path = norm_path(path)
+        return any(same_checkpoint(path, t) for t in self.teachers)
 
     def checkpoint(self, path: str, model: str = "", depth: int = 0) -> str:
         """The name of the model a checkpoint holds; `model` is the architecture to fall back on."""
-        path = _norm(path)
+        path = norm_path(path)
         if not path:
             return model or "(unsaved model)"
         key = f"{path}\0{model}"
@@ -220,7 +221,7 @@ def _distinct(labels: pd.Series, keys: pd.Series) -> pd.Series:
     for label in labels.unique():
         mask = labels == label
         if keys[mask].nunique() > 1:
-            out[mask] = [f"{label} [{posixpath.basename(_norm(k)) or '?'}]" for k in keys[mask]]
+            out[mask] = [f"{label} [{posixpath.basename(norm_path(k)) or '?'}]" for k in keys[mask]]
     return out
 
 

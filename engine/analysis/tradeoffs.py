@@ -10,7 +10,6 @@ zero weights): the Pareto front keeps the points no other point beats on both.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.analysis import tables
 from engine.analysis.breakpoint import DETECTORS, BreakpointResult, Curve, curve_from_points, detect, table3
 from engine.analysis.exports import measured_precision
 from engine.analysis.study_tables import TABLE3_ROWS, percent, table3_column
@@ -405,15 +405,11 @@ class CurveKey:
 
 def teacher_rows(df: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     """Which of `rows` belong to a teacher: a teacher's own point, or a variant of a checkpoint that a
-    distillation run in `df` used as its teacher. Read from the points, never from a run's name."""
-    teachers = set(df.loc[df["role"] == "teacher", "artifact"].dropna())
-    if "params" in df:
-        for text in df.loc[df["family"] == "distill", "params"].dropna().unique():
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                teachers.add(json.loads(text).get("teacher"))
-    teachers = {str(t) for t in teachers if t}
+    distillation in `df` used as its teacher (tables.Lineage knows which). Never read from a run's name."""
+    lineage = tables.Lineage(df)
     inputs = rows["input_checkpoint"] if "input_checkpoint" in rows else pd.Series("", index=rows.index)
-    return (rows["role"] == "teacher") | inputs.isin(teachers)
+    from_teacher = inputs.map(lambda c: bool(c) and isinstance(c, str) and lineage.is_teacher(c)).astype(bool)
+    return (rows["role"] == "teacher") | (from_teacher & (rows["family"] != "distill"))  # a student starts there too
 
 
 def curve_candidates(df: pd.DataFrame, group: str = "run") -> list[CurveKey]:
