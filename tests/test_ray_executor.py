@@ -181,3 +181,32 @@ def test_a_worker_that_dies_fails_its_child_with_the_reason(ray_cluster, tmp_pat
     executor.shutdown()
     assert [o.status for o in outcomes] == ["failed"]
     assert "the Ray worker running it failed" in outcomes[0].error
+
+
+def test_a_last_push_to_a_briefly_unavailable_hub_is_tried_again_and_never_fails_the_unit(monkeypatch):
+    """Seen once on a loaded 2-core machine: the hub actor was briefly unavailable at a unit's last progress push,
+    and the unit, whose points travel in its result, failed with ActorUnavailableError."""
+    ray = pytest.importorskip("ray", reason="Ray is optional (pip install -r requirements-ray.txt)")
+    monkeypatch.setattr(ray_executor.time, "sleep", lambda s: None)
+    sent = []
+
+    class Hub:
+        class push:  # noqa: N801 - Ray's actor method shape: hub.push.remote(...)
+            @staticmethod
+            def remote(channel, run_id, items):
+                sent.append(list(items))
+                return len(sent)
+
+    def get(ref, failures):
+        if ref <= failures:
+            raise ray.exceptions.ActorUnavailableError("the actor is temporarily unavailable", None)
+        return None
+
+    for failures, pushes in ((2, 3), (10, ray_executor.PUSH_TRIES)):
+        sent.clear()
+        monkeypatch.setattr(ray, "get", lambda ref, failures=failures: get(ref, failures))
+        ctx = ray_executor.WorkerContext(Hub(), "channel", "run", interval_s=60)
+        ctx.log_event("finished")  # pushes at once (not waited for)
+        sent.clear()
+        ctx.push(wait=True)  # returns: retried, then given up without raising
+        assert len(sent) == pushes

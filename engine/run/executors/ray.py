@@ -59,6 +59,7 @@ from engine.run.executors.base import Executor, Outcome, register_executor
 from engine.run.jobs import PROGRESS_INTERVAL_S, device_name, resolve_task
 
 INSTALL_HINT = "pip install -r requirements-ray.txt"
+PUSH_TRIES = 4  # a worker's last progress push, tried again while the hub actor is briefly unavailable
 FORCE_AFTER_S = 10.0  # a cancelled task still running after this is killed (ray.cancel(force=True))
 POLL_S = 0.2  # how often the driver drains progress while it waits
 TEMP_PREFIX = "compression-lab-ray-"
@@ -215,7 +216,17 @@ class WorkerContext(RunContext):
         if wait:
             import ray
 
-            ray.get(ref)
+            # the hub can be briefly unavailable on a loaded machine (Ray says: retry); the unit's points travel
+            # in its result, so a last push that still cannot land loses log lines, never the unit
+            for attempt in range(PUSH_TRIES):
+                try:
+                    ray.get(ref)
+                    return
+                except ray.exceptions.ActorUnavailableError:
+                    if attempt == PUSH_TRIES - 1:
+                        return
+                    time.sleep(0.5 * (attempt + 1))
+                    ref = self.hub.push.remote(self.channel, self.run_id, items)
 
 
 def run_unit(task: str, config: dict, run_id: str, hub, plan: dict, *tars: bytes) -> tuple[dict, bytes | None]:
