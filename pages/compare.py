@@ -21,7 +21,7 @@ from engine.analysis.exports import (
 from engine.analysis.study_tables import cite
 from engine.core.errors import UserError
 from engine.run import studies
-from pages.point_actions import point_actions
+from pages.point_actions import point_actions, retime
 from pages.shared import open_runner_or_stop, show_error
 
 st.title("Compare & export")
@@ -190,6 +190,8 @@ with tabs["Points"]:
         st.info("No points chosen.", icon=":material/info:")
     else:
         show_table(tables.Table("Points", points.drop(columns=["extra"], errors="ignore")), "points")
+        timed = points[points["latency_ms_b1"].notna()] if "latency_ms_b1" in points else points.iloc[:0]
+        retime(list(timed["point_id"]), "compare.points", f"Re-time these {len(timed)} timed points now")
 
 with tabs["Checkpoints"]:
     saved = points[points["artifact"].fillna("") != ""] if not points.empty else points

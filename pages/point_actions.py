@@ -17,6 +17,8 @@ import streamlit as st
 from engine.analysis.exports import checkpoint_directory, zip_checkpoint
 from engine.core.errors import UserError
 from engine.model.checkpoint import read_meta
+from engine.run.remeasure import remeasure_config
+from pages.shared import runner, show_error, store
 
 LAUNCH_CHECKPOINT = "launch.preselect"  # the checkpoint Launch's Checkpoint box starts on, once
 WHATIF_CHECKPOINT = "whatif.preselect"  # the checkpoint What-if's Checkpoint box starts on, once
@@ -81,3 +83,37 @@ def points_actions(points: pd.DataFrame, key: str) -> None:
 
     chosen = st.selectbox("Checkpoint of a point", list(rows), format_func=label, key=f"{key}.choice")
     point_actions(rows[chosen], key)
+
+
+def retime(point_ids: list[int], key: str, label: str = "Re-time now") -> None:
+    """A button that times these stored points again now, each beside its baseline, as one background run
+    (engine/run/remeasure.py); each point keeps its latency history and shows the newest clean timing."""
+    ids = [int(i) for i in point_ids]
+    if not st.button(label, key=f"{key}.retime", icon=":material/timer:", disabled=not ids,
+                     help="time the chosen points again now, paired with their baselines, as one run; the run's "
+                          "timings join each point's latency history, and a point shows its newest clean one"):
+        return
+    try:
+        cfg, skipped = remeasure_config(runner().store, ids)
+        for reason in skipped:
+            st.caption(f"Left out: {reason}.")
+        if cfg is None:
+            st.warning("None of the chosen points can be timed again.", icon=":material/timer_off:")
+            return
+        run_id = runner().submit("remeasure", cfg, name=f"re-time {len(cfg.points)} point(s)")
+    except UserError as e:
+        show_error(e)
+        return
+    st.success(f"Re-timing {len(cfg.points)} point(s) as run `{run_id}`: follow it on Runs.", icon=":material/timer:")
+
+
+def latency_history(point_id: int) -> None:
+    """A point's timings, oldest first, the one it shows marked; nothing for a point never timed."""
+    history = store().latency_history(int(point_id))
+    if len(history) < 2:
+        return
+    with st.expander(f"Latency history of point #{point_id} ({len(history)} timings)"):
+        cols = ["shown", "measured_at", "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_lo_b1",
+                "speedup_hi_b1", "speedup_b32", "machine", "latency_quality", "run_id"]
+        st.dataframe(history[cols], hide_index=True, key=f"history.{point_id}")
+        st.caption("The point shows its newest clean timing (else its newest).")

@@ -13,7 +13,7 @@ from engine.core.errors import UserError
 from engine.model.checkpoint import describe_lineage, read_meta
 from engine.model.outputs import remove_artifacts
 from pages.figures.runs import metric_history_figure
-from pages.point_actions import points_actions
+from pages.point_actions import latency_history, points_actions, retime
 from pages.shared import open_runner_or_stop, show_error
 from store import parse_tags
 
@@ -165,6 +165,12 @@ def show_details(run: dict) -> None:
         st.markdown("**Points**")
         st.dataframe(points.drop(columns=["params", "extra"], errors="ignore"), hide_index=True, key="runs.points")
         points_actions(points, "runs.point")  # Open in What-if, Launch from it, Download (pages/point_actions.py)
+        chosen = st.multiselect("Points to re-time", list(points["point_id"]), key="runs.retime_points",
+                                default=list(points.loc[points["latency_ms_b1"].notna(), "point_id"]),
+                                format_func=lambda p: f"#{p}")
+        retime(chosen, "runs.points")
+        for pid in points["point_id"]:
+            latency_history(pid)  # an expander for each point timed more than once
     history = store.metric_history(run["run_id"])
     epoch_keys = [k for k in history["key"].unique() if not k.startswith("batch_")] if not history.empty else []
     if epoch_keys:

@@ -26,7 +26,7 @@ from engine.analysis.tradeoffs import (
 )
 from pages.figures.classes import confusion_figure
 from pages.figures.tradeoffs import SIMULATED_TEXT, tradeoff_figure
-from pages.point_actions import point_actions
+from pages.point_actions import latency_history, point_actions, retime
 from pages.shared import cpu_capability, open_runner_or_stop, show_error
 
 st.title("Trade-offs")
@@ -112,6 +112,8 @@ level = f", {d['level_name'] or 'level'} {d['level']:g}" if d.get("level") is no
 st.markdown(f"**{d['run_name']}** (`{d['run_id']}`): {d['family']} / {d['method']}, {d['stage']}{level}, "
             f"{d['model']} on {d['dataset']}, {d['runtime']}")
 point_actions(d, "tradeoffs.point")  # Open in What-if, Launch from this checkpoint, Download
+retime([point_id], "tradeoffs.point", "Re-time this point now")  # paired with its baseline, as one run
+latency_history(point_id)
 if d.get("simulated"):
     st.info(f"Quantization here is simulated: {SIMULATED_TEXT}. Its size counts the low-bit weights; its latency "
             "is the float model's.", icon=":material/info:")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from engine.core.config import check_choice
 from engine.core.errors import ConfigError, quoted
-from engine.core.point import METRIC_FIELDS
+from engine.core.point import LATENCY_FIELDS, METRIC_FIELDS
 from store.errors import RunNotFound
 from store.schema import CONTRACT_COLUMNS, RUN_STATUSES
 
@@ -229,6 +229,23 @@ def run_points(cur, run_id: str) -> list[dict]:
         point.update(json.loads(r.get("extra") or "{}"))
         out.append(point)
     return out
+
+
+def latency_history(cur, point_id: int) -> pd.DataFrame:
+    """See Store.latency_history."""
+    rows = cur.execute("SELECT run_id, measured_at, timing FROM timings WHERE point_id = ? ORDER BY measured_at",
+                       [point_id]).fetchall()
+    if not rows:
+        names = ", ".join(f'"{c}"' for c in LATENCY_FIELDS)
+        first = cur.execute(f"SELECT run_id, created_at, {names} FROM points WHERE point_id = ? "
+                            f"AND latency_ms_b1 IS NOT NULL", [point_id]).fetchone()
+        rows = [] if first is None else [(first[0], first[1], json.dumps(dict(zip(LATENCY_FIELDS, first[2:]))))]
+    df = pd.DataFrame([{"run_id": r, "measured_at": at, **{k: json.loads(t).get(k) for k in LATENCY_FIELDS}}
+                       for r, at, t in rows], columns=["run_id", "measured_at", *LATENCY_FIELDS])
+    if not df.empty:
+        clean = df.index[df["latency_quality"] == "clean"]
+        df["shown"] = df.index == (clean[-1] if len(clean) else df.index[-1])
+    return _datetimes(df, ["measured_at"])
 
 
 # ---------------------------------------------------------------- metrics, events, artifacts

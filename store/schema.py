@@ -289,8 +289,21 @@ V6 = [
     )""",
 ]
 
+# Version 7: a point's latency history (issue #23): every timing of it, the first one (its own run's) and each
+# re-timing (a `remeasure` run), with the machine and the quality; the point's own columns hold the one shown.
+V7 = [
+    """CREATE TABLE timings (
+        point_id BIGINT NOT NULL,
+        run_id VARCHAR NOT NULL,
+        measured_at DOUBLE NOT NULL,
+        machine VARCHAR,
+        latency_quality VARCHAR,
+        timing VARCHAR NOT NULL
+    )""",
+]
+
 # each step is SQL text or a function of a cursor (a data fill that SQL says less clearly)
-MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5, 6: V6}
+MIGRATIONS: dict[int, list] = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5, 6: V6, 7: V7}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 
 from engine.core.config import check_choice
 from engine.core.machine import fingerprint
-from engine.core.point import METRIC_FIELDS
+from engine.core.point import LATENCY_FIELDS, METRIC_FIELDS
 from store import queries
 from store.errors import StoreError, StoreLockedError, StoreOutdatedError, StoreVersionError
 from store.labels import check_name, check_note, check_tags
@@ -403,14 +403,56 @@ class Store:
         names = ", ".join(f'"{c}"' for c in cols)
         marks = ", ".join("?" for _ in cols)
         values = list(cols.values())
-        here = fingerprint()
-        if cols.get("machine") == here["id"] and here["id"] not in self._machines_known:
-            self._machines_known.add(here["id"])  # this process's machine: its fingerprint, once per file
-            machine = [here["id"], to_json(here), time.time()]
-            self._write(lambda cur: cur.execute(
-                "INSERT INTO machines VALUES (?, ?, ?) ON CONFLICT (machine_id) DO NOTHING", machine))
+        self._note_machine(cols.get("machine"))
         return self._write(lambda cur: cur.execute(
             f"INSERT INTO points ({names}) VALUES ({marks}) RETURNING point_id", values).fetchone()[0])
+
+    def _note_machine(self, machine: str | None) -> None:
+        """Keeps this process's machine fingerprint once per file, when a timing names it."""
+        here = fingerprint()
+        if machine == here["id"] and here["id"] not in self._machines_known:
+            self._machines_known.add(here["id"])
+            row = [here["id"], to_json(here), time.time()]
+            self._write(lambda cur: cur.execute(
+                "INSERT INTO machines VALUES (?, ?, ?) ON CONFLICT (machine_id) DO NOTHING", row))
+
+    def add_timing(self, point_id: int, run_id: str, timing: Mapping[str, Any]) -> bool:
+        """Records a new timing of a stored point (its LATENCY_FIELDS, made by `run_id`, a re-measure run) in the
+        point's latency history, and shows it on the point when it is clean, or when the point's shown timing is
+        not clean either: the newest clean timing is the one shown. The point's first timing enters the history
+        the first time it is re-timed. Returns whether the new timing is now the one shown."""
+        timing = {k: (v.item() if hasattr(v, "item") else v) for k, v in timing.items() if k in LATENCY_FIELDS}
+        self._note_machine(timing.get("machine"))
+        cols = [c for c in LATENCY_FIELDS if c in self._point_columns]
+
+        def add(cur) -> bool:
+            names = ", ".join(f'"{c}"' for c in cols)
+            row = cur.execute(f"SELECT run_id, created_at, {names} FROM points WHERE point_id = ?",
+                              [point_id]).fetchone()
+            if row is None:
+                raise StoreError(f"point {point_id} is not in {self.path} (deleted with its run?)")
+            first = dict(zip(cols, row[2:]))
+            seen = cur.execute("SELECT count(*) FROM timings WHERE point_id = ?", [point_id]).fetchone()[0]
+            if not seen and first.get("latency_ms_b1") is not None:
+                cur.execute("INSERT INTO timings VALUES (?, ?, ?, ?, ?, ?)",
+                            [point_id, row[0], row[1], first.get("machine"), first.get("latency_quality"),
+                             to_json(first)])
+            cur.execute("INSERT INTO timings VALUES (?, ?, ?, ?, ?, ?)",
+                        [point_id, run_id, time.time(), timing.get("machine"), timing.get("latency_quality"),
+                         to_json(timing)])
+            shown = timing.get("latency_quality") == "clean" or first.get("latency_quality") != "clean"
+            if shown:
+                sets = ", ".join(f'"{c}" = ?' for c in cols)
+                cur.execute(f"UPDATE points SET {sets} WHERE point_id = ?", [timing.get(c) for c in cols] + [point_id])
+            return shown
+
+        return self._write(add)
+
+    def latency_history(self, point_id: int) -> pd.DataFrame:
+        """Every timing of a point, oldest first: run_id, measured_at, machine, latency_quality, the
+        LATENCY_FIELDS, and `shown` (the newest clean timing, else the newest). One row, its own run's, for a
+        point never re-timed (none for a point never timed)."""
+        return self._read(lambda cur: queries.latency_history(cur, point_id))
 
     def machines(self) -> dict[str, dict]:
         """machine id -> its fingerprint (engine/core/machine.py), for every machine that timed a point here."""
@@ -445,6 +487,8 @@ class Store:
                                  f"before deleting")
             paths = [r[0] for r in cur.execute(
                 "SELECT DISTINCT path FROM artifacts WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()]
+            cur.execute("DELETE FROM timings WHERE point_id IN (SELECT point_id FROM points WHERE run_id IN "
+                        "(SELECT unnest(?::VARCHAR[])))", [ids])
             for table in ("points", "metrics", "events", "artifacts", "runs"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
             return paths

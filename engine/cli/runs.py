@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from datetime import datetime
 
 import pandas as pd
 
 from engine.cli.common import format_point, print_json
-from engine.core.errors import ConfigError
+from engine.core.context import ConsoleContext
+from engine.core.errors import ConfigError, UserError
+from engine.run.jobs import run_sync
+from engine.run.remeasure import remeasure_config
 from store import DB_ENV, DEFAULT_DB_PATH, RUN_STATUSES, reading
 
 DB_HELP = f"the run store file (default: ${DB_ENV}, else {DEFAULT_DB_PATH})"
@@ -39,6 +43,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("remeasure", help="time stored points again now, each beside its baseline, as one run; "
+                                         "each point keeps its latency history and shows the newest clean timing")
+    p.add_argument("points", metavar="POINT_IDS", help="point ids, comma-separated (`show RUN` lists them as #id)")
+    p.add_argument("--db", help=DB_HELP)
+    p.add_argument("--json", action="store_true", help="print each point's latency history as JSON")
+    p.set_defaults(func=cmd_remeasure)
 
 
 # ---------------------------------------------------------------- runs
@@ -107,21 +118,23 @@ def cmd_show(args: argparse.Namespace) -> None:
         run = store.get_run(args.run_id)
         run_id = run["run_id"]
         points = store.run_points(run_id)
+        ids = [int(i) for i in store.points(run_id, expand=False)["point_id"]]
         history = store.metric_history(run_id)
         events = store.events(run_id)
         artifacts = store.artifacts(run_id)
     if args.json:
-        doc = {"run": {k: _plain(v) for k, v in run.items()}, "points": points,
+        doc = {"run": {k: _plain(v) for k, v in run.items()},
+               "points": [{"point_id": i, **p} for i, p in zip(ids, points)],
                "metrics": [{"key": r.key, "step": int(r.step), "value": float(r.value), "time": r.time.isoformat()}
                            for r in history.itertuples()],
                "events": records(events), "artifacts": records(artifacts)}
         print_json(doc)
         return
-    print_run(run, points, history, events, artifacts)
+    print_run(run, points, history, events, artifacts, ids)
 
 
 def print_run(run: dict, points: list[dict], history: pd.DataFrame, events: pd.DataFrame,
-              artifacts: pd.DataFrame) -> None:
+              artifacts: pd.DataFrame, ids: list[int] | None = None) -> None:
     took = ""
     if run["started_at"] and run["ended_at"]:
         took = f"  (took {(run['ended_at'] - run['started_at']).total_seconds():.1f} s)"
@@ -143,8 +156,8 @@ def print_run(run: dict, points: list[dict], history: pd.DataFrame, events: pd.D
         print("  " + (run["traceback"] or "").rstrip().replace("\n", "\n  "))
     print(f"  config    {json.dumps(run['config'])}")
     print(f"points ({len(points)})")
-    for p in points:
-        print("  " + format_point(p))
+    for i, p in enumerate(points):
+        print(f"  #{ids[i]} " + format_point(p) if ids else "  " + format_point(p))
     per_step = history[~history["key"].str.startswith("batch_")]
     if not per_step.empty:
         table = per_step.drop_duplicates(["step", "key"], keep="last").pivot(index="step", columns="key",
@@ -164,3 +177,43 @@ def print_run(run: dict, points: list[dict], history: pd.DataFrame, events: pd.D
         print("events")
         for e in events.itertuples():
             print(f"  {_when(e.time)}  {e.level:<7}  {e.message}")
+
+
+# ---------------------------------------------------------------- remeasure
+
+
+def parse_ids(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ConfigError(f"POINT_IDS must be point ids separated by commas, e.g. 12,13; got {text!r}") from None
+    if not ids:
+        raise ConfigError("POINT_IDS must name at least one point id (`show RUN` lists them as #id)")
+    return ids
+
+
+def cmd_remeasure(args: argparse.Namespace) -> None:
+    ids = parse_ids(args.points)
+    with reading(args.db) as store:
+        cfg, skipped = remeasure_config(store, ids)
+    for reason in skipped:
+        print(f"left out: {reason}", file=sys.stderr)
+    if cfg is None:
+        raise UserError("none of the chosen points can be timed again: " + "; ".join(skipped))
+    console = ConsoleContext(quiet=args.json)
+    try:
+        run_sync("remeasure", cfg, args.db, echo=console)
+    finally:
+        console.close()
+    with reading(args.db) as store:
+        histories = {pid: store.latency_history(pid) for pid in cfg.points}
+    if args.json:
+        print_json({str(pid): records(h) for pid, h in histories.items()})
+        return
+    for pid, h in histories.items():
+        print(f"point {pid}: {len(h)} timing(s)")
+        for r in h.itertuples():
+            sp = "" if pd.isna(r.speedup_b1) else f"  {r.speedup_b1:.2f}x [{r.speedup_lo_b1:.2f}, {r.speedup_hi_b1:.2f}]"
+            print(f"  {'*' if r.shown else ' '} {_when(r.measured_at)}  {r.latency_ms_b1:8.3f} ms b1  "
+                  f"{r.latency_ms_b32:8.3f} ms b32{sp}  {r.machine}  {r.latency_quality}")
+    print("* the timing the point shows: the newest clean one, else the newest")

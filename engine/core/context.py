@@ -22,6 +22,7 @@ class RunContext:
     def __init__(self, cancel: CancelToken | None = None) -> None:
         self.cancel = cancel or CancelToken()
         self.points: list[Point] = []
+        self.timings: list[tuple[int, dict]] = []  # (stored point id, its new timing), from a re-measure run
         self.latency_reference = None  # the run's baseline runner, which later points are timed beside
 
     def progress(self, p: Progress) -> None:
@@ -33,6 +34,10 @@ class RunContext:
     def log_point(self, point: Point) -> None:
         """One evaluated model variant (engine/core/point.py)."""
         self.points.append(point)
+
+    def log_timing(self, point_id: int, timing: dict) -> None:
+        """A new timing (engine.core.point.LATENCY_FIELDS) of a point already stored: a re-measure run's result."""
+        self.timings.append((point_id, timing))
 
     def log_event(self, message: str, level: str = "info") -> None:
         """A log line for the run (a fallback taken, a warning, a milestone)."""

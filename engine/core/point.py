@@ -102,6 +102,12 @@ def check_family(name: str) -> None:
 STAGES = ("baseline", "variant", "step")
 ROLES = ("", "teacher", "student")
 
+# the fields a timing fills on a point, which a re-timing (engine/run/remeasure.py) replaces and the store's
+# `timings` table keeps the history of
+LATENCY_FIELDS = ("latency_ms_b1", "latency_p10_ms_b1", "latency_p90_ms_b1", "latency_ms_b32", "latency_p10_ms_b32",
+                  "latency_p90_ms_b32", "speedup_b1", "speedup_lo_b1", "speedup_hi_b1", "speedup_b32",
+                  "speedup_lo_b32", "speedup_hi_b32", "threads", "latency_quality", "machine")
+
 # the contract's own keys, in the order a table shows them
 CONTRACT_FIELDS = ("family", "method", "stage", "level", "level_name", "role", "input_checkpoint", "artifact",
                    "params", "accuracy_std", "accuracy_runs")

@@ -49,7 +49,7 @@ TASKS: Registry[Task] = Registry("task")
 # discover_families. Loaded before any lookup, so the job runner can run a task by name without the
 # caller having imported it. The run layer's own tasks (recipe, study) register when that layer is imported
 # (engine/run/__init__.py), as everything that runs a task by name is in it or above it.
-TASK_MODULES = ("engine.methods.train", "engine.methods.measure", "engine.methods.whatif")
+TASK_MODULES = ("engine.methods.train", "engine.methods.measure", "engine.methods.whatif", "engine.methods.remeasure")
 
 
 def load_families() -> None:

@@ -103,6 +103,10 @@ class StoreContext(RunContext):
         super().log_point(point)
         self.store.add_point(self.run_id, point)
 
+    def log_timing(self, point_id: int, timing: dict) -> None:
+        super().log_timing(point_id, timing)
+        self.store.add_timing(point_id, self.run_id, timing)
+
     def log_event(self, message: str, level: str = "info") -> None:
         self.store.log_event(self.run_id, message, level)
         if self.echo is not None:

@@ -288,3 +288,35 @@ def test_a_run_without_a_seed_says_nothing_about_a_seed(db):
     seeded = run_of(db, "prune.global_unstructured")
     at = runs_page(seeded["run_id"])
     assert f"seed {seeded['seed']}" in next(m.value for m in at.markdown if "run `" in m.value)
+
+
+def test_chosen_points_are_re_timed_as_one_run_and_keep_their_history(db, monkeypatch):
+    """Issue #23 item 3: choose points on Runs, re-time them now as one background run; the points then show the
+    new timing, and a point timed twice lists both in its latency history."""
+    import engine.methods.remeasure
+    from engine.deploy.timing import Policy
+    from engine.run.jobs import get_runner
+
+    BRIEF = Policy(rounds=3, block_seconds=0.01, budget_s=1.0, bootstrap=50)  # noqa: N806
+    from store import open_store
+
+    real = engine.methods.remeasure.measure_latency
+    monkeypatch.setattr(engine.methods.remeasure, "measure_latency",  # the protocol, briefly (wiring, not speed)
+                        lambda runner, x, reference=None: real(runner, x, reference=reference, policy=BRIEF))
+    prune = run_of(db, "prune.global_unstructured")
+    at = runs_page(prune["run_id"])
+    assert at.multiselect(key="runs.retime_points").value == []  # nothing was timed (latency off): none chosen
+    store = open_store(db)
+    ids = [int(i) for i in store.points(prune["run_id"], expand=False)["point_id"]][-2:]
+    for _ in range(2):  # twice, so the last point has a history of two timings
+        at.multiselect(key="runs.retime_points").set_value(ids).run()
+        button(at, "runs.points.retime").click().run()
+        assert not at.exception, at.exception
+        assert any("Re-timing 2 point(s)" in s.value for s in at.success)
+        assert get_runner(db).wait(timeout=120)
+    runs = store.list_runs(kind="remeasure")
+    assert len(runs) == 2 and set(runs["status"]) == {"finished"}
+    points = store.points(prune["run_id"], expand=False).set_index("point_id")
+    assert points.loc[ids, "latency_ms_b1"].notna().all() and points.loc[ids, "speedup_b1"].notna().all()
+    at.run()
+    assert any(e.label.startswith(f"Latency history of point #{ids[-1]} (2 timings)") for e in at.expander)

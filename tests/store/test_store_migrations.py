@@ -310,7 +310,8 @@ def test_version_6_adds_the_machines_table_to_an_older_file(db_path):
         run_id = store.create_run("train", {}, name="old")
     con = duckdb.connect(str(db_path))
     con.execute("DROP TABLE machines")
-    con.execute("DELETE FROM schema_version WHERE version = 6")
+    con.execute("DROP TABLE timings")
+    con.execute("DELETE FROM schema_version WHERE version >= 6")
     con.close()
     with Store(db_path) as store:
         assert store.migrated_from == 5 and SCHEMA_VERSION >= 6
