@@ -1,5 +1,5 @@
-"""Latency on each runtime: torch eager fp32, torch int8 (torch.ao FX), ONNX Runtime fp32 and ONNX Runtime
-int8 (QDQ), as ratios to torch eager fp32 measured in the same run.
+"""Latency on each runtime: torch eager fp32, torch int8 (torch.ao FX), torch bf16 (where the CPU has BF16 or
+AMX), ONNX Runtime fp32 and ONNX Runtime int8 (QDQ), as ratios to torch eager fp32 measured in the same rounds.
 
 For cnn_l (1x28x28), the zoo's resnet18 (3x32x32, 3x3 stem) and mobilenet_v2 (3x32x32), 10 classes,
 at batch 1 and 32. Weights are random (seeded): latency does not depend on their values, only on
@@ -8,18 +8,19 @@ the graph, so nothing is trained. Each form is what the engine runs for it:
 - torch fp32: the model as built (BatchNorm unfolded), eager, as a float checkpoint is measured;
 - torch int8: BatchNorm folded, then the engine's int8 backend (engine/deploy/int8.py, torch.ao FX,
   engine x86 unless --engine), calibrated on 4 random batches;
+- torch bf16: the runtime `torch_bf16` (engine/deploy/bf16.py), weights and compute in bfloat16; left out,
+  and said so, on a CPU without AVX512-BF16 or AMX-BF16;
 - ORT fp32: engine.deploy.onnx.to_onnx of the fp32 model, run by engine.deploy.onnx.OrtRunner (ONNX
   Runtime CPUExecutionProvider, all graph optimisations, intra-op threads = torch's);
 - ORT int8: the folded model exported and made a QDQ model by engine.deploy.onnx.quantize_qdq
   (onnxruntime.quantization.quantize_static, per-channel weights, same calibration batches).
 
-The four forms alternate in rounds so they share the machine's noise; each form's time is the median
-of its per-round medians (engine.deploy.measure.time_forward, wall time), and each ratio is taken per round
-and its median printed (ratio = form's time / torch fp32's time: below 1 is faster). The CPU's
-flags (AVX2, AVX-512, VNNI, AMX), the thread count and the load average are printed: int8 kernels
-depend on VNNI, and on a shared machine the load says how far to trust the numbers.
+All forms are timed side by side by the timing protocol (engine/deploy/timing.py: rounds with the order
+rotated, rounds disturbed by other processes run again, a 95 % bootstrap interval on each ratio, the quality
+printed per row). Ratio = form's time / torch fp32's time: below 1 is faster. The CPU's flags (AVX2, AVX-512,
+VNNI, BF16, AMX), the thread count and the load average are printed.
 
-    .venv/bin/python bench/bench_runtimes.py [--rounds 3] [--seconds 1.0] [--threads N | --cpu-time] [--models cnn_l,...]
+    .venv/bin/python bench/bench_runtimes.py [--rounds 7] [--threads N] [--models cnn_l,...]
                                              [--engine x86|onednn|qnnpack] [--json]
 """
 
@@ -29,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,15 +38,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.deploy import timing  # noqa: E402
+from engine.deploy.bf16 import bf16_form, has_bf16  # noqa: E402
 from engine.deploy.int8 import INT8_BACKENDS  # noqa: E402
-from engine.deploy.measure import time_forward  # noqa: E402
+from engine.deploy.measure import ModelForm  # noqa: E402
 from engine.deploy.onnx import OrtRunner, ort_version, quantize_qdq, to_onnx  # noqa: E402  # noqa: E402
 from engine.deploy.quantized import fold_batchnorm  # noqa: E402
 from engine.model.zoo import build_model  # noqa: E402
 
 MODELS = {"cnn_l": (1, 28), "resnet18": (3, 32), "mobilenet_v2": (3, 32)}
-FORMS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8")
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+FORMS = ("torch fp32", "torch int8", "torch bf16", "ORT fp32", "ORT int8")
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
 
 
 def cpu_info() -> dict:
@@ -65,7 +67,7 @@ def cpu_info() -> dict:
 
 
 def forms(arch: str, engine: str) -> tuple[dict, dict]:
-    """The four runnable forms of one architecture (random weights), and how long making them took."""
+    """The runnable forms of one architecture (random weights), and how long making them took."""
     channels, side = MODELS[arch]
     torch.manual_seed(0)
     model = build_model(arch, 10, channels, side).eval()
@@ -76,75 +78,76 @@ def forms(arch: str, engine: str) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     int8 = INT8_BACKENDS.get("fx").static(folded, calibration, engine)
     made["torch int8"] = time.perf_counter() - t0
+    out = {"torch fp32": model, "torch int8": int8.runner}
+    if has_bf16():
+        t0 = time.perf_counter()
+        out["torch bf16"] = bf16_form(model, ModelForm()).runner
+        made["torch bf16"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ort_fp32 = OrtRunner(to_onnx(model, example, name=arch))
+    out["ORT fp32"] = OrtRunner(to_onnx(model, example, name=arch))
     made["ORT fp32"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ort_int8 = OrtRunner(quantize_qdq(to_onnx(folded, example, name=arch), calibration, arch))
+    out["ORT int8"] = OrtRunner(quantize_qdq(to_onnx(folded, example, name=arch), calibration, arch))
     made["ORT int8"] = time.perf_counter() - t0
-    return {"torch fp32": model, "torch int8": int8.runner, "ORT fp32": ort_fp32, "ORT int8": ort_int8}, made
+    return out, made
 
 
-def bench(arch: str, rounds: int, seconds: float, engine: str, cpu_time: bool = False) -> dict:
+def bench(arch: str, policy: timing.Policy, engine: str) -> dict:
+    """Every form timed side by side by the timing protocol, at batch 1 and 32: median ms, and the ratio to torch
+    eager fp32 (its time / fp32's, the inverse of the protocol's speed-up, so below 1 is faster) with its interval."""
     runners, made = forms(arch, engine)
     channels, side = MODELS[arch]
     out: dict = {"made_s": made}
     for batch in (1, 32):
         x = torch.randn(batch, channels, side, side)
-        runs: dict[str, list[float]] = {f: [] for f in FORMS}
-        for _ in range(rounds):
-            for name in FORMS:
-                times = time_forward(runners[name], x, warmup=10 if batch == 1 else 3,
-                                     max_runs=200 if batch == 1 else 50, max_seconds=seconds, cpu_time=cpu_time)
-                runs[name].append(statistics.median(times))
-        base = runs["torch fp32"]
-        out[batch] = {name: {"ms": statistics.median(runs[name]),
-                             "ratio": statistics.median([t / b for t, b in zip(runs[name], base)])}
-                      for name in FORMS}
+        t = timing.time_forms(runners, x, reference="torch fp32", policy=policy)
+        row = {}
+        for name, f in t.forms.items():
+            s = t.speedups.get(name)
+            row[name] = {"ms": f.median_ms, "ratio": 1 / s.median if s else 1.0,
+                         "ratio_lo": 1 / s.hi if s else 1.0, "ratio_hi": 1 / s.lo if s else 1.0}
+        out[batch] = {**row, "quality": t.quality, "threads": t.threads}
     return out
 
 
 def table(results: dict) -> str:
-    lines = ["| model | batch | torch eager fp32 | torch int8 (FX) | ORT fp32 | ORT int8 (QDQ) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    forms_seen = [f for f in FORMS if any(f in r[1] for r in results.values())]
+    lines = ["| model | batch | " + " | ".join(forms_seen) + " | timing |",
+             "|---|---:|" + "---:|" * len(forms_seen) + "---|"]
     for arch, r in results.items():
         for batch in (1, 32):
             row = r[batch]
-            cells = [f"{row['torch fp32']['ms']:.2f} ms (1.00)"]
-            cells += [f"{row[f]['ms']:.2f} ms ({row[f]['ratio']:.3g})" for f in FORMS[1:]]
-            lines.append(f"| {arch} | {batch} | " + " | ".join(cells) + " |")
+            cells = [f"{row[f]['ms']:.2f} ms ({row[f]['ratio']:.2f}, {row[f]['ratio_lo']:.2f}-{row[f]['ratio_hi']:.2f})"
+                     if f in row else "-" for f in forms_seen]
+            lines.append(f"| {arch} | {batch} | " + " | ".join(cells) + f" | {row['quality']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=1.0, help="time limit per form, batch and round")
+    parser.add_argument("--rounds", type=int, default=7, help="clean rounds per batch size (the protocol's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (and so ORT intra-op threads)")
-    parser.add_argument("--cpu-time", action="store_true", help="one thread, timed by its CPU time: steadier on "
-                                                                 "a busy machine (ORT then runs on the calling thread)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--engine", default="x86", help="torch's quantized engine for the int8 model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.cpu_time:
-        torch.set_num_threads(1)
-    elif args.threads:
+    if args.threads:
         torch.set_num_threads(args.threads)
     cpu = cpu_info()
     header = {"cpu": cpu["model"], "flags": cpu["flags"], "vnni": cpu["vnni"], "threads": torch.get_num_threads(),
               "torch": torch.__version__, "onnxruntime": ort_version(), "engine": args.engine,
-              "clock": "thread CPU time" if args.cpu_time else "wall time",
+              "clock": "wall time, timing protocol (engine/deploy/timing.py)",
               "load_before": os.getloadavg()}
     if not args.json:
         flags = ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in cpu["flags"].items())
         print(f"CPU: {cpu['model']}; {flags}")
         print(f"threads {header['threads']}, torch {header['torch']}, onnxruntime {header['onnxruntime']}, "
               f"int8 engine {args.engine}, {header['clock']}; load average {' '.join(f'{v:.2f}' for v in header['load_before'])}")
-        print("random weights (latency depends on the graph, not the values); cell = median ms (ratio to torch "
-              "eager fp32 of the same run, below 1 is faster)", flush=True)
+        print("random weights (latency depends on the graph, not the values); cell = median ms (time ratio to torch "
+              "eager fp32 in the same rounds, below 1 is faster, with its 95 % interval)", flush=True)
     t0 = time.perf_counter()
-    results = {arch: bench(arch, args.rounds, args.seconds, args.engine, args.cpu_time)
+    policy = timing.Policy(rounds=args.rounds)
+    results = {arch: bench(arch, policy, args.engine)
                for arch in args.models.split(",")}
     header["load_after"] = os.getloadavg()
     header["wall_s"] = time.perf_counter() - t0

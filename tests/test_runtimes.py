@@ -81,9 +81,9 @@ def test_unknown_runtimes_are_refused_by_name():
     from engine.methods.measure import MeasureTask
     from engine.methods.quant.ptq_int8 import PTQInt8Config
 
-    with pytest.raises(ConfigError, match="runtime must be one of torch, onnxruntime; got 'tensorrt'"):
+    with pytest.raises(ConfigError, match="runtime must be one of torch, onnxruntime, torch_bf16; got 'tensorrt'"):
         PTQInt8Config(checkpoint="x", runtime="tensorrt")
-    with pytest.raises(ConfigError, match="runtime must list runtimes from torch, onnxruntime; got 'tvm'"):
+    with pytest.raises(ConfigError, match="runtime must list runtimes from torch, onnxruntime, torch_bf16; got 'tvm'"):
         MeasureTask(checkpoint="x", runtime=("torch", "tvm"))
     with pytest.raises(ConfigError, match="lists a runtime twice"):
         MeasureTask(checkpoint="x", runtime=("torch", "torch"))

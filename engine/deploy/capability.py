@@ -25,8 +25,8 @@ from torch import nn
 
 from engine.core.machine import describe, fingerprint
 from engine.deploy import timing
+from engine.deploy.bf16 import Bf16Runner, has_bf16
 
-BF16_FEATURES = ("avx512_bf16", "amx_bf16")
 INT8_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -48,10 +48,6 @@ def cache_file(machine: str) -> Path:
     return root / ".compression-lab" / f"cpu-{machine}.json"
 
 
-def has_bf16() -> bool:
-    return any(f in fingerprint()["isa"] for f in BF16_FEATURES)
-
-
 def _int8(module: nn.Module, example: torch.Tensor) -> nn.Module:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -65,21 +61,10 @@ def _int8(module: nn.Module, example: torch.Tensor) -> nn.Module:
         return convert_fx(prepared).eval()
 
 
-class _Bf16(nn.Module):
-    """A module run in bf16: weights and activations, the output back in fp32."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = copy.deepcopy(module).to(torch.bfloat16).eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.to(torch.bfloat16)).float()
-
-
 def _speedups(module: nn.Module, example: torch.Tensor, policy: timing.Policy) -> tuple[float, float | None, str]:
     forms = {"fp32": module.eval(), "int8": _int8(module, example)}
     if has_bf16():
-        forms["bf16"] = _Bf16(module)
+        forms["bf16"] = Bf16Runner(module)
     t = timing.time_forms(forms, example, reference="fp32", policy=policy)
     bf16 = t.speedups["bf16"].median if "bf16" in t.speedups else None
     return t.speedups["int8"].median, bf16, t.quality

@@ -6,12 +6,16 @@ Definitions (the "prunable weights" are the weight tensors of every Conv and Lin
 - `bits`: the mean bit-width of the prunable weights, weighted by their element counts.
 - `size_fp32_bytes`: 4 bytes x every parameter (the dense fp32 model).
 - `size_bytes`: what a deployed copy needs to store its parameters. For each prunable weight
-  tensor with n elements, nnz non-zeros, b bits and g quantization groups (1 per tensor, or one
-  per output channel):
+  tensor with n elements, nnz non-zeros, b bits and g quantization groups (1 per tensor, one
+  per output channel, or 0 for a float format such as bf16, which has no scales):
       dense  = ceil(n * b / 8)
       sparse = ceil(nnz * b / 8) + min(ceil(n / 8), 4 * nnz)   (a bitmap, or int32 coordinates)
       bytes  = min(dense, sparse) + (8 * g if b < 32 else 0)     (an fp32 scale + an int32 zero point)
-  Every other parameter (biases, BatchNorm affine) is stored dense at 4 bytes. Buffers such as
+  A layer the form stores N:M sparse (`ModelForm.nm`: n kept in every group of m consecutive input-channel
+  weights, as NVIDIA's 2:4 sparse tensor cores store them) is sized by its format instead, `nm_tensor_bytes`:
+      bytes  = ceil((n_elements / m) * n * (b + ceil(log2 m)) / 8) + (8 * g if b < 32 else 0)
+  (n values and one ceil(log2 m)-bit position per value, per group: 2:4 keeps 2 values + 2x2 bits per 4).
+  Every other parameter (biases, BatchNorm affine) is stored dense at 4 bytes (2 in bf16). Buffers such as
   BatchNorm running statistics are not counted: a deployed model folds them into the weights.
 - `file_bytes`: the length of the artifact actually serialised (safetensors for float models).
 - `macs`: multiply-accumulates for one sample, from `torch.utils.flop_counter` (flops / 2).
@@ -63,6 +67,8 @@ class ModelForm:
     quant_groups: dict[str, int] = field(default_factory=dict)  # scale groups per layer; default 1
     simulated: bool = False  # quantization simulated in float: no smaller or faster kernel ran
     artifact: bytes | None = None  # the serialised deployable; None = safetensors of the float model
+    float_bytes: int = 4  # bytes per stored parameter besides the prunable weights (2 in bf16)
+    nm: dict[str, tuple[int, int]] = field(default_factory=dict)  # layers stored N:M sparse: path -> (n, m)
 
 
 # ---------------------------------------------------------------- storage
@@ -75,10 +81,37 @@ def tensor_bytes(n: int, nnz: int, bits: int, groups: int) -> int:
     return min(dense, sparse) + (QPARAM_BYTES * groups if bits < 32 else 0)
 
 
+def nm_groups(weight: Tensor, m: int) -> Tensor:
+    """The weight as rows of m consecutive input-channel weights, one row per group: for a Conv2d the input
+    channels at each (output, kh, kw) position, as NVIDIA's ASP lays a convolution out; for a Linear its rows
+    cut along in_features. The input-channel count (per conv group) must be a multiple of m."""
+    if weight.dim() < 2 or weight.shape[1] % m:
+        raise ValueError(f"an N:M group runs along the input channels, so their count must be a multiple of "
+                         f"m={m}; got a weight of shape {tuple(weight.shape)}")
+    return weight.movedim(1, -1).reshape(-1, m)
+
+
+def nm_tensor_bytes(n_elements: int, n: int, m: int, bits: int, groups: int = 1) -> int:
+    """Storage for one N:M sparse weight tensor (Mishra et al. 2021, "Accelerating Sparse Deep Neural
+    Networks"): every group of m weights keeps n values of `bits` bits and one ceil(log2 m)-bit position per
+    value (NVIDIA's layout: 2:4 stores 2 values + 2x2 bits of metadata per 4 weights), plus the qparams of
+    `groups` quantization groups below 32 bits."""
+    if not 1 <= n < m or n_elements % m:
+        raise ValueError(f"N:M storage needs 1 <= n < m and a multiple of m elements; got n={n}, m={m}, "
+                         f"{n_elements} elements")
+    index_bits = math.ceil(math.log2(m))
+    return math.ceil(n_elements // m * n * (bits + index_bits) / 8) + (QPARAM_BYTES * groups if bits < 32 else 0)
+
+
 def storage(model: nn.Module, weight_bits: dict[str, int] | int = 32,
-            quant_groups: dict[str, int] | None = None) -> dict:
-    """params_total, params_nonzero, sparsity, bits, size_bytes and size_fp32_bytes (see module doc)."""
+            quant_groups: dict[str, int] | None = None, float_bytes: int = 4,
+            nm: dict[str, tuple[int, int]] | None = None) -> dict:
+    """params_total, params_nonzero, sparsity, bits, size_bytes and size_fp32_bytes (see module doc).
+
+    `nm` names the layers stored N:M sparse, (n, m) each; a layer with a group holding more than n
+    non-zeros cannot be stored so and is refused."""
     quant_groups = quant_groups or {}
+    nm = nm or {}
     layers = prunable_weights(model)
     weight_ids = set()
     size = 0
@@ -88,7 +121,15 @@ def storage(model: nn.Module, weight_bits: dict[str, int] | int = 32,
         weight_ids.add(id(m.weight))
         b = weight_bits if isinstance(weight_bits, int) else weight_bits.get(name, 32)
         n, nnz = w.numel(), int(torch.count_nonzero(w))
-        size += tensor_bytes(n, nnz, b, quant_groups.get(name, 1))
+        if name in nm:
+            keep, group = nm[name]
+            most = int((nm_groups(w, group) != 0).sum(dim=1).max())
+            if most > keep:
+                raise ValueError(f"layer {name} is not {keep}:{group} sparse: a group of {group} holds {most} "
+                                 f"non-zeros")
+            size += nm_tensor_bytes(n, keep, group, b, quant_groups.get(name, 1))
+        else:
+            size += tensor_bytes(n, nnz, b, quant_groups.get(name, 1))
         n_w += n
         zeros_w += n - nnz
         bit_sum += b * n
@@ -97,7 +138,7 @@ def storage(model: nn.Module, weight_bits: dict[str, int] | int = 32,
         total += p.numel()
         nonzero += int(torch.count_nonzero(p.detach()))
         if id(p) not in weight_ids:
-            size += 4 * p.numel()
+            size += float_bytes * p.numel()
     return {
         "params_total": total,
         "params_nonzero": nonzero,
@@ -198,10 +239,10 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
     result = scores(logits, y_all)
     n_classes = max(logits.shape[1], data.num_classes)
     confusion = confusion_matrix(logits, y_all, n_classes) if n_classes <= MAX_CONFUSION_CLASSES else None
-    st = storage(model, form.weight_bits, form.quant_groups)
+    st = storage(model, form.weight_bits, form.quant_groups, form.float_bytes, form.nm)
     example = x_all[:1]
     if latency is True:
-        lat = measure_latency(runner, x_all[:32], reference=reference if runtime == "torch" else None)
+        lat = measure_latency(runner, x_all[:32], reference=reference if runtime in runtimes.PAIRED_RUNTIMES else None)
     elif isinstance(latency, dict):
         lat = latency
     else:

@@ -14,6 +14,9 @@
   - packed (simulated low-bit weights): the float model holding the dequantized weights (and the
     stored activation fake-quant, as float ops): ONNX Runtime runs it in fp32, no low-bit kernel, so
     the point stays `simulated`.
+- `torch_bf16`: a float form in bfloat16, weights and compute (engine/deploy/bf16.py), on CPUs with
+  AVX512-BF16 or AMX-BF16; refused with the reason elsewhere, and for int8 and simulated checkpoints.
+  Its size counts 16-bit parameters, and it is timed beside the task's fp32 baseline (a speed-up).
 
 Accuracy is computed from the runtime's own logits (int8 models differ between runtimes), and
 latency is timed by the same helper as torch's (engine.deploy.measure.measure_latency: batch 1 and 32, the
@@ -39,6 +42,7 @@ from torch import Tensor, nn
 
 from engine.core.errors import ConfigError, quoted
 from engine.core.registry import Registry
+from engine.deploy.bf16 import bf16_form
 from engine.model.data import calibration_batches
 
 if TYPE_CHECKING:
@@ -181,8 +185,20 @@ class OnnxRuntime(Runtime):
                        artifact=onnx.data)
 
 
+class TorchBf16Runtime(Runtime):
+    name = "torch_bf16"
+    description = "PyTorch eager in bfloat16 (weights and compute), float models on CPUs with BF16 or AMX"
+
+    def deploy(self, model: nn.Module, form: ModelForm, data: Dataset) -> ModelForm:
+        return bf16_form(model, form)
+
+
 RUNTIMES.register("torch")(TorchRuntime())
 RUNTIMES.register("onnxruntime")(OnnxRuntime())
+RUNTIMES.register("torch_bf16")(TorchBf16Runtime())
+# runtimes whose forms are timed beside the task's torch baseline (same process, same eager dispatcher), so
+# their points carry a speed-up over it; ONNX Runtime's are timed on their own
+PAIRED_RUNTIMES = ("torch", "torch_bf16")
 RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIMES.names())  # what a `runtime` setting may name
 
 

@@ -20,8 +20,9 @@ class MeasureTask(Config):
     checkpoint: str = param("", "checkpoint directory (any format a method writes)", role="input")
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live", role="machine")
     latency: bool = param(True, "time the model (--no-latency: latency fields stay empty)", role="runner")
-    runtime: tuple[str, ...] = param(("torch",), "runtimes that run the model, one point each: torch, onnxruntime "
-                                                 "or torch,onnxruntime", role="runner")
+    runtime: tuple[str, ...] = param(("torch",), "runtimes that run the model, one point each: torch, onnxruntime, "
+                                                 "torch_bf16 (float models, CPUs with BF16), or a list such as "
+                                                 "torch,torch_bf16", role="runner")
 
     def validate(self) -> None:
         if not self.checkpoint:
@@ -38,6 +39,8 @@ def measure_task(cfg: MeasureTask, ctx: RunContext) -> list[Point]:
     data = dataset_of(meta, cfg.data_root)
     compressed = any(step.get("family") in COMPRESSING for step in meta.lineage)
     last = meta.lineage[-1] if meta.lineage else {}
+    if "torch_bf16" in cfg.runtime and getattr(ctx, "latency_reference", None) is None:
+        ctx.latency_reference = model.eval()  # bf16 is timed beside this checkpoint in fp32: its speed-up over it
     with using(calibration=Calibration.of_checkpoint(meta)):  # an int8 model on another runtime: its own split
         return [measure_point(ctx, model, data, form=form, family="measure", method="measure",
                               stage="variant" if compressed else "baseline", level=last.get("level"),
