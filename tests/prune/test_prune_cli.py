@@ -16,7 +16,7 @@ from engine.methods.registry import family_methods
 from engine.methods.tasks import get_task
 from engine.model.checkpoint import load_checkpoint
 
-METHODS = ("l1_unstructured", "global_unstructured", "structured", "iterative", "lottery_ticket", "sensitivity")
+METHODS = ("l1_unstructured", "global_unstructured", "structured", "iterative", "lottery_ticket", "sensitivity", "nm")
 README_FLAGS = ("--checkpoint", "--method", "--sparsity", "--repeats", "--importance", "--layer-ratios", "--finetune",
                 "--epochs", "--lr", "--samples", "--l1", "--l2", "--keep-first-last", "--scope", "--rate",
                 "--iterations", "--rewind-step", "--structured", "--layers", "--seed", "--out", "--no-latency",
