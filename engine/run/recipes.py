@@ -516,7 +516,8 @@ def check_feed(upstream: Unit, task: str, field_name: str, where: str) -> None:
     if not upstream.config.get("save", True):
         raise ConfigError(f"{where} takes its {field_name} from {up}, which has save: false; a stage that feeds "
                           f"another must save its model")
-    if upstream.task.startswith("quantize.") and task != "measure":
+    quantized = getattr(get_task(upstream.task).config, "output_weights", "float") != "float"
+    if upstream.task.startswith("quantize.") and quantized and task != "measure":
         raise ConfigError(f"{where} takes its {field_name} from {up}: a quantized model; compression methods start "
                           f"from a float checkpoint, so quantize last in a chain (or pick another stage with from:)")
 

@@ -25,7 +25,8 @@ def test_quantize_help_lists_the_generated_options(capsys):
 def test_quantize_methods_lists_every_method_and_its_settings_as_json(capsys):
     assert main(["quantize-methods", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["method"] for r in rows} == {"ptq_int8", "dynamic_int8", "fake", "mixed", "sensitivity", "qat"}
+    assert {r["method"] for r in rows} == {"ptq_int8", "dynamic_int8", "fake", "mixed", "sensitivity", "qat", "equalize",
+                                           "adaround"}
     by_name = {r["method"]: {s["flag"]: s for s in r["settings"]} for r in rows}
     assert by_name["fake"]["--bits"]["default"] == [2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 26, 32]
     assert by_name["mixed"]["--max-drop"]["name"] == "max_accuracy_drop"

@@ -20,7 +20,7 @@ METHODS = family_methods("quantize")
 
 
 def test_every_method_is_registered_in_the_family_and_as_a_task():
-    assert set(METHODS) == {"ptq_int8", "dynamic_int8", "fake", "mixed", "sensitivity", "qat"}
+    assert set(METHODS) == {"ptq_int8", "dynamic_int8", "fake", "mixed", "sensitivity", "qat", "equalize", "adaround"}
     for name, method in METHODS.items():
         assert method.family == "quantize" and method.task == f"quantize.{name}" and method.description
         assert TASKS.get(method.task).config is method.config
@@ -28,7 +28,7 @@ def test_every_method_is_registered_in_the_family_and_as_a_task():
 
 def test_every_method_that_writes_models_has_the_save_options_and_sensitivity_does_not():
     saving = {name for name, m in METHODS.items() if issubclass(m.config, SaveOptions)}
-    assert saving == {"ptq_int8", "dynamic_int8", "fake", "mixed", "qat"}
+    assert saving == {"ptq_int8", "dynamic_int8", "fake", "mixed", "qat", "equalize", "adaround"}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

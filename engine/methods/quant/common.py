@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,10 @@ class QuantRun(CheckpointRun):
     """Settings every quantization task has: which checkpoint, how it is measured, and a seed."""
 
     seed: int = param(0, "seeds calibration sampling and training", lo=0, hi=2**32 - 1)
+
+    # what the saved model holds: quantized weights (a chain's last step), or float ones another method may start
+    # from (equalization); a recipe reads it to allow a stage to feed another
+    output_weights: ClassVar[str] = "quantized"
 
     def method_params(self) -> dict:
         """The settings that describe the method (what a point's `params` records)."""
@@ -181,6 +186,15 @@ class LayerWeights:
         if key not in self._codes:
             self._codes[key] = maths.quantize_codes(self.float[name], bits, **self.quantizer)
         return self._codes[key]
+
+    def set_codes(self, name: str, codes: maths.Codes) -> None:
+        """Replaces a layer's codes at `codes.bits` with codes chosen elsewhere (AdaRound's rounding of
+        the same grid): `quantized`, `apply` and `all_codes` then use them."""
+        if codes.codes.shape != self.float[name].shape:
+            raise ValueError(f"{name}: codes of shape {tuple(codes.codes.shape)} for a weight of shape "
+                             f"{tuple(self.float[name].shape)}")
+        self._codes[(name, codes.bits)] = codes
+        self._values.pop((name, codes.bits), None)
 
     def quantized(self, name: str, bits: int) -> Tensor:
         """The weight as the model computes with it at `bits` (the float weight at 32)."""

@@ -18,10 +18,19 @@ from engine.core.config import param
 from engine.core.context import RunContext
 from engine.core.point import Point
 from engine.deploy import formats
+from engine.deploy.equalize import RELU6_POLICIES
 from engine.deploy.int8 import ENGINES, INT8_BACKENDS, Int8ConversionError, Int8Model
 from engine.deploy.measure import ModelForm
 from engine.deploy.quantized import fold_batchnorm
 from engine.methods.quant.common import Output, QuantRun, baseline_point, quant_method, report
+from engine.methods.quant.equalize import (
+    BIAS_CORRECTION_HELP,
+    EQUALIZE_HELP,
+    RELU6_HELP,
+    check_same_int8_weights,
+    equalize_folded,
+    int8_bias_corrected,
+)
 from engine.methods.tasks import measure_point
 from engine.model.data import Dataset, calibration_batches
 from engine.model.outputs import SaveOptions
@@ -40,6 +49,10 @@ class PTQInt8Config(SaveOptions, QuantRun):
     calib_batch_size: int = param(32, "images per calibration batch", lo=1, hi=4096)
     fallback: str = param("error", "when the backend cannot convert the model: error, or dynamic_int8 (recorded "
                                    "on the run)", choices=FALLBACKS)
+    equalize: bool = param(False, EQUALIZE_HELP)
+    relu6: str = param("keep", RELU6_HELP, choices=RELU6_POLICIES)
+    bias_correction: bool = param(False, BIAS_CORRECTION_HELP + " (for the int8 weights a first conversion makes; "
+                                                                "the model is then converted again)")
 
 
 def int8_point(ctx: RunContext, folded: nn.Module, data: Dataset, int8: Int8Model, output: Output, *, method: str,
@@ -64,6 +77,8 @@ def int8_point(ctx: RunContext, folded: nn.Module, data: Dataset, int8: Int8Mode
 @quant_method("ptq_int8", PTQInt8Config, "real int8 post-training static quantization (CPU speedup)")
 def ptq_int8(model: nn.Module, data: Dataset, cfg: PTQInt8Config, ctx: RunContext, output: Output) -> list[Point]:
     folded = fold_batchnorm(model)
+    if cfg.equalize:  # before calibration, so the activation ranges are those of the equalized model
+        equalize_folded(folded, cfg.relu6, ctx, saving=output.root is not None)
     params = cfg.method_params()
     report(ctx, 0.0, "measuring fp32")
     reference = baseline_point(ctx, folded, data, cfg, output, method="ptq_int8", latency=cfg.latency)
@@ -72,10 +87,16 @@ def ptq_int8(model: nn.Module, data: Dataset, cfg: PTQInt8Config, ctx: RunContex
     backend = INT8_BACKENDS.get(cfg.backend)
     mode = "static"
     try:
-        int8 = backend.static(folded, batches, cfg.engine, ctx.cancel)
+        source, dequantized = (int8_bias_corrected(folded, batches, backend, cfg.engine, ctx) if cfg.bias_correction
+                               else (folded, None))
+        int8 = backend.static(source, batches, cfg.engine, ctx.cancel)
+        if dequantized is not None:
+            check_same_int8_weights(int8.runner.module, dequantized, ctx)
     except Int8ConversionError as e:
         if cfg.fallback != "dynamic_int8":
             raise
+        if cfg.bias_correction:
+            ctx.log_event("bias correction is not applied to the dynamic int8 fallback", "warning")
         ctx.log_event(f"static int8 failed, falling back to dynamic int8 (Linear layers only): {e}", "warning")
         int8 = backend.dynamic(folded, cfg.engine)
         int8.backend += " (fallback: static int8 failed)"
