@@ -253,3 +253,28 @@ def test_tables_name_their_paper_and_say_kib():
     assert table.paper.startswith("Malihi and Heidemann (2023)")
     assert "seed 00" not in " ".join(table.notes)
     assert "KiB = 1024 bytes" in tables.SIZE_NOTE and "engine/" not in tables.SIZE_NOTE
+
+
+def test_method_comparison_carries_the_paired_speed_up_its_interval_the_timing_and_the_machine():
+    """Issue #23: a comparison table (and so every export of it) shows each row's speed-up over its own run's
+    baseline with the interval, whether the timing was clean, and which machine timed it; it warns when rows
+    come from two machines or were timed noisy."""
+    def timed(pid: int, speedup: float | None, quality: str, machine: str) -> dict:
+        m = measurement(0.9, 4000, latency=1.0)
+        p = make_point(m, family="quantize", method="ptq_int8", stage="variant", level=8, level_name="bits",
+                       artifact=f"/ck/{pid}").to_dict()
+        p.update(point_id=pid, run_id=f"r{pid}", run_kind="quantize.ptq_int8", speedup_b1=speedup,
+                 speedup_lo_b1=None if speedup is None else speedup * 0.9,
+                 speedup_hi_b1=None if speedup is None else speedup * 1.1, latency_quality=quality, machine=machine)
+        return p
+
+    pts = pd.DataFrame([timed(1, None, "clean", "aaa"), timed(2, 2.0, "clean", "aaa"),
+                        timed(3, 3.0, "noisy: 0 of 7 rounds clean", "bbb")])
+    table = tables.method_comparison(pts, reference=1)
+    df = table.data.set_index("point_id")
+    assert df.loc[2, "speed-up b1 (x)"] == 2.0 and df.loc[2, "speed-up b1 95 %"] == "1.80-2.20"
+    assert df.loc[1, "speed-up b1 95 %"] == "" and math.isnan(df.loc[1, "speed-up b1 (x)"])
+    assert df.loc[3, "timing"].startswith("noisy") and df.loc[3, "machine"] == "bbb"
+    notes = " ".join(table.notes)
+    assert "timed beside it in the same rounds" in notes and "1 row(s) were timed while other processes" in notes
+    assert "2 machines (aaa, bbb)" in notes

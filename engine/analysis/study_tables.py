@@ -371,6 +371,13 @@ TECHNIQUE_NAMES = {"baseline": "Baseline", "ptq-int8": "int8 PTQ", "qat": "QAT",
                    "structured": "Structured pruning"}
 
 
+def interval_text(lo: Any, hi: Any) -> str:
+    """A speed-up's 95 % interval as '1.92-2.31', or '' when it was not paired (missing or NaN)."""
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return ""
+    return f"{float(lo):.2f}-{float(hi):.2f}"
+
+
 def compare_table(units: list[StoredUnit]) -> pd.DataFrame:
     """Seeds 000/001's comparison: one row per technique; size and latency also as a ratio to the baseline."""
     rows = []
@@ -386,7 +393,11 @@ def compare_table(units: list[StoredUnit]) -> pd.DataFrame:
             name = f"{name} ({100 * float(p['level']):.0f} % {p.get('level_name', '')})"
         rows.append({"technique": name, "accuracy (%)": percent(p["accuracy"]), "size (KiB)": p["size_bytes"] / 1024,
                      "latency b1 (ms)": p.get("latency_ms_b1"), "parameters": p["params_total"],
-                     "nonzero": p["params_nonzero"], "MACs": p["macs"]})
+                     "nonzero": p["params_nonzero"], "MACs": p["macs"],
+                     # the speed-up over its own run's baseline, timed beside it (engine/deploy/timing.py)
+                     "speed-up b1 (x)": p.get("speedup_b1"),
+                     "speed-up b1 95 %": interval_text(p.get("speedup_lo_b1"), p.get("speedup_hi_b1")),
+                     "timing": p.get("latency_quality") or "", "machine": p.get("machine") or ""})
     df = pd.DataFrame(rows)
     if df.empty or "Baseline" not in set(df["technique"]):
         return df
@@ -414,6 +425,9 @@ def compare_notes(df: pd.DataFrame) -> list[str]:
         notes.append(f"int8 PTQ: {ptq['size vs baseline (x)']:.1f}x smaller at {d:+.1f} points ({cite('000/001')}: about "
                      f"4x smaller, 0.2-0.4 points lost): {'reproduced' if ok else 'not reproduced'}.")
         lat = ptq["latency vs baseline (x)"]
+        paired = ptq.get("speed-up b1 (x)")
+        if paired is not None and not pd.isna(paired) and paired > 0:
+            lat = 1 / paired  # the paired speed-up, timed beside the baseline, rather than two separate medians
         if lat is not None and not pd.isna(lat):
             faster = lat < 1
             notes.append(f"int8 PTQ latency: {lat:.2f}x the baseline's ({cite('000')}: 2.4x faster, reproduced "

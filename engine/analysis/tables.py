@@ -34,7 +34,14 @@ from typing import Any
 import pandas as pd
 
 from engine.analysis.breakpoint import X_FIELDS, curve_from_points, detect_all, table3
-from engine.analysis.study_tables import StoredUnit, cite, kd_prune_table3, percent, technique_point
+from engine.analysis.study_tables import (
+    StoredUnit,
+    cite,
+    interval_text,
+    kd_prune_table3,
+    percent,
+    technique_point,
+)
 from engine.core.errors import UserError
 
 # runs whose work is done by child runs: choosing one chooses its children
@@ -307,7 +314,9 @@ def _pct_or_none(v: Any) -> float | None:
 
 COMPARISON_COLUMNS = ["technique", "model", "dataset", "accuracy (%)", "accuracy std (%)", "size (KiB)",
                       "file (KiB)", "compression rate (x)", "latency b1 (ms)", "latency b32 (ms)", "sparsity (%)",
-                      "bits", "parameters", "nonzero", "runtime", "simulated", "point_id"]
+                      "bits", "parameters", "nonzero", "speed-up b1 (x)", "speed-up b32 (x)", "speed-up b1 95 %",
+                      "speed-up b32 95 %", "timing", "machine", "runtime", "simulated", "point_id"]
+
 
 
 def representatives(points: pd.DataFrame) -> pd.DataFrame:
@@ -362,8 +371,12 @@ def method_comparison(points: pd.DataFrame, known: pd.DataFrame | Lineage | None
             "latency b1 (ms)": p.get("latency_ms_b1"), "latency b32 (ms)": p.get("latency_ms_b32"),
             "sparsity (%)": _pct_or_none(p.get("sparsity")), "bits": p.get("bits"),
             "parameters": p.get("params_total"), "nonzero": p.get("params_nonzero"),
+            "speed-up b1 (x)": _value(p.get("speedup_b1")), "speed-up b32 (x)": _value(p.get("speedup_b32")),
+            "speed-up b1 95 %": interval_text(p.get("speedup_lo_b1"), p.get("speedup_hi_b1")),
+            "speed-up b32 95 %": interval_text(p.get("speedup_lo_b32"), p.get("speedup_hi_b32")),
+            "timing": _value(p.get("latency_quality")) or "", "machine": _value(p.get("machine")) or "",
             "runtime": p.get("runtime") or "", "simulated": simulated, "point_id": p["point_id"]})
-    df = _numbers(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), COMPARISON_COLUMNS[3:14])
+    df = _numbers(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), COMPARISON_COLUMNS[3:16])
     ref_name = df.loc[df["point_id"] == ref, "technique"].iloc[0]
     notes = [f"Compression rate: the size of {ref_name} (point {ref}) over each row's size.", SIZE_NOTE + "."]
     if df["simulated"].any():
@@ -372,7 +385,27 @@ def method_comparison(points: pd.DataFrame, known: pd.DataFrame | Lineage | None
     missing = int(df["latency b1 (ms)"].isna().sum())
     if missing:
         notes.append(f"Latency not measured for {missing} of {len(df)} rows (their runs had latency off).")
+    notes += timing_notes(df)
     return Table(title, df, notes, "000/001")
+
+
+def timing_notes(df: pd.DataFrame) -> list[str]:
+    """What a reader of a latency column must know: the speed-up is each row's own paired one (timed beside its
+    run's baseline, with its 95 % interval), noisy timings, and latencies from more than one machine."""
+    notes = []
+    if df["speed-up b1 (x)"].notna().any():
+        notes.append("Speed-up: the run's baseline time over the row's, timed beside it in the same rounds (median "
+                     "over rounds, with its 95 % bootstrap interval); compare these rather than the latencies of "
+                     "rows timed at different moments.")
+    noisy = int(df["timing"].astype(str).str.startswith("noisy").sum())
+    if noisy:
+        notes.append(f"{noisy} row(s) were timed while other processes disturbed the machine (timing: noisy); "
+                     f"re-time them on a quiet machine.")
+    machines = sorted(m for m in df["machine"].unique() if m)
+    if len(machines) > 1:
+        notes.append(f"Latencies come from {len(machines)} machines ({', '.join(machines)}): compare latencies only "
+                     f"within one machine.")
+    return notes
 
 
 # ---------------------------------------------------------------- seed 002: breakpoints
