@@ -82,7 +82,11 @@ def test_choosing_runs_fills_the_tables_and_the_csv_parses_back_to_the_rows_show
     for key, column in (("dl_techniques_csv", "technique"), ("dl_bits_csv", "2-bit"), ("dl_breakpoints_csv", "detector")):
         back = pd.read_csv(io.BytesIO(download(at, files, key)))
         # the download holds the shown rows rounded to what was measured (issue #22 item 14)
-        pd.testing.assert_frame_equal(back, measured_precision(shown(at, column)), check_dtype=False)
+        expected = measured_precision(shown(at, column))
+        for c in expected.columns:  # CSV has no empty string: an empty text cell reads back as missing
+            if not pd.api.types.is_numeric_dtype(expected[c]) and expected[c].eq("").any():
+                back[c] = back[c].astype(object).where(back[c].notna(), "")
+        pd.testing.assert_frame_equal(back, expected, check_dtype=False)
     assert {b.label for b in at.download_button} >= {"CSV", "Excel", "Markdown", "LaTeX", "Parquet", "JSON"}
 
 
