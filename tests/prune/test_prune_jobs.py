@@ -13,6 +13,7 @@ SMALL = {  # the least work that still runs each method end to end
     "iterative": {"iterations": 1, "finetune": {"mode": "last", "samples": 300}},
     "lottery_ticket": {"rounds": 1, "samples": 300, "train": {"epochs": 1}},
     "sensitivity": {"ratios": [0.5], "layers": ["fc"]},
+    "nm": {"finetune": {"mode": "last", "samples": 300}},
 }
 
 
@@ -34,7 +35,7 @@ def test_the_job_runner_records_every_method(method, digits_checkpoint, tmp_path
         run = store.get_run(store.list_runs()["run_id"].iloc[0])
         assert run["status"] == "finished"
         stored = store.run_points(run["run_id"])
-        assert len(stored) == len(points) == (2 if method in ("iterative", "lottery_ticket", "sensitivity") else 1)
+        assert len(stored) == len(points) == (2 if method in ("iterative", "lottery_ticket", "sensitivity", "nm") else 1)
         assert [p["accuracy"] for p in stored] == pytest.approx([p.accuracy for p in points])
         assert [(p["family"], p["stage"], p["level"]) for p in stored] == \
             [("prune", p.stage, p.level) for p in points]
