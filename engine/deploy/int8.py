@@ -19,14 +19,14 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from engine.core.errors import CheckpointError, UserError
+from engine.core.errors import CheckpointError, ConfigError, UserError
 from engine.core.progress import CancelToken
 from engine.core.registry import Registry
 from engine.deploy.formats import (
@@ -79,8 +79,9 @@ class Int8Backend(ABC):
 
     @abstractmethod
     def static(self, model: nn.Module, calibration: Iterable[Tensor], engine: str,
-               cancel: CancelToken | None = None) -> Int8Model:
-        """Post-training static quantization: weights per channel, activations calibrated on the batches."""
+               cancel: CancelToken | None = None, keep_float: Sequence[str] = ()) -> Int8Model:
+        """Post-training static quantization: weights per channel, activations calibrated on the batches;
+        the Conv/Linear layers named in `keep_float` stay in float (their inputs dequantized)."""
 
     @abstractmethod
     def dynamic(self, model: nn.Module, engine: str) -> Int8Model:
@@ -137,6 +138,23 @@ def without_identities(model: nn.Module) -> nn.Module:
     return graph_module
 
 
+def check_keep_float(model: nn.Module, keep_float: Sequence[str]) -> list[str]:
+    """The layer paths of `keep_float`, each a Conv/Linear layer of `model` (else a ConfigError listing them)."""
+    valid = [n for n, _ in prunable_weights(model)]
+    unknown = [n for n in keep_float if n not in valid]
+    if unknown:
+        raise ConfigError(f"keep_float names no Conv/Linear layer of {type(model).__name__}: {', '.join(unknown)}; "
+                          f"its layers are {', '.join(valid)}")
+    return list(dict.fromkeys(keep_float))
+
+
+def unfused(layer: nn.Module) -> nn.Module:
+    """The Conv/Linear inside a fused float module (ConvReLU2d, LinearReLU: a layer kept float), else the layer."""
+    from torch.ao.nn.intrinsic import _FusedModule
+
+    return layer[0] if isinstance(layer, _FusedModule) else layer
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"
@@ -160,10 +178,14 @@ class FxBackend(Int8Backend):
                                                    weight=default_per_channel_weight_observer))
 
     def static(self, model: nn.Module, calibration: Iterable[Tensor], engine: str,
-               cancel: CancelToken | None = None) -> Int8Model:
+               cancel: CancelToken | None = None, keep_float: Sequence[str] = ()) -> Int8Model:
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         use_engine(engine)
+        keep = check_keep_float(model, keep_float)
+        mapping = self.qconfig_mapping(engine)
+        for name in keep:  # FX keeps a module with no qconfig in float (a fused conv+relu stays a float ConvReLU2d)
+            mapping.set_module_name(name, None)
         batches = iter(calibration)
         first = next(batches, None)
         if first is None or len(first) == 0:
@@ -173,7 +195,7 @@ class FxBackend(Int8Backend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice on every call
             try:
-                prepared = prepare_fx(without_identities(float_model), self.qconfig_mapping(engine), (first[:1],))
+                prepared = prepare_fx(without_identities(float_model), mapping, (first[:1],))
             except Exception as e:  # noqa: BLE001 - FX raises TraceError, TypeError, ... for untraceable code
                 raise Int8ConversionError(
                     f"the {self.name} int8 backend cannot trace {type(model).__name__} ({_first_line(e)}); "
@@ -199,7 +221,8 @@ class FxBackend(Int8Backend):
                                       f"check the calibration data")
         groups = int8_layers(qmodel)
         floats = [n for n, _ in prunable_weights(model) if n not in groups]
-        return Int8Model(runner, f"int8 torch.ao FX ({engine})", groups, floats, serialise(qmodel))
+        words = f"int8 torch.ao FX ({engine})" + (f", {len(keep)} layer(s) kept float" if keep else "")
+        return Int8Model(runner, words, groups, floats, serialise(qmodel))
 
     def dynamic(self, model: nn.Module, engine: str) -> Int8Model:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -234,10 +257,17 @@ def load_int8(directory: Path, meta: CheckpointMeta) -> tuple[nn.Module, ModelFo
     data, tensors = read_tensors(directory)
     model = folded_structure(meta)
     backend = INT8_BACKENDS.get(q.get("backend", "fx"))
+    keep = q.get("keep_float", [])
+    if not isinstance(keep, list) or not all(isinstance(n, str) for n in keep):
+        raise CheckpointError(f"meta.json: quant.keep_float must be a list of layer paths; got {keep!r}")
     if mode == "static":
         example = torch.randn(4, meta.in_channels, meta.image_size, meta.image_size,
                               generator=torch.Generator().manual_seed(0))
-        int8 = backend.static(model, [example], engine)
+        try:
+            int8 = backend.static(model, [example], engine, keep_float=keep) if keep else \
+                backend.static(model, [example], engine)
+        except ConfigError as e:
+            raise CheckpointError(f"meta.json: quant.keep_float: {e}") from None
     else:
         int8 = backend.dynamic(model, engine)
     qmodel = int8.runner.module
@@ -245,7 +275,7 @@ def load_int8(directory: Path, meta: CheckpointMeta) -> tuple[nn.Module, ModelFo
     groups = int8_layers(qmodel)
     with torch.no_grad():
         for name, layer in prunable_weights(model):
-            qlayer = qmodel.get_submodule(name)
+            qlayer = unfused(qmodel.get_submodule(name))
             if name in groups:
                 layer.weight.copy_(qlayer.weight().dequantize())
                 bias = qlayer.bias()

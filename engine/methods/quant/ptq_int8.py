@@ -6,22 +6,30 @@ activation ranges calibrated on N batches of the calibration split (seed 000 use
 converted by the int8 backend (engine/deploy/int8.py). The run records the fp32 reference
 (baseline) and the int8 model (variant, 8 bits), both measured by engine.deploy.measure, so the speedup is
 read off two measured points; the int8 model is saved as an `int8` checkpoint (engine/deploy/formats.py).
+
+With `max_drop`, layers are kept in float, the most sensitive first, until the int8 model loses at most that
+many points of validation accuracy (engine/methods/quant/accuracy_aware.py: INC's accuracy criterion, NNCF's
+quantize_with_accuracy_control); the checkpoint's meta.quant lists them as `keep_float`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from engine.core.config import param
 from engine.core.context import RunContext
+from engine.core.errors import ConfigError
 from engine.core.point import Point
 from engine.deploy import formats
+from engine.deploy import measure as measuring
 from engine.deploy.equalize import RELU6_POLICIES
-from engine.deploy.int8 import ENGINES, INT8_BACKENDS, Int8ConversionError, Int8Model
+from engine.deploy.int8 import ENGINES, INT8_BACKENDS, Int8Backend, Int8ConversionError, Int8Model
 from engine.deploy.measure import ModelForm
 from engine.deploy.quantized import fold_batchnorm
+from engine.methods.quant.accuracy_aware import keep_layers_float
 from engine.methods.quant.common import Output, QuantRun, baseline_point, quant_method, report
 from engine.methods.quant.equalize import (
     BIAS_CORRECTION_HELP,
@@ -53,17 +61,65 @@ class PTQInt8Config(SaveOptions, QuantRun):
     relu6: str = param("keep", RELU6_HELP, choices=RELU6_POLICIES)
     bias_correction: bool = param(False, BIAS_CORRECTION_HELP + " (for the int8 weights a first conversion makes; "
                                                                 "the model is then converted again)")
+    max_drop: float | None = param(None, "top-1 accuracy the int8 model may lose against fp32 on the validation "
+                                         "split, as a fraction like mixed's --max-drop (0.005 = half a point); "
+                                         "layers are kept float, most sensitive first, until it holds (default: "
+                                         "every layer int8)", lo=0, hi=1)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_drop is not None and self.fallback == "dynamic_int8":
+            raise ConfigError("max_drop keeps layers of the static int8 model in float; it cannot be combined with "
+                              "fallback=dynamic_int8")
+
+
+class KeepingFloat:
+    """A backend whose static conversions keep `keep` in float, so bias correction's two conversions both do."""
+
+    def __init__(self, backend: Int8Backend, keep: Sequence[str]):
+        self.backend, self.keep = backend, tuple(keep)
+
+    def static(self, model: nn.Module, calibration, engine: str, cancel=None) -> Int8Model:
+        return self.backend.static(model, calibration, engine, cancel, keep_float=self.keep)
+
+
+class QuietContext(RunContext):
+    """The run's cancel token and its warnings, without the info events of every trial conversion."""
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx.cancel)
+        self.outer = ctx
+
+    def log_event(self, message: str, level: str = "info") -> None:
+        if level != "info":
+            self.outer.log_event(message, level)
+
+
+def convert_static(folded: nn.Module, batches: list[Tensor], backend: Int8Backend, cfg: PTQInt8Config,
+                   ctx: RunContext, keep_float: Sequence[str] = ()) -> Int8Model:
+    """One static int8 conversion with `keep_float` in float (bias corrected first when cfg asks)."""
+    target = KeepingFloat(backend, keep_float) if keep_float else backend
+    source, dequantized = (int8_bias_corrected(folded, batches, target, cfg.engine, ctx) if cfg.bias_correction
+                           else (folded, None))
+    int8 = target.static(source, batches, cfg.engine, ctx.cancel)
+    if dequantized is not None:
+        check_same_int8_weights(int8.runner.module, dequantized, ctx)
+    return int8
 
 
 def int8_point(ctx: RunContext, folded: nn.Module, data: Dataset, int8: Int8Model, output: Output, *, method: str,
                params: dict, mode: str, engine: str, backend: str, latency: bool, sub: str = "",
-               float_expected: bool = False, **extra) -> Point:
+               float_expected: bool = False, keep_float: Sequence[str] | None = None, **extra) -> Point:
     """The int8 variant: accuracy and latency from the int8 runner, sizes from its weights; saved as an
-    int8 checkpoint in output.root / sub."""
+    int8 checkpoint in output.root / sub (its meta.quant listing `keep_float`, the layers kept float on purpose)."""
     if int8.float_layers:
         ctx.log_event(f"{len(int8.float_layers)} layer(s) stay in float: {', '.join(int8.float_layers[:8])}",
                       "info" if float_expected else "warning")
     quant = formats.int8_quant_meta(mode, engine, backend, int8.backend)
+    if keep_float is not None:  # a max_drop run: its point says which layers it kept float, even none
+        extra["keep_float"] = list(keep_float)
+        if keep_float:
+            quant["keep_float"] = list(keep_float)
     artifact = output.save(ctx, sub, int8.artifact, method=method, params=params, level=8, level_name="bits",
                            weights_format="int8", quant=quant)
     form = ModelForm(runner=int8.runner, backend=int8.backend, weight_bits=int8.weight_bits,
@@ -86,12 +142,12 @@ def ptq_int8(model: nn.Module, data: Dataset, cfg: PTQInt8Config, ctx: RunContex
     batches = calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed)
     backend = INT8_BACKENDS.get(cfg.backend)
     mode = "static"
+    extra: dict = {}
     try:
-        source, dequantized = (int8_bias_corrected(folded, batches, backend, cfg.engine, ctx) if cfg.bias_correction
-                               else (folded, None))
-        int8 = backend.static(source, batches, cfg.engine, ctx.cancel)
-        if dequantized is not None:
-            check_same_int8_weights(int8.runner.module, dequantized, ctx)
+        if cfg.max_drop is None:
+            int8 = convert_static(folded, batches, backend, cfg, ctx)
+        else:
+            int8, extra = within_max_drop(folded, data, batches, backend, cfg, ctx)
     except Int8ConversionError as e:
         if cfg.fallback != "dynamic_int8":
             raise
@@ -104,6 +160,40 @@ def ptq_int8(model: nn.Module, data: Dataset, cfg: PTQInt8Config, ctx: RunContex
         mode = "dynamic"
     report(ctx, 0.7, "measuring int8")
     point = int8_point(ctx, folded, data, int8, output, method="ptq_int8", params=params, mode=mode,
-                       engine=cfg.engine, backend=cfg.backend, latency=cfg.latency)
+                       engine=cfg.engine, backend=cfg.backend, latency=cfg.latency,
+                       float_expected=cfg.max_drop is not None, **extra)
     report(ctx, 1.0, "done")
     return [reference, point]
+
+
+def within_max_drop(folded: nn.Module, data: Dataset, batches: list[Tensor], backend: Int8Backend,
+                    cfg: PTQInt8Config, ctx: RunContext) -> tuple[Int8Model, dict]:
+    """The int8 model with the fewest layers kept float (most sensitive first) that is within cfg.max_drop (a
+    fraction; the search and the events work in points) of fp32 on the validation split, and the point's extra fields saying how it was found."""
+    quiet = QuietContext(ctx)
+    found = keep_layers_float(folded, data, lambda keep: convert_static(folded, batches, backend, cfg, quiet, keep),
+                              100 * cfg.max_drop, lambda f, m: report(ctx, 0.45 + 0.25 * f, m))  # in points
+    kept, drop = found.search.kept, found.search.drop
+    if not kept:
+        ctx.log_event(f"max_drop {100 * cfg.max_drop:g} points: the all-int8 model loses {drop:.2f} points on the validation "
+                      f"split; no layer kept float")
+    elif found.search.met:
+        ctx.log_event(f"max_drop {100 * cfg.max_drop:g} points: kept {len(kept)} layer(s) float ({', '.join(kept)}); validation "
+                      f"drop {found.start_drop:.2f} -> {drop:.2f} points after {found.conversions} conversions")
+    else:
+        ctx.log_event(f"max_drop {100 * cfg.max_drop:g} points not reached: with every quantized layer kept float "
+                      f"({len(kept)}) the model still loses {drop:.2f} points on the validation split (all-int8: "
+                      f"{found.start_drop:.2f}; ops other than Conv/Linear, e.g. additions and pooling, still run on int8 "
+                      f"activations); "
+                      f"{found.conversions} conversions", "warning")
+    if cfg.bias_correction:
+        ctx.log_event(f"bias correction: applied in each of the {found.conversions} conversions, for the layers "
+                      f"each left in int8")
+    extra = {"keep_float": kept, "val_drop": drop, "val_drop_all_int8": found.start_drop,
+             "max_drop_met": found.search.met, "conversions": found.conversions}
+    if cfg.latency and kept:  # the cost of the float layers: the final model timed beside the all-int8 one
+        timed = measuring.measure_latency(found.final.runner, data.test.tensors()[0][:32],
+                                          reference=found.all_int8.runner)
+        extra.update({f"speedup_vs_all_int8_b{b}": timed[f"speedup_b{b}"] for b in (1, 32)
+                      if f"speedup_b{b}" in timed})
+    return found.final, extra
