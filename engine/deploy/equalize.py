@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from engine.core.errors import ConfigError
+from engine.deploy.quantized import module_calls
 
 RELU6_POLICIES = ("keep", "replace")
 MAX_SWEEPS = 200  # passes over all pairs; MobileNetV2's chains settle in a few dozen
@@ -108,10 +109,7 @@ def equalization_pairs(model: nn.Module, relu6: str = "keep") -> list[Pair]:
                           f"is not ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
                           ) from None
     modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or not _is_layer(modules.get(node.target)) or calls[node.target] != 1:

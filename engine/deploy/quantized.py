@@ -19,6 +19,15 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
+def module_calls(graph: fx.Graph) -> dict[str, int]:
+    """How many times the traced forward calls each module (a module called twice shares its weights)."""
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv path, bn path) where a BatchNorm2d reads only a Conv2d's output and each is used once."""
     try:
@@ -33,10 +42,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
                         pairs.append((f"{name}.{a}" if name else a, f"{name}.{b}" if name else b))
         return pairs
     modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
