@@ -169,7 +169,7 @@ def show_details(run: dict) -> None:
                                 default=list(points.loc[points["latency_ms_b1"].notna(), "point_id"]),
                                 format_func=lambda p: f"#{p}")
         retime(chosen, "runs.points")
-        for pid in points["point_id"]:
+        for pid in sorted(store.retimed(points["point_id"])):
             latency_history(pid)  # an expander for each point timed more than once
     history = store.metric_history(run["run_id"])
     epoch_keys = [k for k in history["key"].unique() if not k.startswith("batch_")] if not history.empty else []

@@ -454,6 +454,13 @@ class Store:
         point never re-timed (none for a point never timed)."""
         return self._read(lambda cur: queries.latency_history(cur, point_id))
 
+    def retimed(self, point_ids: Iterable[int]) -> set[int]:
+        """Those of these points that were timed again (a history of two timings or more), in one query."""
+        ids = [int(i) for i in point_ids]
+        rows = self._read(lambda cur: cur.execute(
+            "SELECT DISTINCT point_id FROM timings WHERE point_id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall())
+        return {int(r[0]) for r in rows}
+
     def machines(self) -> dict[str, dict]:
         """machine id -> its fingerprint (engine/core/machine.py), for every machine that timed a point here."""
         rows = self._read(lambda cur: cur.execute("SELECT machine_id, fingerprint FROM machines").fetchall())

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from engine.core.point import MAX_CONFUSION_CLASSES, Measurement
+from engine.core.point import LATENCY_FIELDS, MAX_CONFUSION_CLASSES, Measurement
 from engine.deploy import runtimes, timing
 from engine.model.checkpoint import state_dict_bytes
 from engine.model.data import Dataset
@@ -47,8 +47,8 @@ from engine.model.train import confusion_matrix, scores
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 # what the timing protocol adds to a Measurement besides the medians and p90s
-TIMING_FIELDS = ("latency_p10_ms_b1", "latency_p10_ms_b32", "speedup_b1", "speedup_lo_b1", "speedup_hi_b1",
-                 "speedup_b32", "speedup_lo_b32", "speedup_hi_b32", "latency_quality", "machine")
+TIMING_FIELDS = tuple(f for f in LATENCY_FIELDS if f not in ("latency_ms_b1", "latency_p90_ms_b1", "latency_ms_b32",
+                                                            "latency_p90_ms_b32", "threads"))
 QPARAM_BYTES = 8  # one fp32 scale and one int32 zero point per quantization group
 
 

@@ -25,7 +25,7 @@ from engine.core.point import Point
 from engine.core.progress import Progress
 from engine.deploy import runtimes
 from engine.deploy.formats import load_variant
-from engine.deploy.measure import measure_latency
+from engine.deploy.measure import ModelForm, measure_latency
 from engine.deploy.quantized import fold_batchnorm
 from engine.methods.tasks import register_task
 from engine.model.checkpoint import dataset_of
@@ -57,10 +57,14 @@ class RemeasureTask(Config):
             runtimes.check_runtime(r)
 
 
-def _float_runner(directory: str, fold: bool) -> nn.Module:
+def _runner(model: nn.Module, form: ModelForm, fold: bool) -> nn.Module:
+    """What runs a checkpoint's form: its own runner, else the float model (BatchNorm-folded when `fold`)."""
+    return (form.runner or (fold_batchnorm(model) if fold else model)).eval()
+
+
+def _baseline_runner(directory: str, fold: bool) -> nn.Module:
     model, form, _ = load_variant(directory)
-    runner = (form.runner or model).eval()
-    return fold_batchnorm(runner) if fold and form.runner is None else runner
+    return _runner(model, form, fold)
 
 
 @register_task("remeasure", RemeasureTask, "time stored points again now, each beside its baseline")
@@ -77,12 +81,12 @@ def remeasure(cfg: RemeasureTask, ctx: RunContext) -> list[Point]:
         if runtime != "torch":
             with runtimes.using(calibration=runtimes.Calibration.of_checkpoint(meta)):
                 form = runtimes.deploy(runtime, model, form, data)
-        runner = (form.runner or (fold_batchnorm(model) if fold else model)).eval()
+        runner = _runner(model, form, fold)
         reference = None
         if baseline and runtime in runtimes.PAIRED_RUNTIMES:
             key = (baseline, fold)
             if key not in references:
-                references[key] = runner if baseline == path and runtime == "torch" else _float_runner(baseline, fold)
+                references[key] = runner if baseline == path and runtime == "torch" else _baseline_runner(baseline, fold)
             reference = references[key]
         x = data.split("test").tensors()[0][:32]
         timing = measure_latency(runner, x, reference=reference)
