@@ -29,6 +29,7 @@ pages = {
         st.Page("pages/breakpoints.py", title="Breakpoints", icon=":material/show_chart:"),
         st.Page("pages/whatif.py", title="What-if", icon=":material/tune:"),
         st.Page("pages/compare.py", title="Compare & export", icon=":material/table_view:"),
+        st.Page("pages/recommend.py", title="Recommend", icon=":material/recommend:"),
     ],
 }
 st.navigation(pages).run()

@@ -5,7 +5,8 @@ stay thin and everything here is tested without a browser.
 
 Axes. Accuracy is the y axis and higher is better. On x, less is better for every cost (size,
 file size, latency, bits, MACs, nonzero parameters) and more is better for sparsity (the share of
-zero weights): the Pareto front keeps the points no other point beats on both.
+zero weights): the Pareto front keeps the points no other point beats on both, one front per dataset, leaving
+out models at chance level (`at_chance`), which no budget could accept.
 """
 
 from __future__ import annotations
@@ -252,14 +253,57 @@ def pareto_front(x: Sequence[float], y: Sequence[float], x_better: str = "min", 
     return front
 
 
-def pareto_points(view: AxisView) -> pd.DataFrame:
-    """The points on the front of accuracy against the view's axis, ordered by x."""
+CHANCE_SE = 3.0  # a model within this many standard errors of guessing is at chance level
+
+
+def chance_level(points: pd.DataFrame) -> pd.DataFrame:
+    """For each row, `chance`: the accuracy of always answering its dataset's most common test class (the largest
+    row sum of a confusion matrix over its total; every model of a dataset is tested on the same split, so one
+    point's matrix serves the dataset), and `tested`: that total. NaN where no point of the dataset recorded one."""
+    out = pd.DataFrame({"chance": np.nan, "tested": np.nan}, index=points.index, dtype=float)
+    if points.empty or "extra" not in points or "dataset" not in points:
+        return out
+    recorded = points["extra"].fillna("").astype(str).str.contains('"confusion"', regex=False)
+    for dataset, texts in points.loc[recorded, "extra"].groupby(points.loc[recorded, "dataset"], sort=False):
+        for text in texts:
+            matrix = json.loads(text).get("confusion")
+            counts = [sum(r) for r in matrix if isinstance(r, list)] if isinstance(matrix, list) else []
+            if counts and sum(counts):
+                out.loc[(points["dataset"] == dataset).to_numpy()] = [max(counts) / sum(counts), float(sum(counts))]
+                break
+    return out
+
+
+def at_chance(points: pd.DataFrame) -> pd.Series:
+    """Which rows are at chance level: accuracy within CHANCE_SE standard errors (binomial, over the test split)
+    of always answering the most common class. Such a model answers no better than guessing, so no budget can
+    accept it; a row whose dataset recorded no confusion matrix is never marked."""
+    level = chance_level(points)
+    chance, n = level["chance"], level["tested"]
+    if chance.isna().all():
+        return pd.Series(False, index=points.index)
+    se = np.sqrt(chance * (1 - chance) / n)
+    accuracy = pd.to_numeric(points[Y], errors="coerce")
+    return (accuracy <= chance + CHANCE_SE * se).fillna(False).astype(bool)
+
+
+def pareto_points(view: AxisView, per_dataset: bool = True, drop_chance: bool = True) -> pd.DataFrame:
+    """The points on the front of accuracy against the view's axis, ordered by dataset and x. By default each
+    dataset has its own front (an accuracy on one test split does not beat one on another) and models at chance
+    level (`at_chance`) are left out: no budget could accept them."""
     df = view.points
     if df.empty:
         return df
-    mask = pareto_front(df[view.axis.column].to_numpy(dtype=float), df[Y].to_numpy(dtype=float),
-                        view.axis.better, "max")
-    return df[mask].sort_values(view.axis.column, kind="stable")
+    if drop_chance:
+        df = df[~at_chance(df).to_numpy()]
+    groups = df.groupby("dataset", sort=True).indices.values() if per_dataset and "dataset" in df else \
+        [np.arange(len(df))]
+    mask = np.zeros(len(df), dtype=bool)
+    for rows in groups:
+        mask[rows] = pareto_front(df[view.axis.column].to_numpy(dtype=float)[rows],
+                                  df[Y].to_numpy(dtype=float)[rows], view.axis.better, "max")
+    by = ["dataset", view.axis.column] if per_dataset and "dataset" in df else [view.axis.column]
+    return df[mask].sort_values(by, kind="stable")
 
 
 def pareto_table(front: pd.DataFrame, axis: str) -> pd.DataFrame:

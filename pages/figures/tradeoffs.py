@@ -151,11 +151,15 @@ def tradeoff_figure(view: AxisView, colour_by: str = "family", symbol_by: str = 
                                  legendgroup="simulated", marker=dict(symbol="circle-open", color="#666", size=9),
                                  hoverinfo="skip"))
     if pareto:
-        front = pareto_points(view)
+        front = pareto_points(view)  # one front per dataset, models at chance level left out
         # between two front points the best accuracy reachable is the cheaper side's: a staircase
         shape = "hv" if axis.better == "min" else "vh"
-        fig.add_trace(go.Scatter(
-            x=front[axis.column].to_numpy(dtype=float), y=front[Y].to_numpy(dtype=float), mode="lines",
-            line=dict(color="black", width=1.5, dash="dash", shape=shape), name=f"Pareto front ({len(front)})",
-            legendgroup="pareto", hoverinfo="skip"))
+        datasets = list(dict.fromkeys(front["dataset"])) if "dataset" in front and len(front) else [None]
+        for i, dataset in enumerate(datasets):
+            part = front if dataset is None else front[front["dataset"] == dataset]
+            name = f"Pareto front ({len(part)})" if len(datasets) == 1 else f"Pareto front, {dataset} ({len(part)})"
+            fig.add_trace(go.Scatter(
+                x=part[axis.column].to_numpy(dtype=float), y=part[Y].to_numpy(dtype=float), mode="lines",
+                line=dict(color="black", width=1.5, dash=("dash", "dot", "dashdot", "longdash")[i % 4], shape=shape),
+                name=name, legendgroup="pareto", hoverinfo="skip"))
     return fig
