@@ -4,10 +4,12 @@ An `Int8Backend` turns a float model (BatchNorm already folded) into an `Int8Mod
 computes predictions in int8, the words that say what ran, which layers run in int8 and with how
 many scales, which stayed float, and the bytes of the serialised int8 model.
 
-The one backend shipped is `fx`: torch.ao.quantization FX graph mode (deprecated in favour of
-torchao's PT2E flow, but shipped with torch 2.14.1). On this project's 2-core x86 CPU it gave about
-3x over fp32 for resnet18, while PT2E + X86InductorQuantizer + torch.compile failed on resnet18 and
-gave 1.7x on vgg11 after an 18 s compile. A new backend is one subclass registered in INT8_BACKENDS.
+The default backend is `fx`: torch.ao.quantization FX graph mode (deprecated in favour of torchao's
+PT2E flow, but shipped with torch 2.14.1). On this project's 2-core x86 CPU it gave about 3x over fp32
+for resnet18. The PT2E flow (torch.export + torchao's X86InductorQuantizer) is the second backend,
+`pt2e` (compiled by Inductor into int8 kernels, about 10 s per batch shape) and `pt2e_eager` (its
+uncompiled reference), in engine/deploy/pt2e.py. A new backend is one subclass registered in
+INT8_BACKENDS; one whose checkpoint is not the converted model's state overrides `restore`.
 
 The quantized engine (`x86`: fbgemm, choosing oneDNN where it judges it faster; `onednn`; or
 `qnnpack`, the mobile kernels) is a process-wide torch setting; the runner sets it before every
@@ -53,6 +55,7 @@ class Int8Model:
     layer_groups: dict[str, int]  # prunable layer path -> scale groups, for each layer that runs in int8
     float_layers: list[str] = field(default_factory=list)  # prunable layers left in float
     artifact: bytes = b""  # the int8 checkpoint's model.safetensors (its size is file_bytes)
+    extra: dict = field(default_factory=dict)  # what the run's point records beside, e.g. conversion_s, compile_s
 
     @property
     def weight_bits(self) -> dict[str, int]:
@@ -86,6 +89,12 @@ class Int8Backend(ABC):
     @abstractmethod
     def dynamic(self, model: nn.Module, engine: str) -> Int8Model:
         """Dynamic quantization: int8 weights for Linear layers, activations quantized on the fly."""
+
+    def restore(self, model: nn.Module, tensors: dict[str, Tensor], example: Tensor,
+                keep_float: Sequence[str]) -> Int8Model | None:
+        """A static int8 model from its checkpoint's tensors, for a backend whose checkpoint is not the
+        converted model's state (None: the loader converts `model` and loads the tensors into the result)."""
+        return None
 
 
 INT8_BACKENDS: Registry[Int8Backend] = Registry("int8 backend")
@@ -155,6 +164,32 @@ def unfused(layer: nn.Module) -> nn.Module:
     return layer[0] if isinstance(layer, _FusedModule) else layer
 
 
+def untraceable_layer(model: nn.Module) -> str:
+    """' at <path> (<Class>)': the innermost module FX was tracing when tracing failed ('' when it traces or
+    failed at the top level), so a refusal names the block to rewrite or keep out."""
+    from torch import fx
+
+    class PathTracer(fx.Tracer):
+        def __init__(self):
+            super().__init__()
+            self.stack: list[str] = []
+
+        def call_module(self, m, forward, args, kwargs):
+            self.stack.append(self.path_of_module(m))
+            out = super().call_module(m, forward, args, kwargs)
+            self.stack.pop()
+            return out
+
+    tracer = PathTracer()
+    try:
+        tracer.trace(model)
+    except Exception:  # noqa: BLE001 - the failure is what is looked for
+        if tracer.stack:
+            path = tracer.stack[-1]
+            return f" at layer '{path}' ({type(model.get_submodule(path)).__name__})"
+    return ""
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"
@@ -198,8 +233,8 @@ class FxBackend(Int8Backend):
                 prepared = prepare_fx(without_identities(float_model), mapping, (first[:1],))
             except Exception as e:  # noqa: BLE001 - FX raises TraceError, TypeError, ... for untraceable code
                 raise Int8ConversionError(
-                    f"the {self.name} int8 backend cannot trace {type(model).__name__} ({_first_line(e)}); "
-                    f"use dynamic_int8 or simulated (fake) quantization for this model") from None
+                    f"the {self.name} int8 backend cannot trace {type(model).__name__}{untraceable_layer(float_model)} "
+                    f"({_first_line(e)}); use dynamic_int8 or simulated (fake) quantization for this model") from None
             with torch.inference_mode():
                 for x in [first, *batches]:
                     if cancel is not None:
@@ -242,6 +277,7 @@ class FxBackend(Int8Backend):
 
 
 INT8_BACKENDS.register("fx")(FxBackend())
+from engine.deploy import pt2e  # noqa: E402, F401, I001  (registers the pt2e backends, which subclass Int8Backend)
 
 
 # ---------------------------------------------------------------- the int8 checkpoint format's loader
@@ -263,6 +299,11 @@ def load_int8(directory: Path, meta: CheckpointMeta) -> tuple[nn.Module, ModelFo
     if mode == "static":
         example = torch.randn(4, meta.in_channels, meta.image_size, meta.image_size,
                               generator=torch.Generator().manual_seed(0))
+        restored = backend.restore(model, tensors, example, keep)
+        if restored is not None:  # e.g. pt2e: the folded float weights and the calibration, converted again
+            return model, ModelForm(runner=restored.runner, backend=q.get("runs", restored.backend),
+                                    weight_bits=restored.weight_bits, quant_groups=restored.layer_groups,
+                                    artifact=data)
         try:
             int8 = backend.static(model, [example], engine, keep_float=keep) if keep else \
                 backend.static(model, [example], engine)

@@ -71,6 +71,8 @@ class PTQInt8Config(SaveOptions, QuantRun):
         if self.max_drop is not None and self.fallback == "dynamic_int8":
             raise ConfigError("max_drop keeps layers of the static int8 model in float; it cannot be combined with "
                               "fallback=dynamic_int8")
+        if self.bias_correction and self.backend != "fx":  # it reads the int8 weights of FX's quantized modules
+            raise ConfigError(f"bias_correction needs backend fx; got backend {self.backend!r}")
 
 
 class KeepingFloat:
@@ -127,7 +129,7 @@ def int8_point(ctx: RunContext, folded: nn.Module, data: Dataset, int8: Int8Mode
     return measure_point(ctx, folded, data, form=form, latency=latency, family="quantize", method=method,
                          stage="variant", params=params, level=8, level_name="bits",
                          input_checkpoint=output.input_checkpoint, artifact=artifact,
-                         int8_layers=len(int8.layer_groups), float_layers=int8.float_layers, **extra)
+                         int8_layers=len(int8.layer_groups), float_layers=int8.float_layers, **int8.extra, **extra)
 
 
 @quant_method("ptq_int8", PTQInt8Config, "real int8 post-training static quantization (CPU speedup)")
