@@ -239,9 +239,11 @@ class OnnxModel:
 
 
 def int8_mode(form: ModelForm) -> str:
-    """'static' or 'dynamic' when the form runs a torch.ao int8 model, else ''."""
+    """'static' or 'dynamic' when the form runs a torch.ao or PT2E int8 model, else ''."""
     if form.runner is None or form.simulated:
         return ""
+    if "int8 PT2E" in form.backend:  # a torch.export program (engine/deploy/pt2e.py): static, like FX's
+        return "static"
     import torch.ao.nn.quantized as nnq
     import torch.ao.nn.quantized.dynamic as nnqd
 

@@ -18,6 +18,7 @@ from engine.core.context import RunContext
 from engine.deploy.formats import load_variant
 from engine.deploy.int8 import INT8_BACKENDS, Int8ConversionError
 from engine.deploy.measure import ModelForm, measure, prunable_weights
+from engine.deploy.onnx import int8_mode
 from engine.deploy.pt2e import shared_modules
 from engine.deploy.quantized import fold_batchnorm
 from engine.methods.quant import PTQInt8Config
@@ -158,3 +159,13 @@ def test_backend_choices_come_from_the_registry():
     PTQInt8Config(backend="pt2e").validate()
     with pytest.raises(ConfigError, match="bias_correction needs backend fx"):
         PTQInt8Config(backend="pt2e", bias_correction=True).validate()
+
+
+def test_onnx_export_treats_a_pt2e_form_as_static_int8(digits, pt2e):
+    """ONNX Runtime quantizes a PT2E model's float structure statically, as it does FX's; it must never export the
+    float graph as if it were what ran."""
+    folded, _, _ = digits
+    form = ModelForm(runner=pt2e.runner, backend=pt2e.backend, weight_bits=pt2e.weight_bits,
+                     quant_groups=pt2e.layer_groups, artifact=pt2e.artifact)
+    assert int8_mode(form) == "static"
+    assert int8_mode(ModelForm(runner=folded)) == ""
