@@ -2,8 +2,8 @@
 runtimes (torch, ONNX Runtime) and ONNX export.
 
 Importing the layer imports `int8`, which registers the int8 checkpoint format's loader with
-`formats.load_variant` (the packed format is registered by formats.py itself), so any checkpoint loads
-whichever deploy module a caller imported first.
+`formats.load_variant` (the packed format is registered by formats.py itself), and `pt2e`, which registers
+the PT2E int8 backends beside FX's, so any checkpoint loads whichever deploy module a caller imported first.
 """
 
-from engine.deploy import int8  # noqa: F401  (registers the "int8" weights format)
+from engine.deploy import int8, pt2e  # noqa: F401  (register the "int8" weights format and the pt2e backends)

@@ -277,7 +277,6 @@ class FxBackend(Int8Backend):
 
 
 INT8_BACKENDS.register("fx")(FxBackend())
-from engine.deploy import pt2e  # noqa: E402, F401, I001  (registers the pt2e backends, which subclass Int8Backend)
 
 
 # ---------------------------------------------------------------- the int8 checkpoint format's loader
