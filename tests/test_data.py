@@ -140,7 +140,8 @@ def test_torchvision_dataset_loads_from_local_root(tmp_path, no_md5, name, make,
 
 
 def test_every_registered_dataset_is_covered():
-    assert set(DATASETS.names()) == {"mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"}
+    assert set(DATASETS.names()) == {"mnist5k", "digits", "mnist5k-hard", "mnist", "fashion_mnist", "cifar10",
+                                     "cifar100", "svhn"}
 
 
 # ---------------------------------------------------------------- image folders

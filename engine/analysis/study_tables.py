@@ -4,14 +4,22 @@ DataFrames in each seed's layout, and notes that compare the measured numbers wi
 A `StoredUnit` is one finished unit of a study's recipe (its stage, swept values and points, as the store
 holds them); engine/run/studies.py reads them from the store and runs the studies, this module only computes.
 
-- kd-prune (seed 002): Table 1, the pruning curves, Table 3 per breakpoint detector, and the notes.
-- kd-quant (seed 003): accuracy by weight width and the mixed-precision path.
+- kd-prune (seed 002) and kd-quant (seed 003) run in two regimes (REGIMES): "compression" (a full-width
+  student on the full training split: how far can the teacher be compressed?) and "low data" (a narrow
+  student on few images: does the teacher have something to give?). Each regime's students are trained
+  with several seeds; every finding is judged against that spread (`Comparison`, `Verdict`):
+  reproduced, not reproduced, not distinguishable (the difference is inside the spread), or not counted
+  (both models within CHANCE_BAND of chance).
+- kd-prune: Table 1, the pruning curves, Table 3 per breakpoint detector and the teacher compressed at a
+  stated accuracy cost, per regime; kd-quant: accuracy by weight width and the mixed-precision path.
 - compare-techniques (seeds 000 and 001): one representative point per technique.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +28,8 @@ import pandas as pd
 from engine.analysis.breakpoint import BreakpointResult, Curve, curve_from_points, detect_all
 from engine.core.errors import UserError
 
-# a KD student "beats" scratch, a quantized model "keeps" its accuracy, within this margin (1 point)
+# 1 point: the tie band of a comparison with one run on each side (no spread), the allowance of a claim
+# "within 1 point of", and the margin of the compare-techniques notes
 MARGIN = 0.01
 
 
@@ -69,15 +78,6 @@ def cite(seed: str, full: bool = False) -> str:
     return "; ".join(p.full if full else p.short for p in parts)
 
 
-def kd_headline(gap: float) -> str:
-    """The first words of the KD-against-scratch note, following the sign of `gap` (KD minus scratch, points)."""
-    if gap > 100 * MARGIN:
-        return "KD beat scratch"
-    if gap < -100 * MARGIN:
-        return "KD lost to scratch"
-    return "KD tied with scratch"
-
-
 @dataclass(frozen=True)
 class StoredUnit:
     """One finished child run of a study's recipe, as the store holds it."""
@@ -118,45 +118,252 @@ def _points_word(delta: float) -> str:
     return f"{100 * delta:+.1f} points"
 
 
+# ---------------------------------------------------------------- verdicts: a finding judged against the spread
+
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+NOT_DISTINGUISHABLE, NOT_COUNTED = "not distinguishable", "not counted"
+OUTCOMES = (REPRODUCED, NOT_REPRODUCED, NOT_DISTINGUISHABLE, NOT_COUNTED)
+# both models within this of chance (1 / classes): the comparison says nothing about the methods
+CHANCE_BAND = 0.05
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One model's accuracy (a fraction) over its repeats: seeds of training, or of the fine-tune."""
+
+    runs: tuple[float, ...]
+
+    @classmethod
+    def of(cls, *runs: float) -> Sample:
+        return cls(tuple(float(r) for r in runs))
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.runs)
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation over repeats (0 for one run)."""
+        return statistics.stdev(self.runs) if self.n > 1 else 0.0
+
+    def text(self) -> str:
+        return f"{100 * self.mean:.1f} %" + (f" \u00b1 {100 * self.std:.1f} (n={self.n})" if self.n > 1 else "")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`a` against `b`: does a exceed b - allowance, beyond the spread of the repeats?
+
+    `band` is the larger of the two samples' standard deviations; with a single run on both sides there is
+    no spread, and the band is MARGIN (1 point) instead. A difference inside the band is a tie."""
+
+    a: str
+    b: str
+    sample_a: Sample
+    sample_b: Sample
+    allowance: float = 0.0  # a claim such as "within 1 point of b" allows a to be this far below b
+    chance: float = 0.1
+
+    @property
+    def diff(self) -> float:
+        return self.sample_a.mean - self.sample_b.mean
+
+    @property
+    def band(self) -> float:
+        if max(self.sample_a.n, self.sample_b.n) < 2:
+            return MARGIN
+        return max(self.sample_a.std, self.sample_b.std)
+
+    @property
+    def near_chance(self) -> bool:
+        return all(abs(s.mean - self.chance) <= CHANCE_BAND for s in (self.sample_a, self.sample_b))
+
+    @property
+    def outcome(self) -> str:
+        """win, loss, tie, or chance (both near chance: not counted)."""
+        if self.near_chance:
+            return "chance"
+        margin = self.diff + self.allowance
+        return "win" if margin > self.band else "loss" if margin < -self.band else "tie"
+
+    def text(self) -> str:
+        tail = {"chance": f"both within {100 * CHANCE_BAND:.0f} points of chance ({100 * self.chance:.0f} %)",
+                "win": "beyond", "loss": "beyond", "tie": "within"}[self.outcome]
+        if self.outcome != "chance":
+            single = max(self.sample_a.n, self.sample_b.n) < 2
+            tail += (" the 1-point margin (one run each: no spread)" if single else
+                     f" the spread of {100 * self.band:.1f}")
+        return (f"{self.a} {self.sample_a.text()} vs {self.b} {self.sample_b.text()}: "
+                f"{100 * self.diff:+.1f} points, {tail}")
+
+
+def judge(c: Comparison) -> str:
+    """One comparison as a verdict on the claim "a beats b" (or "a within the allowance of b")."""
+    return {"win": REPRODUCED, "loss": NOT_REPRODUCED, "tie": NOT_DISTINGUISHABLE, "chance": NOT_COUNTED}[c.outcome]
+
+
+def judge_every(comparisons: list[Comparison]) -> str:
+    """A claim about every model ("every method beats scratch"): each comparison is judged, those near chance
+    are not counted; one counted loss makes it not reproduced; all counted wins, reproduced; else (ties)
+    not distinguishable; nothing counted, not counted."""
+    outcomes = [judge(c) for c in comparisons if judge(c) != NOT_COUNTED]
+    if not outcomes:
+        return NOT_COUNTED
+    if NOT_REPRODUCED in outcomes:
+        return NOT_REPRODUCED
+    return REPRODUCED if all(o == REPRODUCED for o in outcomes) else NOT_DISTINGUISHABLE
+
+
+def judge_most(comparisons: list[Comparison]) -> str:
+    """A claim that holds "in most cases" (a curve above another): the majority of the counted comparisons."""
+    outcomes = [judge(c) for c in comparisons if judge(c) != NOT_COUNTED]
+    if not outcomes:
+        return NOT_COUNTED
+    if outcomes.count(REPRODUCED) > len(outcomes) / 2:
+        return REPRODUCED
+    return NOT_REPRODUCED if outcomes.count(NOT_REPRODUCED) > len(outcomes) / 2 else NOT_DISTINGUISHABLE
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A seed's finding, judged in one regime, with the numbers that decided it."""
+
+    seed: str
+    regime: str
+    finding: str  # the paper's claim in words
+    outcome: str  # one of OUTCOMES
+    evidence: str  # the numbers
+
+    def note(self) -> str:
+        where = f"{self.regime.capitalize()}: " if self.regime else ""
+        return f"{where}{self.finding} ({cite(self.seed)}): {self.outcome}. {self.evidence}"
+
+
+def tally(comparisons: list[Comparison]) -> str:
+    """'2 wins, 1 tie, 1 loss, 1 not counted (chance)' over the comparisons."""
+    counts = {k: sum(c.outcome == k for c in comparisons) for k in ("win", "tie", "loss", "chance")}
+    words = {"win": "win", "tie": "tie", "loss": "loss", "chance": "near chance (not counted)"}
+    return ", ".join(f"{v} {words[k]}{'s' if v != 1 and k in ('win', 'tie') else 'es' if v != 1 and k == 'loss' else ''}"
+                     for k, v in counts.items() if v)
+
+
 KD_BASELINE = "scratch"
 
 
-def best_kd_method(units: list[StoredUnit]) -> str:
-    """The KD method whose student has the highest accuracy (scratch is not a KD method)."""
-    students = [(u.method, _student(u)["accuracy"]) for u in units if u.stage == "distil" and u.method != KD_BASELINE]
-    if not students:
-        raise UserError("kd-prune: no KD student finished; nothing to prune (the distil sweep needs a method "
-                        "other than scratch)")
-    return max(students, key=lambda s: s[1])[0]
+# ---------------------------------------------------------------- regimes
 
 
-def kd_prune_table1(units: list[StoredUnit]) -> pd.DataFrame:
-    """Seed 002's Table 1 for one teacher-student pair: the teacher, the scratch student and each KD method."""
-    distil = [u for u in units if u.stage == "distil"]
+@dataclass(frozen=True)
+class Regime:
+    """One question a distillation study asks, and the recipe stages that answer it."""
+
+    name: str
+    question: str
+    distil: str  # the stage that trains its students (every method, several seeds)
+    prune: str  # kd-prune: the stage that prunes its students (the first seed's scratch and best KD student)
+
+
+COMPRESSION = Regime("compression", "how far the teacher can be compressed: a full-width student on the full training "
+                     "split, distilled, pruned to its breakpoint and fine-tuned", "distil-compression",
+                     "prune-compression")
+LOW_DATA = Regime("low data", "where the teacher has something to give: a narrow student on few training images, KD "
+                  "against the same student trained alone", "distil", "prune-student")
+REGIMES = (COMPRESSION, LOW_DATA)
+
+
+def regime_units(units: list[StoredUnit], regime: Regime) -> list[StoredUnit]:
+    return [u for u in units if u.stage == regime.distil]
+
+
+def _params(point: dict) -> dict:
+    params = point.get("params") or {}
+    return json.loads(params) if isinstance(params, str) else params
+
+
+def _seed(unit: StoredUnit) -> int:
+    return int(unit.axes.get("train.seed", _params(_student(unit)).get("train", {}).get("seed", 0)))
+
+
+def budget(distil: list[StoredUnit]) -> str:
+    """The regime's training budget, read from what its students recorded: 'cnn_s x0.25, 500 training images,
+    8 epochs, seeds 0, 1, 2'."""
     if not distil:
-        return pd.DataFrame(columns=["model", "accuracy (%)", "vs scratch (points)", "parameters"])
+        return "no students ran"
+    p = _params(_student(distil[0]))
+    images = p.get("train_subset")
+    seeds = sorted({_seed(u) for u in distil})
+    return (f"{p.get('student', '?')} x{float(p.get('width', 1.0)):g}, "
+            f"{f'{images:,}' if images else 'all'} training images, {p.get('train', {}).get('epochs', '?')} epochs, "
+            f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}")
+
+
+def student_samples(distil: list[StoredUnit]) -> dict[str, Sample]:
+    """Each method's student accuracy over its seeds, in the recipe's order."""
+    runs: dict[str, list[float]] = {}
+    for u in sorted(distil, key=_seed):
+        runs.setdefault(u.method, []).append(_student(u)["accuracy"])
+    return {m: Sample.of(*r) for m, r in runs.items()}
+
+
+def best_kd_method(units: list[StoredUnit], stage: str = LOW_DATA.distil) -> str:
+    """The KD method whose students have the highest mean accuracy in `stage` (scratch is not a KD method)."""
+    samples = {m: s for m, s in student_samples([u for u in units if u.stage == stage]).items() if m != KD_BASELINE}
+    if not samples:
+        raise UserError(f"kd-prune: no KD student finished in stage '{stage}'; nothing to prune (the distil sweep "
+                        f"needs a method other than scratch)")
+    return max(samples, key=lambda m: samples[m].mean)
+
+
+def chance_of(units: list[StoredUnit]) -> float:
+    """Chance accuracy, 1 / classes, from a measured confusion matrix where the points kept one; else 10 classes."""
+    for u in units:
+        for p in u.points:
+            if p.get("confusion"):
+                return 1.0 / len(p["confusion"])
+    return 0.1
+
+
+# ---------------------------------------------------------------- kd-prune (seed 002)
+
+
+def kd_prune_table1(units: list[StoredUnit], regime: Regime = LOW_DATA, chance: float = 0.1) -> pd.DataFrame:
+    """Seed 002's Table 1 in one regime: the teacher, the scratch student and each KD method, the students' mean
+    and spread over seeds, and each KD method against scratch."""
+    columns = ["model", "accuracy (%)", "std (points)", "seeds", "vs scratch (points)", "vs scratch", "parameters"]
+    distil = regime_units(units, regime)
+    if not distil:
+        return pd.DataFrame(columns=columns)
     teacher = _teacher(distil[0])
-    scratch = next((_student(u)["accuracy"] for u in distil if u.method == KD_BASELINE), None)
-    rows = [{"model": "Teacher", "accuracy (%)": percent(teacher["accuracy"]),
-             "vs scratch (points)": None if scratch is None else percent(teacher["accuracy"] - scratch),
-             "parameters": teacher["params_total"]}]
-    for u in distil:
-        s = _student(u)
-        name = "Student scratch" if u.method == KD_BASELINE else u.method
-        rows.append({"model": name, "accuracy (%)": percent(s["accuracy"]),
-                     "vs scratch (points)": None if scratch is None else percent(s["accuracy"] - scratch),
-                     "parameters": s["params_total"]})
-    return pd.DataFrame(rows)
+    samples = student_samples(distil)
+    scratch = samples.get(KD_BASELINE)
+    params = {u.method: _student(u)["params_total"] for u in distil}
+    rows = [{"model": "Teacher", "accuracy (%)": percent(teacher["accuracy"]), "std (points)": 0.0, "seeds": 1,
+             "vs scratch (points)": None if scratch is None else percent(teacher["accuracy"] - scratch.mean),
+             "vs scratch": "", "parameters": teacher["params_total"]}]
+    for method, s in samples.items():
+        versus = ""
+        if scratch is not None and method != KD_BASELINE:
+            versus = {"win": "beats", "loss": "loses", "tie": "within spread", "chance": "near chance"}[
+                Comparison(method, KD_BASELINE, s, scratch, chance=chance).outcome]
+        rows.append({"model": "Student scratch" if method == KD_BASELINE else method,
+                     "accuracy (%)": percent(s.mean), "std (points)": percent(s.std), "seeds": s.n,
+                     "vs scratch (points)": None if scratch is None else percent(s.mean - scratch.mean),
+                     "vs scratch": versus, "parameters": params[method]})
+    return pd.DataFrame(rows, columns=columns)
 
 
-def kd_prune_curves(units: list[StoredUnit], best: str) -> dict[str, list[dict]]:
-    """The pruning runs' points by model: teacher, student scratch, student <best>."""
+def kd_prune_curves(units: list[StoredUnit], best: str, regime: Regime = LOW_DATA) -> dict[str, list[dict]]:
+    """The pruning runs' points by model: teacher, student scratch (where the regime prunes it), student <best>."""
     curves: dict[str, list[dict]] = {}
     teacher = _one(units, "prune-teacher")
     if teacher is not None:
         curves["teacher"] = teacher.points
     for method, name in ((KD_BASELINE, "student scratch"), (best, f"student {best}")):
-        u = _one(units, "prune-student", method)
+        u = _one(units, regime.prune, method)
         if u is not None:
             curves[name] = u.points
     return curves
@@ -197,118 +404,250 @@ def table3_column(t_curve: Curve, t_result: BreakpointResult, s_curve: Curve, s_
             t_at, s_at, 100.0 * (before - s_at) / before if usable else None, before / s_at if usable else None]
 
 
-def kd_prune_table3(curves: dict[str, list[dict]], trained: dict[str, float] | None = None) -> pd.DataFrame:
-    """Seed 002's Table 3, one column per (student, detector) at every detector's defaults (see
-    table3_column). ACC(t) and ACC(s) are the trained teacher's and the distilled student's accuracies
-    (`trained`, by curve name), else the curve's unpruned point (fine-tuned like every level)."""
-    trained = trained or {}
-    if "teacher" not in curves:
-        return pd.DataFrame(index=TABLE3_ROWS)
+def _table3_results(curves: dict[str, list[dict]]):
+    """(column name, teacher curve, teacher result, student name, student curve, student result) per column."""
     t_curve = curve_from_points(curves["teacher"])
     t_results = {r.detector: r for r in detect_all(t_curve)}
-    columns = {}
     for name, points in curves.items():
         if name == "teacher":
             continue
         s_curve = curve_from_points(points)
         for r in detect_all(s_curve):
-            columns[f"{name} / {r.detector}"] = table3_column(t_curve, t_results[r.detector], s_curve, r,
-                                                              trained.get("teacher"), trained.get(name))
+            yield f"{name} / {r.detector}", t_curve, t_results[r.detector], name, s_curve, r
+
+
+def kd_prune_table3(curves: dict[str, list[dict]], trained: dict[str, float] | None = None) -> pd.DataFrame:
+    """Seed 002's Table 3, one column per (student, detector) at every detector's defaults (see
+    table3_column). ACC(t) and ACC(s) are the trained teacher's and the distilled student's accuracies
+    (`trained`, by curve name), else the curve's unpruned point (fine-tuned like every level). Cells a
+    detector could not fill are None; `table3_gaps` says why."""
+    trained = trained or {}
+    if "teacher" not in curves:
+        return pd.DataFrame(index=TABLE3_ROWS)
+    columns = {column: table3_column(t_curve, t_result, s_curve, s_result, trained.get("teacher"), trained.get(name))
+               for column, t_curve, t_result, name, s_curve, s_result in _table3_results(curves)}
     return pd.DataFrame(columns, index=TABLE3_ROWS)
 
 
-def kd_prune_notes(table1: pd.DataFrame, curves: dict[str, list[dict]], table3: pd.DataFrame,
-                   best: str) -> list[str]:
+def table3_gaps(curves: dict[str, list[dict]]) -> list[str]:
+    """Why a Table 3 column has empty cells: the detector's own reason for finding no breakpoint."""
+    if "teacher" not in curves:
+        return []
     notes = []
-    acc = dict(zip(table1["model"], table1["accuracy (%)"], strict=True))
-    scratch = acc.get("Student scratch")
-    if scratch is not None and best in acc:
-        gap = acc[best] - scratch
-        notes.append(f"{kd_headline(gap)}: the best KD student ({best}, {acc[best]:.1f} %) is {gap:+.1f} points from "
-                     f"the scratch student ({scratch:.1f} %): "
-                     f"{'reproduced' if gap > 100 * MARGIN else 'not reproduced'} ({cite('002')}: every method beats "
-                     f"training alone).")
-    if "simkd" in acc:
-        notes.append(f"Best method: {best} ({cite('002')}: SimKD is best everywhere): "
-                     f"{'reproduced' if best == 'simkd' else 'not reproduced'}.")
-    student = curves.get(f"student {best}")
-    if student is not None and "teacher" in curves:
-        t = {float(p["level"]): p["accuracy"] for p in curves["teacher"]}
-        s = {float(p["level"]): p["accuracy"] for p in student}
-        above = sum(s[k] >= t[k] for k in s if k in t)
-        notes.append(f"Student curve above the teacher's: at {above} of {len(s)} sparsities "
-                     f"({cite('002')}: in many cases the student stays above): "
-                     f"{'reproduced' if above > len(s) / 2 else 'not reproduced'}.")
+    for column, _, t_result, _, _, s_result in _table3_results(curves):
+        for who, r in (("the teacher's", t_result), ("the student's", s_result)):
+            if not r.found:
+                notes.append(f"Table 3 column '{column}' has empty breakpoint cells: {r.detector} found no breakpoint "
+                             f"on {who} curve ({r.reason.rstrip('.')}).")
+    return list(dict.fromkeys(notes))
+
+
+COSTS = (0.01, 0.02, 0.05)  # the accuracy costs (fractions) at which the compression table is read
+
+
+def compression_at_cost(curves: dict[str, list[dict]], acc_t: float | None, costs=COSTS) -> pd.DataFrame:
+    """How far the teacher can be compressed at a stated accuracy cost: for each cost, the pruned model (teacher
+    or student, at any sparsity, fine-tuned) with the fewest remaining parameters whose mean accuracy is at least
+    the trained teacher's minus the cost."""
+    columns = ["cost (points)", "model", "sparsity (%)", "accuracy (%)", "std (points)", "parameters",
+               "fewer than the teacher (%)", "compression (x)"]
+    if "teacher" not in curves or acc_t is None:
+        return pd.DataFrame(columns=columns)
+    before = next((p["params_nonzero"] for p in curves["teacher"] if float(p["level"]) == 0.0),
+                  max(p["params_nonzero"] for p in curves["teacher"]))
+    rows = []
+    for cost in costs:
+        fits = [(p["params_nonzero"], name, p) for name, points in curves.items() for p in points
+                if p["accuracy"] >= acc_t - cost]
+        if not fits:
+            rows.append({"cost (points)": 100 * cost, "model": "none within the cost", "sparsity (%)": None,
+                         "accuracy (%)": None, "std (points)": None, "parameters": None,
+                         "fewer than the teacher (%)": None, "compression (x)": None})
+            continue
+        n, name, p = min(fits, key=lambda f: (f[0], -f[2]["accuracy"]))
+        rows.append({"cost (points)": 100 * cost, "model": name, "sparsity (%)": 100 * float(p["level"]),
+                     "accuracy (%)": percent(p["accuracy"]), "std (points)": percent(p.get("accuracy_std") or 0.0),
+                     "parameters": n, "fewer than the teacher (%)": 100.0 * (before - n) / before,
+                     "compression (x)": before / n if n else None})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _level_sample(p: dict) -> Sample:
+    runs = p.get("accuracy_runs")
+    return Sample.of(*runs) if runs else Sample.of(p["accuracy"])
+
+
+def _curve_comparisons(a_name: str, a: list[dict], b_name: str, b: list[dict], chance: float) -> list[Comparison]:
+    """a against b at every sparsity both were pruned to (each level's repeats give the spread)."""
+    at_b = {float(p["level"]): p for p in b}
+    return [Comparison(f"{a_name} at {100 * float(p['level']):.0f} %", b_name, _level_sample(p),
+                       _level_sample(at_b[float(p["level"])]), chance=chance)
+            for p in sorted(a, key=lambda p: p["level"]) if float(p["level"]) in at_b]
+
+
+def kd_prune_verdicts(units: list[StoredUnit], regime: Regime, chance: float = 0.1) -> list[Verdict]:
+    """Seed 002's findings (and seed 003's "KD beats scratch") judged in one regime."""
+    distil = regime_units(units, regime)
+    if not distil:
+        return []
+    verdicts = []
+    samples = student_samples(distil)
+    scratch = samples.get(KD_BASELINE)
+    kd = {m: s for m, s in samples.items() if m != KD_BASELINE}
+    if scratch is not None and kd:
+        vs = [Comparison(m, KD_BASELINE, s, scratch, chance=chance) for m, s in kd.items()]
+        losers = [c.a for c in vs if c.outcome == "loss"]
+        evidence = "; ".join(c.text() for c in vs) + f" ({tally(vs)}" + (
+            f"; lost: {', '.join(losers)})." if losers else ").")
+        verdicts.append(Verdict("002", regime.name, "every KD method beats the student trained alone",
+                                judge_every(vs), evidence))
+    if "simkd" in kd and len(kd) > 1:
+        runner_up = max((m for m in kd if m != "simkd"), key=lambda m: kd[m].mean)
+        c = Comparison("simkd", runner_up, kd["simkd"], kd[runner_up], chance=chance)
+        verdicts.append(Verdict("002", regime.name, "SimKD is the best distillation method", judge(c),
+                                f"{c.text()} (the best other method)."))
+    best = max(kd, key=lambda m: kd[m].mean) if kd else None
+    if best is None:
+        return verdicts
+    curves = kd_prune_curves(units, best, regime)
+    student, teacher_curve = curves.get(f"student {best}"), curves.get("teacher")
+    trained = trained_accuracies(units, best, regime)
+    if student is not None and teacher_curve is not None:
+        for _, t_curve, t_result, _, s_curve, s_result in _table3_results(
+                {"teacher": teacher_curve, f"student {best}": student}):
+            detector = s_result.detector
+            if not s_result.found:
+                verdicts.append(Verdict("002", regime.name, f"{detector}: the pruned student at its breakpoint keeps the "
+                                        "teacher's accuracy within 1 point with at least 70 % fewer parameters",
+                                        NOT_COUNTED, f"No breakpoint on the student's curve ({s_result.reason.rstrip('.')})."))
+            else:
+                s_at, before = s_curve.params[s_result.index], t_curve.params[0]
+                decrease = 100.0 * (before - s_at) / before
+                at = next(p for p in student if float(p["level"]) == float(s_result.level))
+                acc_t = trained.get("teacher", t_curve.mean[0])
+                c = Comparison(f"student {best} at its breakpoint ({100 * float(s_result.level):.0f} %)", "the teacher",
+                               _level_sample(at), Sample.of(acc_t), allowance=MARGIN, chance=chance)
+                outcome = NOT_REPRODUCED if decrease < 70 else judge(c)
+                verdicts.append(Verdict(
+                    "002", regime.name, f"{detector}: the pruned student at its breakpoint keeps the teacher's accuracy "
+                    "within 1 point with at least 70 % fewer parameters", outcome,
+                    f"{decrease:.1f} % fewer parameters than the teacher ({before / s_at:.1f}x); {c.text()} "
+                    f"(allowed: 1 point below)."))
+            if s_result.found and t_result.found:
+                # "earlier" along the pruning axis: at a lower sparsity (a smaller student always has fewer
+                # parameters, so a count would decide nothing); the same level of the grid cannot tell them apart
+                s_at, t_at = s_curve.params[s_result.index], t_curve.params[t_result.index]
+                s_level, t_level = float(s_result.level), float(t_result.level)
+                outcome = (REPRODUCED if s_level < t_level else NOT_DISTINGUISHABLE if s_level == t_level
+                           else NOT_REPRODUCED)
+                verdicts.append(Verdict("002", regime.name, f"{detector}: the student's breakpoint comes earlier in "
+                                        "the pruning than the teacher's", outcome,
+                                        f"student at {100 * s_level:.0f} % sparsity ({s_at:,.0f} parameters), teacher "
+                                        f"at {100 * t_level:.0f} % ({t_at:,.0f})."))
+            elif s_result.found:
+                verdicts.append(Verdict("002", regime.name, f"{detector}: the student's breakpoint comes earlier in "
+                                        "the pruning than the teacher's", NOT_COUNTED, f"No breakpoint on the teacher's curve "
+                                                     f"({t_result.reason.rstrip('.')})."))
+        vs = _curve_comparisons(f"student {best}", student, "the teacher", teacher_curve, chance)
+        verdicts.append(Verdict("002", regime.name, "the pruned student's curve stays above the pruned teacher's",
+                                judge_most(vs), f"Over the sparsities: {tally(vs)}."))
     scratch_curve = curves.get("student scratch")
     if student is not None and scratch_curve is not None:
-        k = {float(p["level"]): p["accuracy"] for p in student}
-        c = {float(p["level"]): p["accuracy"] for p in scratch_curve}
-        above = sum(k[x] > c[x] for x in k if x in c)
-        notes.append(f"The pruned KD student beats the pruned scratch student at {above} of {len(k)} sparsities "
-                     f"({cite('002')}'s premise: distillation first helps pruning): "
-                     f"{'reproduced' if above > len(k) / 2 else 'not reproduced'}.")
-    for column in table3.columns:
-        if not column.startswith(f"student {best} /"):
-            continue
-        col = table3[column]
-        detector = column.split(" / ")[1]
-        decrease, acc_t, acc_s = col["Percentage decrease (%)"], col["ACC(t) (%)"], col["ACC(s) breakpoint (%)"]
-        if decrease is None or pd.isna(decrease) or acc_s is None or pd.isna(acc_s):
-            notes.append(f"{detector}: no breakpoint on the student's or the teacher's curve, so no Table 3 "
-                         f"numbers (the Breakpoints page gives each detector's reason).")
-            continue
-        ok = decrease > 70 and acc_s >= acc_t - 100 * MARGIN
-        notes.append(f"{detector}: the pruned student at its breakpoint has {decrease:.1f} % fewer parameters than "
-                     f"the teacher ({col['Compression rate (x)']:.1f}x) at {acc_s - acc_t:+.1f} points of accuracy "
-                     f"({cite('002')}: over 70 % with about the teacher's accuracy): "
-                     f"{'reproduced' if ok else 'not reproduced'}.")
-        t_at, s_at = col["P(t) breakpoint"], col["P(s) breakpoint"]
-        if t_at is not None and not pd.isna(t_at):
-            notes.append(f"{detector}: the student's breakpoint keeps {s_at:,.0f} parameters, the teacher's "
-                         f"{t_at:,.0f} ({cite('002')}: the student's comes first, at fewer parameters): "
-                         f"{'reproduced' if s_at < t_at else 'not reproduced'}.")
-    return notes
+        vs = _curve_comparisons(f"student {best}", student, "student scratch", scratch_curve, chance)
+        verdicts.append(Verdict("002", regime.name, "distilling first helps pruning: the pruned KD student beats the "
+                                "pruned scratch student", judge_most(vs), f"Over the sparsities: {tally(vs)}."))
+    return verdicts
 
 
-def kd_prune_tables(units: list[StoredUnit]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    best = best_kd_method(units)
-    table1 = kd_prune_table1(units)
-    curves = kd_prune_curves(units, best)
-    table3 = kd_prune_table3(curves, trained_accuracies(units, best))
-    tables = {"Table 1: distillation": table1, "Pruning: accuracy and remaining parameters by sparsity":
-              kd_prune_pruning_table(curves), "Table 3: before pruning and at the breakpoint": table3}
-    return tables, kd_prune_notes(table1, curves, table3, best)
-
-
-def trained_accuracies(units: list[StoredUnit], best: str) -> dict[str, float]:
-    """The accuracy of each pruned model before pruning: the teacher's and the distilled students'."""
+def trained_accuracies(units: list[StoredUnit], best: str, regime: Regime = LOW_DATA) -> dict[str, float]:
+    """The accuracy of each pruned model before pruning: the teacher's and the distilled students' (the seed that
+    was pruned)."""
     out = {}
-    for u in units:
-        if u.stage == "distil" and u.method in (KD_BASELINE, best):
+    pruned = {(u.method, u.axes.get("train.seed")) for u in units if u.stage == regime.prune}
+    for u in regime_units(units, regime):
+        if u.method in (KD_BASELINE, best):
             out["teacher"] = _teacher(u)["accuracy"]
-            out["student scratch" if u.method == KD_BASELINE else f"student {best}"] = _student(u)["accuracy"]
+            if not pruned or (u.method, u.axes.get("train.seed")) in pruned:
+                out["student scratch" if u.method == KD_BASELINE else f"student {best}"] = _student(u)["accuracy"]
     return out
+
+
+def kd_prune_regime(units: list[StoredUnit], regime: Regime, chance: float = 0.1
+                    ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """One regime's tables, titled with its budget, and its notes (verdicts first)."""
+    distil = regime_units(units, regime)
+    if not distil:
+        return {}, []
+    best = best_kd_method(units, regime.distil)
+    curves = kd_prune_curves(units, best, regime)
+    trained = trained_accuracies(units, best, regime)
+    label = f"{regime.name} ({budget(distil)})"
+    tables = {f"Table 1, {label}": kd_prune_table1(units, regime, chance)}
+    notes = [f"{regime.name.capitalize()} regime: {regime.question}; students {budget(distil)}."]
+    if len(curves) > 1:
+        tables[f"Pruning, {regime.name}: accuracy and remaining parameters by sparsity"] = kd_prune_pruning_table(curves)
+        tables[f"Table 3, {regime.name}: before pruning and at the breakpoint"] = kd_prune_table3(curves, trained)
+        if regime is COMPRESSION:
+            tables[f"Accuracy cost, {regime.name}: the fewest parameters within 1, 2 and 5 points of the trained "
+                   f"teacher"] = compression_at_cost(curves, trained.get("teacher"))
+        notes += table3_gaps(curves)
+    notes = [notes[0], *(v.note() for v in kd_prune_verdicts(units, regime, chance)), *notes[1:]]
+    return tables, notes
+
+
+ACC_S_NOTE = ("ACC(s) distillation in Table 3 is the distilled student as trained; the pruning curve's 0 % point is the "
+              "same student after the pruning stage's last-layer fine-tune, so the two can differ.")
+
+
+def kd_prune_tables(units: list[StoredUnit], chance: float | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    chance = chance_of(units) if chance is None else chance
+    tables: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    for regime in REGIMES:
+        t, n = kd_prune_regime(units, regime, chance)
+        tables.update(t)
+        notes += n
+    if not tables:
+        raise UserError("kd-prune: no student finished in any regime; nothing to tabulate")
+    if any(title.startswith("Table 3") for title in tables):
+        notes.append(ACC_S_NOTE)
+    return tables, notes
+
+
+# ---------------------------------------------------------------- kd-quant (seed 003)
+
+
+QUANT_STAGES = {LOW_DATA.name: ("bits", "mixed"), COMPRESSION.name: ("bits-compression", "mixed-compression")}
 
 
 def _model_name(unit: StoredUnit) -> str:
     return "Teacher" if unit.stage.startswith("teacher") else f"{unit.method} student"
 
 
-def kd_quant_bits_table(units: list[StoredUnit]) -> pd.DataFrame:
-    """Seed 003's table: one row per model, one column per weight width, accuracy in %."""
+def _bits_samples(units: list[StoredUnit], stage: str) -> dict[str, dict[int, Sample]]:
+    """Model -> width -> accuracy over the students' seeds (the teacher's one run first)."""
+    runs: dict[str, dict[int, list[float]]] = {}
+    for u in sorted((u for u in units if u.stage in ("teacher-bits", stage)), key=lambda u: u.stage != "teacher-bits"):
+        for p in u.points:
+            runs.setdefault(_model_name(u), {}).setdefault(int(p["level"]), []).append(p["accuracy"])
+    return {m: {b: Sample.of(*r) for b, r in sorted(by.items())} for m, by in runs.items()}
+
+
+def kd_quant_bits_table(units: list[StoredUnit], stage: str = "bits") -> pd.DataFrame:
+    """Seed 003's table: one row per model, one column per weight width, mean accuracy in % over the seeds."""
     rows = []
-    for u in sorted((u for u in units if u.stage in ("teacher-bits", "bits")), key=lambda u: u.stage != "teacher-bits"):
-        row: dict[str, Any] = {"model": _model_name(u)}
-        for p in sorted(u.points, key=lambda p: p["level"]):
-            row[f"{int(p['level'])}-bit"] = percent(p["accuracy"])
+    for model, by_bits in _bits_samples(units, stage).items():
+        row: dict[str, Any] = {"model": model, "seeds": next(iter(by_bits.values())).n}
+        for b, s in by_bits.items():
+            row[f"{b}-bit"] = percent(s.mean)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def kd_quant_mixed_table(units: list[StoredUnit]) -> pd.DataFrame:
+def kd_quant_mixed_table(units: list[StoredUnit], stage: str = "mixed") -> pd.DataFrame:
     """The greedy mixed-precision path's last step per model: average bits and accuracy against the start."""
     rows = []
-    for u in sorted((u for u in units if u.stage in ("teacher-mixed", "mixed")), key=lambda u: u.stage != "teacher-mixed"):
+    for u in sorted((u for u in units if u.stage in ("teacher-mixed", stage)), key=lambda u: u.stage != "teacher-mixed"):
         steps = sorted(u.points, key=lambda p: p.get("step", 0))
         first, last = steps[0], steps[-1]
         rows.append({"model": _model_name(u), "steps": len(steps) - 1, "start bits": first["level"],
@@ -317,43 +656,66 @@ def kd_quant_mixed_table(units: list[StoredUnit]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def kd_quant_notes(bits: pd.DataFrame, mixed: pd.DataFrame) -> list[str]:
+def kd_quant_verdicts(units: list[StoredUnit], stage: str, regime: str, chance: float = 0.1) -> list[Verdict]:
+    samples = _bits_samples(units, stage)
+    if "Teacher" not in samples or len(samples) < 2:
+        return []
+    verdicts = []
+    top = max(next(iter(samples.values())))
+    if all(8 in by and top in by for by in samples.values()) and top != 8:
+        vs = [Comparison(f"{m} at 8 bits", f"{top} bits", by[8], by[top], allowance=MARGIN, chance=chance)
+              for m, by in samples.items()]
+        verdicts.append(Verdict("003", regime, "8 bits stay within 1 point of float for every model", judge_every(vs),
+                                "; ".join(c.text() for c in vs) + f" ({tally(vs)})."))
+    low = min(next(iter(samples.values())))
+    teacher = samples["Teacher"]
+    if all(low in by for by in samples.values()):
+        vs = [Comparison(f"the teacher at {low} bits", f"{m}", teacher[low], by[low], chance=chance)
+              for m, by in samples.items() if m != "Teacher"]
+        verdicts.append(Verdict("003", regime, f"the quantized teacher is the most robust: it beats every quantized "
+                                f"student at {low} bits", judge_every(vs),
+                                "; ".join(c.text() for c in vs) + f" ({tally(vs)})."))
+    return verdicts
+
+
+def kd_quant_notes(bits: pd.DataFrame, mixed: pd.DataFrame, regime: str = "") -> list[str]:
+    """The notes that are descriptions, not verdicts: the best students and the mixed-precision path."""
     notes = []
     if bits.empty or "Teacher" not in set(bits["model"]):
         return [f"No teacher row: nothing to compare with {cite('003')}."]
-    table = bits.set_index("model")
+    where = f"{regime.capitalize()}: " if regime else ""
+    table = bits.set_index("model").drop(columns="seeds", errors="ignore")
     low, top = table.columns[0], table.columns[-1]
-    teacher = table.loc["Teacher"]
     students = table.drop(index="Teacher")
-    beaten = [m for m in students.index if teacher[low] > students.loc[m, low]]
-    notes.append(f"At {low} the quantized teacher ({teacher[low]:.1f} %) beats {len(beaten)} of {len(students)} "
-                 f"quantized students ({cite('003')}: the quantized teacher outperforms the quantized students, most at "
-                 f"2 bits): {'reproduced' if len(beaten) == len(students) else 'not reproduced'}.")
-    t_drop = teacher[top] - teacher[low]
-    s_drops = students[top] - students[low]
-    notes.append(f"Accuracy lost from {top} to {low}: teacher {t_drop:.1f} points, students {s_drops.min():.1f} to "
-                 f"{s_drops.max():.1f} ({cite('003')}: the teacher loses the least): "
-                 f"{'reproduced' if t_drop <= s_drops.min() else 'not reproduced'}.")
-    if "8-bit" in table.columns:
-        kept = [m for m in table.index if table.loc[m, top] - table.loc[m, "8-bit"] <= 100 * MARGIN]
-        notes.append(f"At 8 bits {len(kept)} of {len(table)} models stay within 1 point of {top} ({cite('003')}: 8 bits "
-                     f"costs little, 0.3-1.1 points for teacher, VKD, mixup and DML students): "
-                     f"{'reproduced' if len(kept) == len(table) else 'not reproduced'}.")
-    best = students[top].idxmax()
-    notes.append(f"Best student at {top}: {best}; at {low}: {students[low].idxmax()} ({cite('003')}, CIFAR-10: the "
-                 f"mixup student at every width; CIFAR-100: VKD/DML).")
+    if not students.empty:
+        notes.append(f"{where}best student at {top}: {students[top].idxmax()}; at {low}: {students[low].idxmax()} "
+                     f"({cite('003')}, CIFAR-10: the mixup student at every width; CIFAR-100: VKD/DML).")
     if not mixed.empty:
         below = mixed[mixed["average bits"] < 8]
-        notes.append(f"The greedy mixed-precision path takes {len(below)} of {len(mixed)} models below 8 average "
+        notes.append(f"{where}the greedy mixed-precision path takes {len(below)} of {len(mixed)} models below 8 average "
                      f"bits within the 1-point validation budget (lowest: {mixed['average bits'].min():.2f} bits, "
                      f"{mixed.loc[mixed['average bits'].idxmin(), 'model']}) ({cite('003')}: the greedy path reduces the "
-                     f"student's bit size): {'reproduced' if len(below) else 'not reproduced'}.")
+                     f"student's bit size): {REPRODUCED if len(below) else NOT_REPRODUCED}.")
     return notes
 
 
-def kd_quant_tables(units: list[StoredUnit]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    bits, mixed = kd_quant_bits_table(units), kd_quant_mixed_table(units)
-    return {"Accuracy (%) by weight width": bits, "Greedy mixed precision": mixed}, kd_quant_notes(bits, mixed)
+def kd_quant_tables(units: list[StoredUnit], chance: float | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    chance = chance_of(units) if chance is None else chance
+    tables: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    for regime in REGIMES:
+        bits_stage, mixed_stage = QUANT_STAGES[regime.name]
+        distil = regime_units(units, regime)
+        if not any(u.stage == bits_stage for u in units):
+            continue
+        label = f"{regime.name} ({budget(distil)})"
+        bits, mixed = kd_quant_bits_table(units, bits_stage), kd_quant_mixed_table(units, mixed_stage)
+        tables[f"Accuracy (%) by weight width, {label}"] = bits
+        tables[f"Greedy mixed precision, {regime.name}"] = mixed
+        notes += [f"{regime.name.capitalize()} regime: {regime.question}; students {budget(distil)}.",
+                  *(v.note() for v in kd_quant_verdicts(units, bits_stage, regime.name, chance)),
+                  *kd_quant_notes(bits, mixed, regime.name)]
+    return tables, notes
 
 
 def technique_point(u: StoredUnit) -> dict:
@@ -458,6 +820,6 @@ def compare_notes(df: pd.DataFrame) -> list[str]:
     return notes
 
 
-def compare_tables(units: list[StoredUnit]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def compare_tables(units: list[StoredUnit], chance: float | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
     df = compare_table(units)
     return {"Techniques compared": df}, compare_notes(df)

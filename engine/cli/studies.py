@@ -1,7 +1,9 @@
 """`python -m engine study NAME [--dataset D] [--quick] [--db PATH] [--json]` and `study --list`.
 
 A study runs its recipe (examples/study-NAME.yaml) in the run store, reusing every unit a finished run
-already computed, then prints the seed's tables and a note per finding: reproduced or not.
+already computed, then prints the seed's tables (the distillation studies: per regime, compression and low
+data) and a verdict per finding and regime: reproduced, not reproduced, not distinguishable (inside the
+repeats' spread) or not counted (both models near chance).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                      "print its tables")
     p.add_argument("name", nargs="?", metavar="NAME", choices=list(STUDIES), help=f"one of: {', '.join(STUDIES)}")
     p.add_argument("--list", action="store_true", help="list the studies and their recipes")
-    p.add_argument("--dataset", help="run on this dataset instead of the recipe's (default mnist5k)")
+    p.add_argument("--dataset", help="run on this dataset instead of the recipe's (default mnist5k; mnist5k-hard leaves "
+                                     "room below the ceiling)")
     p.add_argument("--quick", action="store_true", help="small budgets for a fast check (not findings)")
     add_run_args(p)
     p.set_defaults(func=cmd_study)

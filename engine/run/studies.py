@@ -35,6 +35,8 @@ import yaml
 
 from engine.analysis.study_tables import (
     KD_BASELINE,
+    LOW_DATA,
+    REGIMES,
     StoredUnit,
     best_kd_method,
     compare_tables,
@@ -46,6 +48,7 @@ from engine.core.config import Config, param
 from engine.core.errors import ConfigError, UserError
 from engine.core.point import Point
 from engine.methods.tasks import check_dataset_name, register_task
+from engine.model.data import DEFAULT_ROOT, load_dataset
 from engine.run.executors import EXECUTORS, make_executor
 from engine.run.jobs import StoreContext, run_sync
 from engine.run.recipes import Recipe, UnitTally, finished_units, run_recipe
@@ -86,18 +89,26 @@ def _merge(base: dict, changes: dict) -> dict:
 
 
 QUICK_TEACHER = {"teacher": {"train": {"epochs": 1}}}
-# the students keep their full budget (500 images, 8 epochs: cheap): fewer steps leave a quarter-width cnn_s at
-# chance, and then no finding can show
+# the low-data students keep their full budget (500 images, 8 epochs: cheap): fewer steps leave a quarter-width cnn_s
+# at chance, and then no finding can show; two seeds still give a spread. The full-width students get one epoch on
+# the full split and one seed (their findings are then judged against a 1-point margin, not a spread); on 1,000
+# images one epoch left them at chance.
+QUICK_LOW_DATA = {"sweep": {"train": {"seed": [0, 1]}}}
+QUICK_COMPRESSION = {"config": {"train": {"epochs": 1}}, "sweep": {"train": {"seed": [0]}}}
 QUICK_PRUNE = {"config": {"sparsities": QUICK_LEVELS, "repeats": 1}}
+QUICK_BITS = {"config": {"bits": [2, 4, 8, 32]}}
 QUICK_MIXED = {"config": {"bits": [8, 4, 2], "val_samples": 200}}  # greedy tries layers x rungs x layers: fewer rungs
 # --quick, per study: what shrinks (documented here, applied before validation)
 QUICK: dict[str, dict] = {
     "kd-prune": {**QUICK_TEACHER, "stages": {
-        "distil": {"sweep": {"method": ["scratch", "kd"]}},
-        "prune-teacher": QUICK_PRUNE, "prune-student": QUICK_PRUNE}},
+        "distil": {"sweep": {"method": ["scratch", "kd"], "train": {"seed": [0, 1]}}},
+        "distil-compression": {**QUICK_COMPRESSION, "sweep": {"method": ["scratch", "kd"], "train": {"seed": [0]}}},
+        "prune-teacher": QUICK_PRUNE, "prune-student": QUICK_PRUNE, "prune-compression": QUICK_PRUNE}},
     "kd-quant": {**QUICK_TEACHER, "stages": {
-        "bits": {"config": {"bits": [2, 4, 8, 32]}}, "teacher-bits": {"config": {"bits": [2, 4, 8, 32]}},
-        "mixed": QUICK_MIXED, "teacher-mixed": QUICK_MIXED}},
+        "distil": QUICK_LOW_DATA,
+        "distil-compression": {**QUICK_COMPRESSION, "sweep": {"method": ["kd"], "train": {"seed": [0]}}},
+        "bits": QUICK_BITS, "bits-compression": QUICK_BITS, "teacher-bits": QUICK_BITS,
+        "mixed": QUICK_MIXED, "mixed-compression": QUICK_MIXED, "teacher-mixed": QUICK_MIXED}},
     "compare-techniques": {"model": {"train": {"epochs": 1}}, "stages": {
         "qat": {"config": {"train": {"epochs": 1}, "calib_batches": 2}},
         "ptq-int8": {"config": {"calib_batches": 2}},
@@ -117,32 +128,91 @@ def stored_units(store, recipe: Recipe) -> list[StoredUnit]:
 # ---------------------------------------------------------------- kd-prune (seed 002)
 
 
-def kd_prune_second(doc: dict, units: list[StoredUnit]) -> dict:
-    """The second recipe: the distil sweep narrowed to scratch and the best KD student."""
-    best = best_kd_method(units)
-    methods = [m for m in (KD_BASELINE, best) if m in _distil_methods(doc)]
-    return apply_overrides(doc, {"stages": {"distil": {"sweep": {"method": methods}}}})
+DISTIL_STAGES = tuple(r.distil for r in REGIMES)
 
 
-def _distil_methods(doc: dict) -> list[str]:
-    stage = next(s for s in doc["stages"] if s.get("name") == "distil")
+def _stage(doc: dict, name: str) -> dict | None:
+    return next((s for s in doc["stages"] if s.get("name") == name), None)
+
+
+def _distil_methods(doc: dict, name: str = LOW_DATA.distil) -> list[str]:
+    stage = _stage(doc, name)
+    if stage is None:
+        return []
     return list(stage.get("sweep", {}).get("method", [stage.get("config", {}).get("method", "kd")]))
+
+
+def _first_seed(stage: dict) -> list[int] | None:
+    seeds = stage.get("sweep", {}).get("train", {}).get("seed")
+    return None if seeds is None else list(seeds)[:1]
+
+
+def narrowed(doc: dict, methods: dict[str, list[str]]) -> dict:
+    """`doc` with each named distil stage's sweep cut to `methods[stage]` and its first seed: the students a
+    second recipe prunes or quantizes further (each reused by key)."""
+    changes = {}
+    for name, keep in methods.items():
+        stage = _stage(doc, name)
+        if stage is None:
+            continue
+        sweep: dict = {"method": keep}
+        seed = _first_seed(stage)
+        if seed is not None:
+            sweep["train"] = {"seed": seed}
+        changes[name] = {"sweep": sweep}
+    return apply_overrides(doc, {"stages": changes})
+
+
+def _prunes_scratch(name: str) -> bool:
+    return name == LOW_DATA.distil  # the compression regime asks about the teacher: only its best KD student
+
+
+def kd_prune_second(doc: dict, units: list[StoredUnit]) -> dict:
+    """The second recipe: each regime's distil sweep narrowed to its first seed's scratch and best KD student."""
+    methods = {}
+    for name in DISTIL_STAGES:
+        if any(u.stage == name for u in units):
+            best = best_kd_method(units, name)
+            keep = [KD_BASELINE, best] if _prunes_scratch(name) else [best]
+            methods[name] = [m for m in keep if m in _distil_methods(doc, name)]
+    return narrowed(doc, methods)
 
 
 def kd_prune_planned(doc: dict) -> dict:
     """The second recipe as planned before the students are trained: a stand-in KD method (the first of the
     sweep) in place of the best one; it has as many units as the real second recipe (for the study's progress)."""
-    stand_in = next((m for m in _distil_methods(doc) if m != KD_BASELINE), KD_BASELINE)
-    methods = [m for m in (KD_BASELINE, stand_in) if m in _distil_methods(doc)]
-    return apply_overrides(doc, {"stages": {"distil": {"sweep": {"method": list(dict.fromkeys(methods))}}}})
+    methods = {}
+    for name in DISTIL_STAGES:
+        sweep = _distil_methods(doc, name)
+        stand_in = next((m for m in sweep if m != KD_BASELINE), KD_BASELINE)
+        keep = [KD_BASELINE, stand_in] if _prunes_scratch(name) else [stand_in]
+        if sweep:
+            methods[name] = list(dict.fromkeys(m for m in keep if m in sweep))
+    return narrowed(doc, methods)
 
 
-def kd_prune_first(doc: dict) -> dict:
-    """The first recipe: everything but the stages that prune the students."""
-    return {**doc, "stages": [s for s in doc["stages"] if s.get("from") != "distil"]}
+def _later(doc: dict) -> set[str]:
+    """The stages that start from a regime's students (pruning or the mixed-precision path): the second recipe's."""
+    return {s.get("name", s.get("task")) for s in doc["stages"]
+            if s.get("from") in DISTIL_STAGES and s.get("task") != "quantize.fake"}
+
+
+def study_first(doc: dict) -> dict:
+    """The first recipe: everything but the stages that take the students further (pruning, mixed precision)."""
+    later = _later(doc)
+    return {**doc, "stages": [s for s in doc["stages"] if s.get("name", s.get("task")) not in later]}
 
 
 # ---------------------------------------------------------------- kd-quant (seed 003)
+
+
+def kd_quant_second(doc: dict, units: list[StoredUnit]) -> dict:
+    """The second recipe: the students' sweeps narrowed to the first seed, for the greedy mixed-precision path."""
+    return narrowed(doc, {name: _distil_methods(doc, name) for name in DISTIL_STAGES if _stage(doc, name)})
+
+
+def kd_quant_planned(doc: dict) -> dict:
+    return kd_quant_second(doc, [])
 
 
 # ---------------------------------------------------------------- compare-techniques (seeds 000, 001)
@@ -156,7 +226,8 @@ class Study:
     name: str
     seeds: str  # which seeds it reproduces
     description: str
-    tables: Callable[[list[StoredUnit]], tuple[dict[str, pd.DataFrame], list[str]]]
+    # stored units and chance accuracy (1 / classes) -> titled tables and notes
+    tables: Callable[[list[StoredUnit], float | None], tuple[dict[str, pd.DataFrame], list[str]]]
     # a study whose recipe depends on results runs `first(doc)`, then `second(doc, stored units of the first)`
     first: Callable[[dict], dict] | None = None
     second: Callable[[dict, list[StoredUnit]], dict] | None = None
@@ -168,11 +239,13 @@ class Study:
 
 
 STUDIES: dict[str, Study] = {s.name: s for s in (
-    Study("kd-prune", "002", "KD methods compared, then the teacher, the scratch and the best KD student pruned "
-          "0-90 % with a last-layer fine-tune; Table 3 per breakpoint detector", kd_prune_tables,
-          first=kd_prune_first, second=kd_prune_second, planned=kd_prune_planned),
+    Study("kd-prune", "002", "two regimes (compression: full-width students on all images; low data: narrow ones "
+          "on 500): KD methods over seeds, then the teacher and the best KD student pruned 0-90 % with a last-layer "
+          "fine-tune; Table 3 per breakpoint detector; verdicts against the seeds' spread", kd_prune_tables,
+          first=study_first, second=kd_prune_second, planned=kd_prune_planned),
     Study("kd-quant", "003", "the teacher and kd/mixup_kd/dml/dkd students at 12 weight widths, and a greedy "
-          "mixed-precision path on each", kd_quant_tables),
+          "mixed-precision path on each", kd_quant_tables,
+          first=study_first, second=kd_quant_second, planned=kd_quant_planned),
     Study("compare-techniques", "000, 001", "baseline vs int8 PTQ vs QAT vs iterative and structured pruning vs a "
           "KD student: accuracy, size, latency, parameters", compare_tables),
 )}
@@ -303,7 +376,8 @@ def study_task(cfg: StudyTask, ctx) -> list[Point]:
                 done += 1
     finally:
         executor.shutdown()
-    _, notes = study.tables(study_units(cfg, ctx.store))
+    _, notes = study.tables(study_units(cfg, ctx.store), chance(study_recipe(cfg.study, cfg.dataset, cfg.quick,
+                                                                             cfg.overrides)))
     for note in notes:
         ctx.log_event(f"study {study.name}: {note}")
     return [p.replace(extra={k: v for k, v in p.extra.items() if k not in ("recipe_stage", "recipe_key", "run_id",
@@ -322,12 +396,20 @@ def run_study(name: str, db: str | None = None, *, dataset: str | None = None, q
     run_sync("study", cfg, db, echo=echo, name=run_name or f"study {name}{' (quick)' if quick else ''}", tags=tags)
     run_ids = [str(r) for r in store.list_runs(kind="study")["run_id"] if r not in before]
     units = study_units(cfg, store)
-    tables, notes = study.tables(units)
+    doc = study_recipe(name, dataset, quick, overrides)
+    tables, notes = study.tables(units, chance(doc))
     if quick:
         notes.append("--quick: budgets are cut for a fast check (fewer epochs and samples); these numbers are "
                      "not findings.")
-    return StudyResult(name, study.seeds, study_recipe(name, dataset, quick, overrides)["dataset"], quick, run_ids,
-                       tables, notes, units)
+    return StudyResult(name, study.seeds, doc["dataset"], quick, run_ids, tables, notes, units)
+
+
+def chance(doc: dict) -> float | None:
+    """Chance accuracy on the recipe's dataset (1 / classes); None where the dataset cannot be opened here."""
+    try:
+        return 1.0 / load_dataset(doc.get("dataset") or "mnist5k", doc.get("data_root") or DEFAULT_ROOT).num_classes
+    except UserError:
+        return None
 
 
 def study_rows(study: Study) -> dict:
@@ -364,6 +446,7 @@ def study_tables(store, run_id: str) -> StudyTables | None:
     if run["kind"] == "study":
         cfg = StudyTask.from_dict(config)
         name, units = cfg.study, study_units(cfg, store)
+        doc = study_recipe(name, cfg.dataset, cfg.quick, cfg.overrides)
     else:
         doc = config.get("recipe") or {}
         name = study_name(doc)
@@ -375,7 +458,7 @@ def study_tables(store, run_id: str) -> StudyTables | None:
         if (u.stage, json.dumps(u.axes, sort_keys=True, default=str)) not in seen:
             units.append(u)
     study = STUDIES[name]
-    tables, notes = study.tables(units)
+    tables, notes = study.tables(units, chance(doc))
     return StudyTables(name, study.seeds, run["run_id"],
                        [Table(title, df, [], study.seeds) for title, df in tables.items()], notes)
 

@@ -65,6 +65,9 @@ class DistillTask(SaveOptions):
         if not self.teacher:
             raise ConfigError("teacher must name a teacher checkpoint directory")
         MODELS.get(self.student)
+        if self.save and not getattr(self.settings, "savable", True):  # e.g. simkd's conv projector
+            raise ConfigError(f"method {self.method} with these settings delivers a student the checkpoint format "
+                              f"cannot rebuild; set save to false (--no-save) or change its settings")
         if self.dataset is not None:
             check_dataset_name(self.dataset)
 
