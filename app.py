@@ -30,6 +30,7 @@ pages = {
         st.Page("pages/whatif.py", title="What-if", icon=":material/tune:"),
         st.Page("pages/compare.py", title="Compare & export", icon=":material/table_view:"),
         st.Page("pages/recommend.py", title="Recommend", icon=":material/recommend:"),
+        st.Page("pages/plan.py", title="Plan", icon=":material/explore:"),
     ],
 }
 st.navigation(pages).run()

@@ -2,7 +2,7 @@
 
 The commands are generated from the registries: train and measure here, one `<family>` and
 `<family>-methods` command per method family (engine/cli/families.py), and the command modules in
-COMMANDS (runs, breakpoint, recipes, studies, export, recommend), each adding its commands through
+COMMANDS (runs, breakpoint, recipes, studies, export, recommend, plan), each adding its commands through
 `add_commands(subparsers)`. Every command runs a registered task through `execute` (engine/cli/common.py),
 so --db, --json, progress and error handling are the same everywhere.
 """
@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 
-from engine.cli import breakpoint, export, families, recipes, recommend, runs, studies
+from engine.cli import breakpoint, export, families, plan, recipes, recommend, runs, studies
 from engine.cli.common import OneLineParser, add_run_args, execute, print_json
 from engine.core.errors import Cancelled, UserError
 from engine.core.options import OptionSet
@@ -26,7 +26,7 @@ from engine.model.data import catalog as data_catalog
 from engine.model.zoo import catalog as model_catalog
 
 # the modules whose `add_commands(subparsers)` add the rest of the commands, in --help's order
-COMMANDS = (runs, families, breakpoint, recipes, studies, export, recommend)
+COMMANDS = (runs, families, breakpoint, recipes, studies, export, recommend, plan)
 
 
 # ---------------------------------------------------------------- core commands

@@ -1,0 +1,28 @@
+"""The Plan page against a store holding a small finished plan (cnn_s on digits, one real run): estimates are drawn
+hollow and named estimates, the confirmed run filled, and the recommendation is the confirmed checkpoint."""
+
+from __future__ import annotations
+
+from engine.run.jobs import run_sync
+from engine.run.planner import PLAN_TASK, read_plan_state
+from tests.pages.conftest import chart, open_page
+
+PAGE = "pages/plan.py"
+
+
+def test_the_page_draws_estimates_hollow_confirmed_runs_filled_and_the_recommendation(db, lab_store, tmp_path):
+    out = str(tmp_path / "plan")
+    run_sync(PLAN_TASK, {"checkpoint": lab_store["checkpoint"], "out": out, "max_drop": 5.0, "min_smaller": 3.0,
+                         "max_runs": 1, "trials": 6, "eval_samples": 100, "channel_ratios": [0.0],
+                         "sparsities": [0.0, 0.5], "bits": [4, 8, 32], "finetune_epochs": [0]}, db)
+    state = read_plan_state(out)
+    at = open_page(PAGE)
+    assert not at.exception, at.exception
+    traces = {t["name"].split(" (")[0]: t for t in chart(at)["data"]}
+    assert traces["estimate"]["marker"]["symbol"] == "circle-open"
+    assert traces["confirmed"]["marker"]["symbol"] == "circle"
+    assert "baseline" in traces
+    rec = state["recommendation"]
+    if rec is not None:
+        assert "recommended" in traces
+        assert any(rec["artifact"] in s.value for s in at.success)
