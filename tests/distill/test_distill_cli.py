@@ -68,7 +68,7 @@ def test_a_setting_of_another_method_is_refused_by_name(digits_teacher, capsys):
     assert code == 2 and len(lines) == 1
     assert "--beta does not apply to --method kd; it takes --alpha, --temperature" in lines[0]
     code, _, err = _distill(capsys, "--teacher", digits_teacher, "--method", "simkd", "--student-layers", "fc")
-    assert code == 2 and "--student-layers does not apply to --method simkd; it takes no options" in err
+    assert code == 2 and "--student-layers does not apply to --method simkd; it takes --factor, --projector" in err
 
 
 def test_help_offers_the_readme_flags_and_every_setting_of_every_method(capsys):
@@ -89,7 +89,8 @@ def test_distill_methods_lists_every_method_with_its_paper_and_settings(capsys):
     assert set(rows) == set(family_methods("distill").names())
     assert [(s["name"], s["default"]) for s in rows["dkd"]["settings"]] == [
         ("alpha", 1.0), ("beta", 8.0), ("temperature", 4.0), ("warmup_epochs", 1.0)]
-    assert "Reused Teacher Classifier" in rows["simkd"]["description"] and rows["simkd"]["settings"] == []
+    assert "Reused Teacher Classifier" in rows["simkd"]["description"]
+    assert [(s["name"], s["default"]) for s in rows["simkd"]["settings"]] == [("projector", "linear"), ("factor", 2)]
     assert rows["crd"]["settings"][-1]["flag"] == "--nce-momentum"  # --momentum is SGD's
 
 

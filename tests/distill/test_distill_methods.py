@@ -145,7 +145,9 @@ def test_the_task_round_trips_with_each_methods_typed_settings(method):
     config = family_methods("distill").get(method).config
     fields = {f.name: f for f in dataclasses.fields(config)}
     settings = {k: _changed(v, fields[k]) for k, v in config().to_dict().items()}
-    task = DistillTask.from_dict({"teacher": "t", "method": method, "settings": settings, "train": {"epochs": 2}})
+    # save false: a changed setting may deliver a student the checkpoint cannot rebuild (simkd's conv projector)
+    task = DistillTask.from_dict({"teacher": "t", "method": method, "settings": settings, "train": {"epochs": 2},
+                                  "save": False})
     assert isinstance(task.settings, config) and task.train.epochs == 2 and task.train.lr == TrainConfig().lr
     plain = json.loads(json.dumps(task.to_dict()))  # what a recipe or a run record holds
     assert plain["settings"] == settings
