@@ -17,7 +17,7 @@ from engine.methods.distill.task import DistillTask
 from engine.methods.tasks import get_task
 from engine.model.data import DATASETS
 from engine.model.uploads import import_weights
-from engine.model.zoo import MODELS
+from engine.model.zoo import MODELS, input_defaults
 from engine.run.executors import available_executors
 from engine.run.launch import (
     app_config,
@@ -43,7 +43,8 @@ store = runner.store
 cpu_capability("launch")
 
 NAMES = {"dataset": DATASETS.names(), "model": MODELS.names(), "student": MODELS.names()}
-TYPED = {"dataset"}  # besides the registry's names, imagefolder:<path> to your own images
+# besides the registry's names: imagefolder:<path> to your own images, timm:<name> / torchvision:<name> models
+TYPED = {"dataset", "model", "student"}
 
 
 def queued(run_ids: list[str]) -> None:
@@ -93,16 +94,31 @@ def pick_checkpoint(label: str, key: str) -> str | None:
                 st.session_state[f"{key}.run"] = match
         return st.selectbox(label, list(labels), format_func=labels.get, key=f"{key}.run")
     left, mid, right = st.columns(3)
-    arch = left.selectbox("Architecture", MODELS.names(), key=f"{key}.arch")
-    dataset = mid.selectbox("Trained on", DATASETS.names(), key=f"{key}.dataset")
-    width = right.number_input("Width multiplier", 0.05, 4.0, 1.0, key=f"{key}.width")
+    arch = left.selectbox("Architecture", MODELS.names(), key=f"{key}.arch", accept_new_options=True,
+                          help="a zoo model, or type timm:<name> or torchvision:<name> (library options after ?, "
+                               "e.g. timm:vit_tiny_patch16_224?depth=6): built without pretrained weights, yours load")
+    dataset = mid.selectbox("Trained on", DATASETS.names(), key=f"{key}.dataset", accept_new_options=True,
+                            help="a dataset, or type imagefolder:<path> to your images (train/<class>/...)")
+    try:
+        own = input_defaults(arch)
+    except UserError as e:
+        st.error(str(e), icon=":material/error:")
+        return None
+    width, image_size = 1.0, None
+    if dataset.startswith("imagefolder:"):
+        image_size = int(right.number_input("Image side (px)", 4, 1024, own.image_size if own else 64,
+                                            key=f"{key}.size.{arch}",
+                                            help="the folder's images are resized to this; a named model's own side "
+                                                 "is the default"))
+    if own is None:
+        width = right.number_input("Width multiplier", 0.05, 4.0, 1.0, key=f"{key}.width")
     upload = st.file_uploader("Weights (.safetensors, or a .pt/.pth state_dict: loaded with weights_only=True)",
                               type=["safetensors", "pt", "pth"], key=f"{key}.file")
     if upload is None:
         return None
     try:
         directory = import_weights(upload.getvalue(), upload.name, arch, dataset, width=float(width),
-                                   root=checkpoints_dir() / "uploads")
+                                   image_size=image_size, root=checkpoints_dir() / "uploads")
     except UserError as e:
         st.error(f"{upload.name}: {e}", icon=":material/error:")
         return None

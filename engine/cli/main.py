@@ -14,6 +14,7 @@ import errno
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from engine.cli import breakpoint, export, families, plan, recipes, recommend, runs, studies
 from engine.cli.common import OneLineParser, add_run_args, execute, print_json
@@ -23,6 +24,7 @@ from engine.methods.measure import MeasureTask
 from engine.methods.train import TrainTask
 from engine.model.data import DEFAULT_ROOT
 from engine.model.data import catalog as data_catalog
+from engine.model.uploads import import_weights
 from engine.model.zoo import catalog as model_catalog
 
 # the modules whose `add_commands(subparsers)` add the rest of the commands, in --help's order
@@ -65,6 +67,18 @@ def cmd_measure(args: argparse.Namespace) -> None:
         print(f"lineage: {points[-1].extra.get('lineage_text', '')}")
 
 
+def cmd_import_weights(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist")
+    directory = import_weights(path.read_bytes(), path.name, args.arch, args.dataset, image_size=args.image_size,
+                               data_root=args.data_root)
+    if args.json:
+        print_json({"checkpoint": directory})
+    else:
+        print(directory)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m engine", description="Compression Lab: train, compress, measure")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
@@ -83,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     TRAIN_OPTIONS.add_to(p)
     add_run_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("import-weights", help="your own weights (.safetensors or a state_dict .pt) for a zoo, timm: "
+                       "or torchvision: architecture, saved as a checkpoint the other commands start from")
+    p.add_argument("file", help="the weights file (nothing in it is unpickled)")
+    p.add_argument("--arch", required=True, help="zoo name, timm:<name> or torchvision:<name> (options after ?)")
+    p.add_argument("--dataset", required=True, help="dataset name or imagefolder:<path> the weights were trained for")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side of imagefolder images (default: the architecture's own, e.g. 224)")
+    p.add_argument("--data-root", default=DEFAULT_ROOT)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import_weights)
 
     p = sub.add_parser("measure", help="measure a checkpoint directory of any format, and show its lineage")
     MEASURE_OPTIONS.add_to(p)

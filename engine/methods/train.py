@@ -11,8 +11,8 @@ from engine.core.point import Point
 from engine.core.progress import scaled
 from engine.deploy.runtimes import RUNTIME_NAMES
 from engine.methods.tasks import check_dataset_name, measure_point, register_task
-from engine.model.checkpoint import CheckpointMeta, save_checkpoint
-from engine.model.data import DEFAULT_ROOT, load_dataset
+from engine.model.checkpoint import CheckpointMeta, model_data, normalisation, save_checkpoint
+from engine.model.data import DEFAULT_ROOT
 from engine.model.outputs import SaveOptions, claim_output, default_out_dir
 from engine.model.train import TrainConfig, fit, seed_everything
 from engine.model.zoo import MODELS, build_model
@@ -21,11 +21,12 @@ from engine.model.zoo import MODELS, build_model
 @dataclass
 class TrainTask(SaveOptions):
     dataset: str = param("mnist5k", "dataset name or imagefolder:<path> (see `datasets`)")
-    model: str = param("cnn_l", "architecture from the zoo (see `models`)")
+    model: str = param("cnn_l", "architecture from the zoo (see `models`), or timm:<name> / torchvision:<name>")
     width: float = param(1.0, "width multiplier where the architecture has one", lo=0.05, hi=16)
     data_root: str = param(DEFAULT_ROOT, "where torchvision datasets live", role="machine")
     download: bool = param(False, "download a missing torchvision dataset")
-    image_size: int | None = param(None, "resize imagefolder images to this side (default 64)", lo=4, hi=1024)
+    image_size: int | None = param(None, "resize imagefolder images to this side (default 64; a timm/torchvision "
+                                         "model's own side, e.g. 224)", lo=4, hi=1024)
     latency: bool = param(True, "time the final model (--no-latency: latency fields stay empty)", role="runner")
     runtime: str = param("torch", "what runs the model when it is measured (accuracy and latency)",
                          choices=RUNTIME_NAMES, role="runner")
@@ -38,7 +39,7 @@ class TrainTask(SaveOptions):
 
 @register_task("train", TrainTask, "train a model from the zoo on a dataset and save a checkpoint")
 def train_task(cfg: TrainTask, ctx: RunContext) -> list[Point]:
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
+    data = model_data(cfg.model, cfg.dataset, cfg.data_root, cfg.download, cfg.image_size)
     out = cfg.out or default_out_dir(cfg.model, data.name)
     c, h, _ = data.input_shape
     with claim_output(out, [], cfg.overwrite, describe={"task": "train"}) if cfg.save else nullcontext():
@@ -52,7 +53,7 @@ def train_task(cfg: TrainTask, ctx: RunContext) -> list[Point]:
         if cfg.save:
             meta = CheckpointMeta(arch=cfg.model, num_classes=data.num_classes, in_channels=c, image_size=h,
                                   dataset=data.name, class_names=data.class_names, width=cfg.width,
-                                  train_config=cfg.train.to_dict(),
+                                  train_config=cfg.train.to_dict(), **normalisation(data),
                                   lineage=[{"family": "train", "method": "train", "params": cfg.to_dict(),
                                             "input_checkpoint": ""}])
             save_checkpoint(out, model, meta)

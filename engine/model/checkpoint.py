@@ -24,8 +24,8 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from engine.core.errors import CheckpointError, quoted
-from engine.model.data import DEFAULT_ROOT, Dataset, load_dataset
-from engine.model.zoo import build_model
+from engine.model.data import DEFAULT_ROOT, Dataset, load_dataset, with_normalisation
+from engine.model.zoo import build_model, input_defaults
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
@@ -54,6 +54,10 @@ class CheckpointMeta:
     # their width (see engine/deploy/formats.py); `quant` then says how to rebuild the model
     weights_format: str = "float"
     quant: dict = field(default_factory=dict)
+    # the normalisation the model's images were given when it differs from the dataset's own (an
+    # architecture by name on an image folder: its weights' mean/std); empty = the dataset's
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
 
@@ -94,6 +98,15 @@ class CheckpointMeta:
                            ("weights_format", str)):
             if name in d:
                 _check_type(name, d[name], kind)
+        for name in ("mean", "std"):
+            values = d.get(name, [])
+            if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                       for v in values):
+                raise CheckpointError(f"{META}: {name} must be a list of numbers, got {quoted(values)}")
+            if values and len(values) != d["in_channels"]:
+                raise CheckpointError(f"{META}: {name} has {len(values)} values for {d['in_channels']} channels")
+        if len(d.get("mean", [])) != len(d.get("std", [])) or any(v <= 0 for v in d.get("std", [])):
+            raise CheckpointError(f"{META}: mean and std must both be given, one per channel, std positive")
         if d.get("layer_shapes", "arch") not in ("arch", "shape"):
             raise CheckpointError(f"{META}: layer_shapes must be arch or shape, got {quoted(d['layer_shapes'])}")
         if d.get("weights_format", "float") not in WEIGHT_FORMATS:
@@ -288,6 +301,18 @@ def resize_to_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
         if new is not None:
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, leaf, new)
+    fit_attention_heads(model)
+
+
+def fit_attention_heads(model: nn.Module) -> None:
+    """Sets each attention block's head count from its (pruned) qkv layer: timm's Attention reshapes by
+    num_heads and head_dim and projects attn_dim = num_heads * head_dim channels."""
+    for m in model.modules():
+        qkv, head_dim = getattr(m, "qkv", None), getattr(m, "head_dim", None)
+        if isinstance(qkv, nn.Linear) and isinstance(head_dim, int) and hasattr(m, "num_heads") and head_dim > 0:
+            m.num_heads = qkv.out_features // (3 * head_dim)
+            if hasattr(m, "attn_dim"):
+                m.attn_dim = m.num_heads * head_dim
 
 
 def load_user_weights(arch: str, data: bytes, filename: str, *, num_classes: int, in_channels: int,
@@ -299,6 +324,28 @@ def load_user_weights(arch: str, data: bytes, filename: str, *, num_classes: int
 
 
 def dataset_of(meta: CheckpointMeta, data_root: str = DEFAULT_ROOT) -> Dataset:
-    """The dataset a checkpoint was trained on (imagefolder data at the checkpoint's image size)."""
+    """The dataset a checkpoint was trained on (imagefolder data at the checkpoint's image size, normalised as
+    its meta records)."""
     image_size = meta.image_size if meta.dataset.startswith("imagefolder:") else None
-    return load_dataset(meta.dataset, data_root, image_size=image_size)
+    data = load_dataset(meta.dataset, data_root, image_size=image_size)
+    if meta.mean:
+        return with_normalisation(data, tuple(meta.mean), tuple(meta.std))
+    return data
+
+
+def model_data(arch: str, dataset: str, data_root: str = DEFAULT_ROOT, download: bool = False,
+               image_size: int | None = None) -> Dataset:
+    """The dataset as `arch` takes it: an image folder at the architecture's own side (unless image_size is
+    given) and its own normalisation, for an architecture by name; any other data as it comes."""
+    own = input_defaults(arch)
+    folder = dataset.startswith("imagefolder:")
+    if own is None or not folder:
+        return load_dataset(dataset, data_root, download, image_size)
+    data = load_dataset(dataset, data_root, download, image_size or own.image_size)
+    return with_normalisation(data, own.mean, own.std)
+
+
+def normalisation(data: Dataset) -> dict:
+    """The meta fields (mean, std) recording a normalisation that is not the dataset's own; {} otherwise."""
+    norm = data.info.get("normalisation")
+    return {"mean": list(norm["mean"]), "std": list(norm["std"])} if norm else {}

@@ -489,6 +489,24 @@ def load_dataset(name: str, root: str | Path = DEFAULT_ROOT, download: bool = Fa
     return _load_cached(name, str(root), download, image_size)
 
 
+def with_normalisation(data: Dataset, mean: tuple[float, ...], std: tuple[float, ...]) -> Dataset:
+    """The same images normalised with another mean/std (an architecture's own: timm's ViTs were trained
+    at 0.5/0.5); the raw tensors are shared. `info["normalisation"]` records it, so a checkpoint saves it."""
+    c = data.input_shape[0]
+    if len(mean) != c or len(std) != c:
+        raise DatasetError(f"a normalisation of {len(mean)} mean and {len(std)} std values does not fit "
+                           f"{data.name}'s {c}-channel images")
+    if any(s <= 0 for s in std):
+        raise DatasetError(f"std values must be positive, got {list(std)}")
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+    def renorm(s: Split) -> Split:
+        return Split(s.x, s.y, mean, std, s.scale, s.hflip)
+
+    return dataclasses.replace(data, train=renorm(data.train), val=renorm(data.val), test=renorm(data.test),
+                               info={**data.info, "normalisation": {"mean": list(mean), "std": list(std)}})
+
+
 def calibration_batches(data: Dataset, batches: int, batch_size: int, seed: int) -> list[Tensor]:
     """`batches` batches of normalised training images drawn at random (the calibration split)."""
     check_range("calib_batches", batches, 1, 10_000)

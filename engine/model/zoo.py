@@ -4,10 +4,15 @@ Torchvision architectures are built without pretrained weights and adapted to sm
 stem takes `in_channels`, a 3x3 stride-1 stem and no early max-pool below 64 px, and pools that
 would shrink the map below 1x1 are dropped. Each entry also names its feature stages (module
 paths, coarse to fine, for feature distillation) and its classifier (the last Linear).
+
+Besides the zoo, any timm or torchvision classification model by name (`timm:convnext_tiny`,
+`torchvision:efficientnet_b0`, options after `?`), unchanged, at its own input size: see
+engine/model/named.py. `MODELS.get` answers for those names too.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +22,7 @@ from torch import nn
 
 from engine.core.errors import ConfigError
 from engine.core.registry import Registry
+from engine.model import named
 
 SMALL_INPUT = 64  # below this side length, stems keep full resolution
 
@@ -30,7 +36,36 @@ class ModelSpec:
     classifier: str  # module path of the final Linear
 
 
-MODELS: Registry[ModelSpec] = Registry("architecture")
+class ModelRegistry(Registry[ModelSpec]):
+    """The zoo's registry; a `timm:` or `torchvision:` name is answered with a spec read off that model."""
+
+    def get(self, name: str) -> ModelSpec:
+        if named.is_named(name):
+            return _named_spec(named.canonical(name))
+        try:
+            return super().get(name)
+        except ConfigError as e:
+            raise ConfigError(f"{e}; or any timm/torchvision classification model by name, e.g. "
+                              f"timm:vit_tiny_patch16_224 or torchvision:efficientnet_b0") from None
+
+    def __contains__(self, name: object) -> bool:
+        if named.is_named(name):
+            try:
+                named.parse(name)
+            except ConfigError:
+                return False
+            return True
+        return super().__contains__(name)
+
+
+MODELS: ModelRegistry = ModelRegistry("architecture")
+
+
+def _named_spec(arch: str) -> ModelSpec:
+    stages, classifier = named.layout(arch)
+    source = arch.split(":", 1)[0]
+    return ModelSpec(arch, f"{source} {arch.split(':', 1)[1]}, built without pretrained weights", functools.partial(
+        named.build_named, arch), stages, classifier)
 
 
 def _ch(c: int, width: float) -> int:
@@ -281,15 +316,30 @@ def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, 
         raise ConfigError(f"image_size must be at least 4, got {image_size}")
     if not (0 < width <= 4) or math.isnan(width):
         raise ConfigError(f"width must be in (0, 4], got {width}")
-    model = MODELS.get(arch).build(num_classes, in_channels, image_size, width)
+    if named.is_named(arch):
+        arch = named.canonical(arch)
+        model = named.build_named(arch, num_classes, in_channels, image_size, width)
+    else:
+        model = MODELS.get(arch).build(num_classes, in_channels, image_size, width)
     model.arch = arch  # what measure() records as the point's model (copies and pruned models keep it)
     return model
 
 
 def catalog() -> list[dict]:
-    """One row per architecture (for `models` and the app)."""
-    return [{"name": n, "description": s.description, "stages": list(s.stages), "classifier": s.classifier}
+    """One row per architecture (for `models` and the app), then the two by-name families."""
+    rows = [{"name": n, "description": s.description, "stages": list(s.stages), "classifier": s.classifier}
             for n, s in MODELS.items()]
+    rows += [{"name": f"{source}:<name>", "description": f"any {source} classification model by name, e.g. {example} "
+              f"(no pretrained weights: upload yours)", "stages": [], "classifier": ""}
+             for source, example in (("timm", "timm:vit_tiny_patch16_224?depth=2"),
+                                     ("torchvision", "torchvision:efficientnet_b0"))]
+    return rows
+
+
+def input_defaults(arch: str) -> named.InputDefaults | None:
+    """The image side and normalisation an architecture by name expects; None for the zoo's own (they
+    take the dataset's)."""
+    return named.input_defaults(arch) if named.is_named(arch) else None
 
 
 def count_params(model: nn.Module) -> int:

@@ -31,7 +31,7 @@ from engine.methods.tasks import (
     register_task,
     save_float_variant,
 )
-from engine.model.checkpoint import CheckpointMeta, read_meta
+from engine.model.checkpoint import CheckpointMeta, normalisation, read_meta
 from engine.model.data import DEFAULT_ROOT, Dataset
 from engine.model.outputs import SaveOptions, claim_output, default_out_dir
 from engine.model.train import TrainConfig, fit, pick_device, seed_everything
@@ -41,7 +41,7 @@ from engine.model.zoo import MODELS, build_model
 @dataclass
 class DistillTask(SaveOptions):
     teacher: str = param("", "teacher checkpoint directory (required: no default)", role="input")
-    student: str = param("cnn_s", "student architecture from the zoo (see `models`)")
+    student: str = param("cnn_s", "student architecture from the zoo (see `models`), or timm:<name> / torchvision:<name>")
     method: str = param("kd", "distillation method (see `distill-methods`)", cli=False)
     # the method's own config (KDConfig, DKDConfig, ...); a mapping in recipes; missing settings take defaults
     settings: Any = param(None, "the method's settings, e.g. {temperature: 4.0}; missing = default", cli=False)
@@ -176,7 +176,7 @@ def _distill(cfg: DistillTask, ctx: RunContext, teacher: torch.nn.Module, teache
     teacher_point = measure_point(ctx, teacher, data, stage="baseline", role="teacher", artifact=cfg.teacher,
                                   **common)
     fresh = CheckpointMeta(arch=cfg.student, num_classes=data.num_classes, in_channels=c, image_size=h,
-                           dataset=data.name, class_names=data.class_names, width=width)
+                           dataset=data.name, class_names=data.class_names, width=width, **normalisation(data))
     points = [teacher_point]
     for i, model in enumerate(students, start=1):
         artifact = ""

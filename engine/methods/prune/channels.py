@@ -4,9 +4,16 @@ Residual additions, concatenations (DenseNet, SqueezeNet's Fire modules), depthw
 and squeeze-excitation blocks are coupled by Torch-Pruning's DependencyGraph (Fang et al. 2023,
 "DepGraph: Towards Any Structural Pruning"), so every layer that shares a channel loses it
 together. The result is a smaller dense model: fewer parameters and MACs, faster on dense hardware.
+
+Vision transformers (timm's Attention blocks: a `qkv` Linear, `num_heads`, `head_dim`) lose whole
+attention heads (Torch-Pruning's `num_heads` / `prune_num_heads`, head_dim kept) and MLP hidden
+channels, at the same ratio; the embedding width (the residual stream: patch embedding, attention
+projections, MLP outputs) stays, so the model reloads from its Linear shapes alone.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch_pruning as tp
@@ -15,6 +22,7 @@ from torch import Tensor, nn
 from engine.core.config import check_range
 from engine.core.errors import ConfigError, UserError
 from engine.methods.prune.importance import channel_importance, check_importance_fits
+from engine.model.checkpoint import fit_attention_heads
 from engine.model.zoo import get_module
 
 
@@ -34,11 +42,24 @@ def plan_channels(model: nn.Module, example: Tensor, *, importance: str = "l1", 
     check_importance_fits(importance, model, arch)
     ratio_by_module = {sub: r for path, r in layer_ratios.items() for sub in get_module(model, path).modules()}
     ignored = [get_module(model, path) for path in keep]
+    mha = next((n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)), None)
+    if mha is not None:
+        raise UserError(f"structured pruning does not cut torch's nn.MultiheadAttention (at '{mha}' in {arch}): its "
+                        f"packed in_proj weights would not reload from their shapes; use a timm ViT/DeiT (its heads "
+                        f"are cut) or unstructured pruning")
+    heads = attention_heads(model)
+    if heads:
+        check_keeps_a_head(model, heads, ratio, layer_ratios)
+        ignored += residual_writers(model)
     model.eval()  # tracing runs a forward pass: BatchNorm statistics must not move
     try:
         pruner = tp.pruner.BasePruner(
             model, example, importance=channel_importance(importance), pruning_ratio=ratio,
-            pruning_ratio_dict=dict(ratio_by_module) or None, ignored_layers=ignored)
+            pruning_ratio_dict=dict(ratio_by_module) or None, ignored_layers=ignored,
+            **({"num_heads": {m.qkv: m.num_heads for m in heads}, "prune_num_heads": True, "prune_head_dims": False,
+                "head_pruning_ratio": ratio,
+                "head_pruning_ratio_dict": {m: r for m in heads if m in ratio_by_module
+                                            for r in [ratio_by_module[m]]} or None} if heads else {}))
     except Exception as e:  # noqa: BLE001 - tracing fails in many ways; the user needs one message
         raise UserError(f"Torch-Pruning cannot trace {arch} ({type(e).__name__}: {e}); structured pruning "
                         f"needs a model whose forward pass it can follow; use unstructured pruning") from None
@@ -63,6 +84,7 @@ def prune_channels(model: nn.Module, example: Tensor, *, importance: str = "l1",
     pruner = plan_channels(model, example, importance=importance, ratio=ratio, layer_ratios=layer_ratios,
                            keep=keep, arch=arch)
     pruner.step()
+    fit_attention_heads(model)  # Torch-Pruning counts the heads it cut; the blocks must reshape by the new count
     try:
         with torch.no_grad():
             got = tuple(model(example).shape)
@@ -95,6 +117,37 @@ def check_keeps_a_channel(pruner: tp.pruner.BasePruner, ratio: float, ratio_by_m
             name = dg._module2name.get(root, type(root).__name__)
             raise ConfigError(f"ratio {r:g} would remove every channel of layer '{name}' ({channels} channels); "
                               f"the largest ratio that keeps one is {(channels - 1) / channels:.3f}")
+
+
+def attention_heads(model: nn.Module) -> list[nn.Module]:
+    """The multi-head attention blocks whose heads can be cut (timm's Attention and its look-alikes)."""
+    return [m for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
+            and isinstance(getattr(m, "num_heads", None), int) and isinstance(getattr(m, "head_dim", None), int)]
+
+
+def residual_writers(model: nn.Module) -> list[nn.Module]:
+    """The layers that write a transformer's residual stream (kept whole): the patch embedding's projection,
+    each attention block's output projection and each MLP's second layer."""
+    out = []
+    for name, m in model.named_modules():
+        if name.split(".")[-1] == "patch_embed":
+            out += [c for c in m.modules() if isinstance(c, nn.Conv2d | nn.Linear)]
+        if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "proj", None), nn.Linear):
+            out.append(m.proj)
+        if isinstance(getattr(m, "fc1", None), nn.Linear) and isinstance(getattr(m, "fc2", None), nn.Linear):
+            out.append(m.fc2)
+    return out
+
+
+def check_keeps_a_head(model: nn.Module, heads: list[nn.Module], ratio: float, layer_ratios: dict[str, float]) -> None:
+    """Refuses a ratio that would cut every head of an attention block (Torch-Pruning removes ceil(r * heads))."""
+    by_module = {sub: r for path, r in layer_ratios.items() for sub in get_module(model, path).modules()}
+    names = {m: n for n, m in model.named_modules()}
+    for m in heads:
+        r = by_module.get(m, ratio)
+        if m.num_heads - math.ceil(r * m.num_heads - 1e-9) < 1:
+            raise ConfigError(f"ratio {r:g} would remove every attention head of '{names[m]}' ({m.num_heads} heads); "
+                              f"the largest ratio that keeps one is {(m.num_heads - 1) / m.num_heads:.3f}")
 
 
 def first_conv(model: nn.Module) -> str:

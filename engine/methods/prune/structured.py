@@ -58,7 +58,7 @@ def structured(cfg: StructuredConfig, ctx: RunContext) -> list[Point]:
         options = {"importance": cfg.importance, "layer_ratios": cfg.layer_ratios, "keep": keep, "arch": meta.arch}
         # refuse a bad ratio before spending time on the levels below it
         plan_channels(copy.deepcopy(model), example, ratio=max(cfg.levels()), **options)
-        channels_before = _channels(model)
+        channels_before = _channels(model, classifier)
 
         def variant(level: float) -> Variant:
             m = copy.deepcopy(model)
@@ -66,13 +66,15 @@ def structured(cfg: StructuredConfig, ctx: RunContext) -> list[Point]:
             if pruned:
                 prune_channels(m, example, ratio=level, **options)
             return Variant(m, None, pruned, {"importance": cfg.importance,
-                                             "channels_kept": _channels(m) / channels_before})
+                                             "channels_kept": _channels(m, classifier) / channels_before})
 
         return run_sweep(ctx, cfg, method="structured", meta=meta, data=data, classifier=classifier, root=root,
                          levels=cfg.levels(), level_name="channel_ratio", levels_field="ratios",
                          make_variant=variant, same_runner=False, by_shape=True)
 
 
-def _channels(model: nn.Module) -> int:
-    """Output channels of every Conv2d, summed."""
-    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+def _channels(model: nn.Module, classifier: str) -> int:
+    """Output channels of every Conv2d and hidden Linear (a transformer's MLP and attention layers), summed;
+    the classifier's outputs are the classes and never change."""
+    return sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for name, m in model.named_modules()
+               if isinstance(m, nn.Conv2d | nn.Linear) and name != classifier)
