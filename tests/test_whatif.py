@@ -204,3 +204,129 @@ def test_the_task_config_is_validated_before_anything_runs():
     with pytest.raises(ConfigError, match="checkpoint"):
         W.WhatIfConfig()
     assert copy.deepcopy(W.WhatIfConfig(checkpoint="x")).position()["bits"] == 32
+
+
+# ---------------------------------------------------------------- instant estimates and progressive measurement
+
+from engine.methods import whatif_estimate as E  # noqa: E402
+from engine.methods import whatif_live as L  # noqa: E402
+
+
+def fact(sparsity, bits, accuracy, granularity="per_channel", half=0.01):
+    return E.Known(sparsity, "unstructured", bits, granularity, accuracy, half, 250)
+
+
+def test_interpolation_is_exact_at_measured_positions_and_its_error_bar_widens_away_from_them():
+    known = [fact(0.0, 32, 0.90), fact(0.5, 32, 0.86), fact(0.8, 32, 0.40), fact(0.0, 4, 0.88)]
+    at = E.estimate(0.5, "unstructured", 32, "per_channel", known)
+    assert at.measured and at.accuracy == 0.86 and at.label == "measured" and at.half_width == pytest.approx(0.01)
+    near, mid = (E.estimate(s, "unstructured", 32, "per_channel", known) for s in (0.53, 0.65))
+    assert not near.measured and near.label == "estimate" and mid.label == "estimate"
+    assert mid.accuracy == pytest.approx(0.86 + 0.5 * (0.40 - 0.86))  # on the chord, half-way
+    assert 0.01 < near.half_width < mid.half_width  # wider away from the measured ends
+    assert mid.low < mid.accuracy < mid.high
+    # an unseen combination: the drops add (pruning at 32 bits, plus 4-bit quantization of the checkpoint)
+    both = E.estimate(0.5, "unstructured", 4, "per_channel", known)
+    assert both.accuracy == pytest.approx(0.86 + (0.88 - 0.90)) and "additive" in both.basis
+    assert both.half_width > 0.01
+    # per-tensor scales are another curve: no 4-bit per-tensor fact, so the estimate is not the per-channel one
+    assert E.estimate(0.0, "unstructured", 4, "per_tensor", known).label == "estimate"
+
+
+def test_the_profile_measures_next_where_measured_neighbours_differ_most():
+    known = [fact(0.0, 32, 0.90), fact(0.5, 32, 0.89), fact(0.9, 32, 0.10)]
+    assert E.next_to_measure(known, modes=("unstructured",)) == (0.7, "unstructured", 32, "per_channel")
+    flat = [fact(0.0, 32, 0.90), fact(0.5, 32, 0.89)]
+    assert E.next_to_measure(flat, modes=("unstructured",)) is None  # every gap within 2 points
+
+
+def test_wilson_interval_is_sound_at_the_edges():
+    lo, hi = E.wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert E.wilson(0, 10)[0] == 0.0 and E.wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert E.wilson(0, 0) == (0.0, 1.0)
+
+
+@pytest.fixture
+def live(checkpoint):
+    made = []
+
+    def make(**kwargs) -> L.LiveWhatIf:
+        engine = W.WhatIf(checkpoint, eval_samples=SAMPLES, seed=0, latency=False, warm=False)
+        kwargs = {"profile": False, "sensitivity": False, "adaptive": 0, **kwargs}
+        made.append(L.LiveWhatIf(engine, **kwargs))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+def test_progressive_measurement_grows_with_its_interval_and_ends_at_the_full_subset_accuracy(live, engine):
+    lw = live(start=False, first_step=25, chunk=25)
+    steps = []
+    record = lw._set
+
+    def spy(key, state, message="", asked=None):
+        record(key, state, message, asked)
+        steps.append(lw.refinement(key))
+
+    lw._set = spy
+    answer = lw.move(0.6, "unstructured", 4, "per_channel")
+    assert answer.result is None and answer.estimate.label == "estimate"  # nothing measured: an estimate, labelled
+    assert answer.answered_ms < 300
+    lw._thread.start()
+    done = lw.wait(answer.key, 60)
+    assert done.state == "done" and done.n == SAMPLES
+    ns = [s.n for s in steps if s.key == answer.key and s.state == "running"]
+    assert ns == [25, 50, 100]  # each step doubles what is counted, until the subset's 200
+    running = [s for s in steps if s.key == answer.key and s.state == "running"]
+    assert all(s.low <= s.accuracy <= s.high for s in running)
+    assert running[-1].high - running[-1].low < running[0].high - running[0].low  # the interval narrows
+    expected = engine.evaluate(0.6, "unstructured", 4, "per_channel")  # one forward over the same 200 images
+    measured = lw.answer(answer.key)
+    assert measured.result.accuracy == expected.accuracy and done.accuracy == pytest.approx(expected.accuracy)
+    assert measured.result.loss == pytest.approx(expected.loss, rel=1e-5)
+    assert measured.estimate.measured and measured.estimate.label == "measured"
+    assert measured.result.size_bytes == expected.size_bytes and measured.size_note == "measured"
+
+
+def test_a_new_move_cancels_the_stale_measurement_which_resumes_when_moved_back(live, engine, monkeypatch):
+    lw = live(first_step=5, chunk=5)
+    slow = lw.engine.score_range
+
+    def score_slowly(model, start, stop):
+        time.sleep(0.01)
+        return slow(model, start, stop)
+
+    monkeypatch.setattr(lw.engine, "score_range", score_slowly)
+    first = lw.move(0.3, "unstructured", 32)
+    deadline = time.monotonic() + 30
+    while (lw.refinement(first.key) is None or lw.refinement(first.key).n == 0) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = lw.move(0.7, "unstructured", 6, "per_tensor")
+    assert lw.wait(second.key, 60).state == "done"
+    stale = lw.refinement(first.key)
+    assert stale.state == "cancelled" and 0 < stale.n < SAMPLES
+    assert lw.engine.lookup(first.key) is None  # never remembered as if measured
+    back = lw.move(0.3, "unstructured", 32)  # resumes from the images already counted
+    assert lw.wait(back.key, 60).state == "done"
+    assert lw.engine.lookup(first.key).accuracy == engine.evaluate(0.3, "unstructured", 32).accuracy
+    assert lw.engine.lookup(second.key).accuracy == engine.evaluate(0.7, "unstructured", 6, "per_tensor").accuracy
+
+
+def test_per_layer_sensitivities_run_through_the_prefix_cache_and_match_one_layer_quantized_alone(live, checkpoint):
+    lw = live(sensitivity=True, sensitivity_samples=100)
+    assert lw.wait_idle(60)
+    table = lw.sensitivity()
+    assert len(table) == len(lw.engine.folded_layers) and not lw.errors
+    model, _ = load_checkpoint(checkpoint)
+    folded = fold_batchnorm(model).eval()
+    x, y = lw.engine.x[:100], lw.engine.y[:100]
+    layer = next(iter(lw.engine.folded_layers))
+    with torch.inference_mode():
+        base = scores(folded(x), y)["accuracy"]
+        weight = dict(prunable_weights(folded))[layer].weight
+        weight.copy_(maths.quantize_codes(weight, 2, symmetric=True, per_channel=True).dequantize())
+        alone = scores(folded(x), y)["accuracy"]
+    assert lw.drops[layer][2] == pytest.approx(base - alone, abs=1e-9)

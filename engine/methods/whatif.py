@@ -18,6 +18,13 @@ model's batch-1 latency, timed once. `evaluate(sparsity, mode, bits, granularity
 Positions already seen are answered from a memo (an LRU keyed by the rounded slider values), so
 moving back is instant; a channel cut, which needs a Torch-Pruning trace, is kept per ratio too.
 
+The subset is held in a seeded random order, so every prefix of it is a random sample:
+engine/methods/whatif_live.py measures a position progressively with `prepare` (the model holding the
+position's weights, and its size fields) and `score_range` (sums over a range of the subset), and files
+the finished count with `remember`; its counts equal `evaluate`'s one forward exactly. The models and the
+subset sit on the GPU when one is present (`device="auto"`; `device` says which ran). `warm=False`
+leaves the checkpoint's own measurement and the dense timing to the caller (the page's background thread).
+
 Latency is honest about what it is: the dense float model's batch-1 latency stands for every
 unstructured or simulated variant and is labelled *estimated* (zeros and simulated bits run through
 the same dense kernels); a channel cut is a smaller dense model, timed briefly for real.
@@ -30,6 +37,7 @@ as a checkpoint (packed at its width when bits < 32, float otherwise).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import threading
 import time
@@ -104,6 +112,16 @@ def fast(t):
     """A model or image batch in channels-last layout: the same numbers, and about 1.4x less CPU per
     forward for these convolutions than the default layout (oneDNN)."""
     return t.to(memory_format=torch.channels_last) if isinstance(t, nn.Module) or t.dim() == 4 else t
+
+
+def pick_device(device: str) -> torch.device:
+    """'auto': the GPU when one is present, else the CPU (the same numbers up to float rounding); or as named."""
+    check_choice("device", device, ("auto", "cpu", "cuda"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but torch sees no GPU; use auto or cpu")
+    return torch.device(device)
 
 
 def eval_indices(n: int, samples: int, seed: int) -> Tensor:
@@ -209,44 +227,87 @@ class WhatIf:
     """A checkpoint held in memory for what-if moves (see the module docstring); thread-safe."""
 
     def __init__(self, checkpoint: str, eval_samples: int = DEFAULT_EVAL_SAMPLES, seed: int = 0,
-                 data_root: str = DEFAULT_ROOT, latency: bool = True, memo_size: int = MEMO_SIZE) -> None:
+                 data_root: str = DEFAULT_ROOT, latency: bool = True, memo_size: int = MEMO_SIZE,
+                 warm: bool = True, device: str = "auto") -> None:
         started = time.perf_counter()
         self.checkpoint = checkpoint
         original, self.meta, data = open_checkpoint(checkpoint, data_root)
         self.dataset = data.name
-        self.original = original.eval()  # never changed: channel cuts start from it
+        self.num_classes = data.num_classes
+        self.device = pick_device(device)
+        self.original = original.eval()  # never changed, on the CPU: channel cuts start from it
         x, y = data.test.tensors()
         idx = eval_indices(len(y), eval_samples, seed)
+        # the subset in a seeded random order, so that its every prefix is itself a random sample (progressive
+        # measurement grows along it); the set of images is eval_indices' whatever the order
+        order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + 1))
+        idx = idx[order]
         self.seed = seed
         self.test_samples = len(y)
-        self.x, self.y = fast(x[idx]), y[idx].contiguous()
-        self.example = x[:1].contiguous()  # what the structured method traces with
+        self.x, self.y = fast(x[idx]).to(self.device), y[idx].contiguous().to(self.device)
+        self.example = x[:1].contiguous()  # what the structured method traces with (CPU)
         self.eval_samples = len(self.y)
         self.latency = latency
         self.memo_size = memo_size
         # unstructured: the float model whose weights each move rewrites, and its folded twin for simulated bits
-        self.work = fast(copy.deepcopy(self.original).eval())
+        self.work = fast(copy.deepcopy(self.original).eval()).to(self.device)
         self.layers = dict(prunable_weights(self.work))
         self.dense = {n: m.weight.detach().clone() for n, m in self.layers.items()}
         self.ranking = magnitude_ranking(self.original)  # sorted once: a sparsity is an index
-        self.folded = fast(fold_batchnorm(self.original))
+        self.folded = fast(fold_batchnorm(self.original)).to(self.device)
         self.folded_layers = dict(prunable_weights(self.folded))
         self.folded_dense = {n: m.weight.detach().clone() for n, m in self.folded_layers.items()}
         self.reference = storage(self.original)
         self.dense_latency_ms: float | None = None
-        if latency:
-            lat = measure_latency(self.original, x[:1], batch_sizes=(1,), policy=timing.QUICK)
-            self.dense_latency_ms = lat["latency_ms_b1"]
         self.hits = self.misses = 0
         self._local = threading.local()  # last_hit per thread: each browser session runs on its own
         self._memo: OrderedDict[tuple, WhatIfResult] = OrderedDict()
         self._masks: OrderedDict[float, dict[str, Tensor]] = OrderedDict()
         self._cuts: OrderedDict[float, _Cut] = OrderedDict()
-        self._lock = threading.RLock()
-        # the checkpoint itself on the subset; its forward also warms the kernels the moves use
-        self.baseline = self.evaluate(0.0, "unstructured", maths.FLOAT_BITS, "per_channel")
-        self._score(self.folded)
+        self._loaded: dict[int, tuple] = {}  # id(model) -> the position whose weights it holds
+        self._lock = threading.RLock()  # held while a model is rewritten or run
+        self._facts = threading.Lock()  # held briefly around the memo, so reading it never waits on a forward
+        self.baseline_key = position_key(0.0, "unstructured", maths.FLOAT_BITS, "per_channel")
+        if warm:  # the checkpoint itself on the subset; its forward also warms the kernels the moves use
+            self.time_dense()
+            self.evaluate(0.0, "unstructured", maths.FLOAT_BITS, "per_channel")
+            self._score(self.folded)
         self.setup_s = time.perf_counter() - started
+
+    def time_dense(self) -> float | None:
+        """Times the dense float model at batch 1 once (at construction, or first thing in the background when
+        the engine was built without `warm`); every unstructured position reports it, labelled estimated."""
+        if self.latency and self.dense_latency_ms is None:
+            lat = measure_latency(self.original, self.example, batch_sizes=(1,), policy=timing.QUICK)
+            with self._lock, self._facts:
+                self.dense_latency_ms = lat["latency_ms_b1"]
+                for key, r in self._memo.items():  # positions measured before the timing: they report it now
+                    if r.latency_estimated and r.latency_ms_b1 is None:
+                        self._memo[key] = dataclasses.replace(r, latency_ms_b1=self.dense_latency_ms)
+                self._loaded.clear()
+        return self.dense_latency_ms
+
+    @property
+    def baseline(self) -> WhatIfResult | None:
+        """The checkpoint itself on the subset (None until measured, when the engine was built without `warm`)."""
+        with self._facts:
+            return self._memo.get(self.baseline_key)
+
+    def remembered(self) -> list[WhatIfResult]:
+        """The positions measured on the whole subset, oldest first."""
+        with self._facts:
+            return list(self._memo.values())
+
+    def loaded_fields(self, key: tuple) -> dict | None:
+        """The size and latency fields of a position some working model holds now (None if none does)."""
+        for loaded_key, fields in list(self._loaded.values()):
+            if loaded_key == key:
+                return fields
+        return None
+
+    def lookup(self, key: tuple) -> WhatIfResult | None:
+        with self._facts:
+            return self._memo.get(key)
 
     # ------------------------------------------------------------ evaluation
 
@@ -257,27 +318,53 @@ class WhatIf:
         check_position(sparsity, mode, bits, granularity)
         key = position_key(sparsity, mode, bits, granularity)
         with self._lock:
-            hit = self._memo.get(key)
+            hit = self.lookup(key)
             if hit is not None:
-                self._memo.move_to_end(key)
+                with self._facts:
+                    self._memo.move_to_end(key)
                 self.hits += 1
                 self._local.hit = True
                 return hit
             started = time.perf_counter()
+            model, fields = self.prepare(key)
+            result = self.remember(key, {**fields, **self._score(model)}, time.perf_counter() - started)
+            self._local.hit = False
+            return result
+
+    def prepare(self, key: tuple) -> tuple[nn.Module, dict]:
+        """The model holding this position's weights (rewritten unless it holds them already) and every field of
+        its result but the scores. Call with the engine's lock held for as long as the model is used."""
+        sparsity, mode, bits, granularity = key
+        granularity = "per_channel" if granularity == "float" else granularity
+        with self._lock:
             if mode == "unstructured":
-                fields = self._unstructured(key[0], bits, granularity)
-            else:
-                fields = self._channels(key[0], bits, granularity)
-            result = WhatIfResult(sparsity=key[0], mode=mode, bits=bits, granularity=granularity,
-                                  eval_samples=self.eval_samples, test_samples=self.test_samples,
-                                  reference_bytes=self.reference["size_bytes"], simulated=bits < maths.FLOAT_BITS,
-                                  compute_ms=(time.perf_counter() - started) * 1000, **fields)
+                return self._unstructured(key, sparsity, bits, granularity)
+            return self._channels(key, sparsity, bits, granularity)
+
+    def remember(self, key: tuple, fields: dict, compute_s: float) -> WhatIfResult:
+        """Files the result of a position measured on the whole subset in the memo."""
+        sparsity, mode, bits, granularity = key
+        granularity = "per_channel" if granularity == "float" else granularity
+        result = WhatIfResult(sparsity=sparsity, mode=mode, bits=bits, granularity=granularity,
+                              eval_samples=self.eval_samples, test_samples=self.test_samples,
+                              reference_bytes=self.reference["size_bytes"], simulated=bits < maths.FLOAT_BITS,
+                              compute_ms=compute_s * 1000, **fields)
+        with self._facts:
             self._memo[key] = result
             if len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
             self.misses += 1
-            self._local.hit = False
-            return result
+        return result
+
+    def score_range(self, model: nn.Module, start: int, stop: int) -> dict:
+        """Sums over subset images start..stop (in the subset's seeded order): correct, top5 correct, loss."""
+        with torch.inference_mode():
+            logits = model(self.x[start:stop]).float()
+        y = self.y[start:stop]
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        return {"correct": int((topk[:, 0] == y).sum()), "top5": int((topk == y[:, None]).any(dim=1).sum()),
+                "loss_sum": float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))}
 
     @property
     def last_hit(self) -> bool:
@@ -287,40 +374,52 @@ class WhatIf:
     def _mask(self, sparsity: float) -> dict[str, Tensor]:
         masks = self._masks.get(sparsity)
         if masks is None:
-            masks = self.ranking.masks(sparsity)
+            masks = {n: m.to(self.device) for n, m in self.ranking.masks(sparsity).items()}
             self._masks[sparsity] = masks
             if len(self._masks) > MASK_MEMO_SIZE:
                 self._masks.popitem(last=False)
         return masks
 
-    def _unstructured(self, sparsity: float, bits: int, granularity: str) -> dict:
+    def _unstructured(self, key: tuple, sparsity: float, bits: int, granularity: str) -> tuple[nn.Module, dict]:
+        model = self.work if bits >= maths.FLOAT_BITS else self.folded
+        loaded = self._loaded.get(id(model))
+        if loaded is not None and loaded[0] == key:
+            return model, loaded[1]
         masks = self._mask(sparsity)
         if bits >= maths.FLOAT_BITS:
             with torch.no_grad():
                 for name, layer in self.layers.items():
                     layer.weight.copy_(self.dense[name] * masks[name])
-            model, groups = self.work, {}
+            groups = {}
         else:
             weights = {n: w * masks[n] for n, w in self.folded_dense.items()}
             codes = quantize_weights(self.folded, weights, bits, granularity)
-            model, groups = self.folded, {n: c.scale.numel() for n, c in codes.items()}
+            groups = {n: c.scale.numel() for n, c in codes.items()}
         t = self.ranking.thresholds(sparsity)["*"]
-        return {**self._score(model), **self._size(model, bits, groups),
+        fields = {**self._size(model, bits, groups),
                 "latency_ms_b1": self.dense_latency_ms, "latency_estimated": True,
                 "latency_note": ESTIMATED_NOTE if self.latency else "not timed",
                 "threshold": t if t == t else None, "channels_kept": None}
+        self._loaded[id(model)] = (key, fields)
+        return model, fields
 
-    def _channels(self, ratio: float, bits: int, granularity: str) -> dict:
+    def _channels(self, key: tuple, ratio: float, bits: int, granularity: str) -> tuple[nn.Module, dict]:
         cut = self.cut(ratio)
+        model = cut.model if bits >= maths.FLOAT_BITS else cut.folded
+        loaded = self._loaded.get(id(model))
+        if loaded is not None and loaded[0] == key:
+            return model, loaded[1]
         if bits >= maths.FLOAT_BITS:
-            model, groups = cut.model, {}
+            groups = {}
         else:
             codes = quantize_weights(cut.folded, cut.folded_weights, bits, granularity)
-            model, groups = cut.folded, {n: c.scale.numel() for n, c in codes.items()}
+            groups = {n: c.scale.numel() for n, c in codes.items()}
         note = CUT_NOTE + ("; simulated bits do not change it" if bits < maths.FLOAT_BITS else "")
-        return {**self._score(model), **self._size(model, bits, groups), "latency_ms_b1": cut.latency_ms_b1,
-                "latency_estimated": False, "latency_note": note if self.latency else "not timed",
-                "threshold": None, "channels_kept": cut.channels_kept}
+        fields = {**self._size(model, bits, groups), "latency_ms_b1": cut.latency_ms_b1,
+                  "latency_estimated": False, "latency_note": note if self.latency else "not timed",
+                  "threshold": None, "channels_kept": cut.channels_kept}
+        self._loaded[id(model)] = (key, fields)
+        return model, fields
 
     def cut(self, ratio: float) -> _Cut:
         """The channel-pruned model for `ratio` (made once per ratio, Torch-Pruning traces the model)."""
@@ -334,14 +433,16 @@ class WhatIf:
             latency = None
             if self.latency:  # timed by measure()'s protocol, briefly, before the layout change below
                 latency = timing.time_forms({"cut": model.eval()}, self.example, policy=SLIDER_TIMING).forms["cut"].median_ms
-            model, folded = fast(model), fast(fold_batchnorm(model))
+            model, folded = fast(model).to(self.device), fast(fold_batchnorm(model)).to(self.device)
             before = sum(m.out_channels for m in self.original.modules() if isinstance(m, nn.Conv2d))
             after = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
             cut = _Cut(model, folded, {n: m.weight.detach().clone() for n, m in prunable_weights(folded)},
                        after / before, latency)
             self._cuts[ratio] = cut
             if len(self._cuts) > CUT_MEMO_SIZE:
-                self._cuts.popitem(last=False)
+                _, dropped = self._cuts.popitem(last=False)
+                for m in (dropped.model, dropped.folded):
+                    self._loaded.pop(id(m), None)
             return cut
 
     def _score(self, model: nn.Module) -> dict:
@@ -359,14 +460,11 @@ class WhatIf:
     def variant(self, sparsity: float, mode: str = "unstructured", bits: int = maths.FLOAT_BITS,
                 granularity: str = "per_channel") -> nn.Module:
         """A copy of the model a position evaluates (the folded model when bits < 32), for checks and export."""
+        check_position(sparsity, mode, bits, granularity)
         key = position_key(sparsity, mode, bits, granularity)
         with self._lock:
-            self._memo.pop(key, None)  # computed afresh, so the working model holds this position's weights
-            self.evaluate(sparsity, mode, bits, granularity)
-            if mode == "channels":
-                cut = self.cut(key[0])
-                return copy.deepcopy(cut.model if bits >= maths.FLOAT_BITS else cut.folded)
-            return copy.deepcopy(self.work if bits >= maths.FLOAT_BITS else self.folded)
+            model, _ = self.prepare(key)
+            return copy.deepcopy(model).cpu()
 
     def subset_caption(self) -> str:
         """'on 500 of 1,000 test images (a fixed subset, seed 0)'."""

@@ -58,9 +58,10 @@ def test_training_from_launch_queues_a_background_run_that_finishes(db):
 def test_a_typed_image_folder_that_does_not_exist_fails_its_run_with_a_message(db):
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("pages/launch.py").run()
-    # the dataset box also takes a typed value (imagefolder:<path>); the architecture box does not
+    # the dataset box also takes a typed value (imagefolder:<path>), and so does the architecture box
+    # (timm:<name> / torchvision:<name>)
     assert at.selectbox(key="launch.form.train.dataset").proto.accept_new_options
-    assert not at.selectbox(key="launch.form.train.model").proto.accept_new_options
+    assert at.selectbox(key="launch.form.train.model").proto.accept_new_options
     # AppTest cannot type into a select box, so the typed value goes through what the page calls
     from engine.core.forms import build_config, form_fields
     from engine.methods.train import TrainTask

@@ -1,8 +1,11 @@
 """The What-if page against the pre-filled store: it renders the checkpoint's measured curves with the what-if
 point, a slider move changes the accuracy and the chart, simulated bits say so, and Save as a run queues a
-`whatif` job that finishes with one point measured on the whole test split."""
+`whatif` job that finishes with one point measured on the whole test split. A move answers with an estimate
+at once and is measured in the background: `settle` reruns the page until the measurement has replaced it."""
 
 from __future__ import annotations
+
+import time
 
 from streamlit.testing.v1 import AppTest
 
@@ -25,8 +28,20 @@ def delta(at: AppTest, label: str) -> str:
     return next(m.delta for m in at.metric if m.label.startswith(label))
 
 
+def settle(at: AppTest, timeout: float = 60) -> AppTest:
+    """Reruns the page until this position is measured (or refused), as its polling fragment would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if at.exception or at.error or any(m.label.endswith("measured") for m in at.metric
+                                           if m.label.startswith("Accuracy")):
+            return at
+        time.sleep(0.2)
+        at.run()
+    raise AssertionError("the position was not measured in time")
+
+
 def test_the_page_draws_the_checkpoints_curves_and_the_what_if_point(db, lab_store):
-    at = open_page(PAGE, timeout=90)
+    at = settle(open_page(PAGE, timeout=90))
     assert at.selectbox(key="whatif_checkpoint").value == lab_store["checkpoint"]  # the trained model first
     names = [t["name"] for t in chart(at)["data"]]
     assert names[-2:] == ["checkpoint (same subset)", "what-if (250 test images)"]
@@ -38,20 +53,20 @@ def test_the_page_draws_the_checkpoints_curves_and_the_what_if_point(db, lab_sto
 
 
 def test_moving_the_sliders_changes_the_accuracy_size_and_chart(db):
-    at = open_page(PAGE, timeout=90)
+    at = settle(open_page(PAGE, timeout=90))
     before, size_before = metric(at, "Accuracy"), star(at)
-    at.slider(key="whatif_sparsity").set_value(95).run()
+    settle(at.slider(key="whatif_sparsity").set_value(95).run())
     assert not at.exception, at.exception
     assert metric(at, "Accuracy") != before and star(at) != size_before
     assert star(at)[0] < size_before[0]  # sparse storage is smaller
     assert delta(at, "Size").startswith("-") and delta(at, "Size").endswith(" KiB")
-    at.slider(key="whatif_bits").set_value(4).run()
+    settle(at.slider(key="whatif_bits").set_value(4).run())
     assert not at.exception, at.exception
     assert float(metric(at, "Compression").rstrip("x")) > 8
     assert "Simulated quantization" in " ".join(c.value for c in at.caption)
-    at.radio(key="whatif_mode").set_value("channels").run()
+    settle(at.radio(key="whatif_mode").set_value("channels").run())
     assert not at.exception and metric(at, "Latency b1").endswith("ms") and "(measured)" in at.metric[3].label
-    at.slider(key="whatif_sparsity").set_value(99).run()  # 99% of every layer's channels: refused, by name
+    settle(at.slider(key="whatif_sparsity").set_value(99).run())  # 99% of every layer's channels: refused, by name
     assert not at.exception and any("would remove every channel" in e.value for e in at.error)
 
 
