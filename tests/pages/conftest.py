@@ -39,6 +39,16 @@ def lab_store(tmp_path_factory) -> dict:
     return {"db": db, "root": str(root), "checkpoint": ckpt, "run_ids": list(runs["run_id"])}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def release_cached_resources():
+    """After each page module, release what its pages cached (`on_release` closes the What-if's background
+    thread), so no page's work runs on beside the next module's tests."""
+    yield
+    import streamlit as st
+
+    st.cache_resource.clear()
+
+
 @pytest.fixture(autouse=True)
 def private_store_dir(tmp_path, monkeypatch) -> None:
     """Every page test writes (stores, checkpoints from the app, uploads) under its own tmp dir, never into the
