@@ -91,8 +91,8 @@ def test_the_one_entry_point_refuses_a_config_it_does_not_know(digits):
 
 
 def test_the_backend_registry_names_what_exists():
-    assert INT8_BACKENDS.names() == ["fx"]
-    with pytest.raises(UserError, match="unknown int8 backend 'onnx'; choose from: fx"):
+    assert INT8_BACKENDS.names() == ["fx", "pt2e", "pt2e_eager"]
+    with pytest.raises(UserError, match="unknown int8 backend 'onnx'; choose from: fx, pt2e, pt2e_eager"):
         INT8_BACKENDS.get("onnx")
 
 
