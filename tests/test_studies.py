@@ -4,6 +4,7 @@ runner, every table is built from the stored points of the recipe's child runs, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 
@@ -88,6 +89,16 @@ def cli(*argv: str):
     add_commands(parser.add_subparsers())
     args = parser.parse_args(list(argv))
     return args.func(args)
+
+
+def test_every_study_names_its_papers_by_authors_year_and_title():
+    def one_finding(units, chance):
+        return {}, ["a finding"]
+
+    notes = {name: dataclasses.replace(study, tables=one_finding).results([], 0.1)[1] for name, study in STUDIES.items()}
+    assert notes["kd-prune"][0].startswith("Reproducing Malihi and Heidemann (2023), \u201cEfficient and Controllable")
+    assert "Kieu and Sood (2023)" in notes["compare-techniques"][0] and "Aghav" in notes["compare-techniques"][0]
+    assert all(n[-1] == "a finding" and ".md" not in n[0] for n in notes.values())
 
 
 def test_every_study_recipe_is_valid_full_and_quick_on_any_embedded_dataset():

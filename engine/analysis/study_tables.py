@@ -72,7 +72,7 @@ PAPERS: dict[str, Paper] = {
 
 def cite(seed: str, full: bool = False) -> str:
     """How the app names seed `seed`'s paper: "Malihi and Heidemann (2023)" (full: with the title)."""
-    parts = [PAPERS[s.strip()] for s in str(seed).split("/") if s.strip() in PAPERS]
+    parts = [PAPERS[s.strip()] for s in str(seed).replace(",", "/").split("/") if s.strip() in PAPERS]
     if not parts:
         return ""
     return "; ".join(p.full if full else p.short for p in parts)

@@ -39,6 +39,7 @@ from engine.analysis.study_tables import (
     REGIMES,
     StoredUnit,
     best_kd_method,
+    cite,
     compare_tables,
     kd_prune_tables,
     kd_quant_tables,
@@ -233,6 +234,12 @@ class Study:
     second: Callable[[dict, list[StoredUnit]], dict] | None = None
     planned: Callable[[dict], dict] | None = None  # the second recipe as planned before the first has run
 
+    def results(self, units: list[StoredUnit], chance_acc: float | None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+        """The tables and notes, the notes led by the paper(s) in full: authors, year and title."""
+        tables, notes = self.tables(units, chance_acc)
+        papers = cite(self.seeds, full=True)
+        return tables, [f"Reproducing {papers}.", *notes] if papers else notes
+
     @property
     def recipe_path(self) -> Path:
         return EXAMPLES / f"study-{self.name}.yaml"
@@ -376,7 +383,7 @@ def study_task(cfg: StudyTask, ctx) -> list[Point]:
                 done += 1
     finally:
         executor.shutdown()
-    _, notes = study.tables(study_units(cfg, ctx.store), chance(study_recipe(cfg.study, cfg.dataset, cfg.quick,
+    _, notes = study.results(study_units(cfg, ctx.store), chance(study_recipe(cfg.study, cfg.dataset, cfg.quick,
                                                                              cfg.overrides)))
     for note in notes:
         ctx.log_event(f"study {study.name}: {note}")
@@ -397,7 +404,7 @@ def run_study(name: str, db: str | None = None, *, dataset: str | None = None, q
     run_ids = [str(r) for r in store.list_runs(kind="study")["run_id"] if r not in before]
     units = study_units(cfg, store)
     doc = study_recipe(name, dataset, quick, overrides)
-    tables, notes = study.tables(units, chance(doc))
+    tables, notes = study.results(units, chance(doc))
     if quick:
         notes.append("--quick: budgets are cut for a fast check (fewer epochs and samples); these numbers are "
                      "not findings.")
@@ -458,7 +465,7 @@ def study_tables(store, run_id: str) -> StudyTables | None:
         if (u.stage, json.dumps(u.axes, sort_keys=True, default=str)) not in seen:
             units.append(u)
     study = STUDIES[name]
-    tables, notes = study.tables(units, chance(doc))
+    tables, notes = study.results(units, chance(doc))
     return StudyTables(name, study.seeds, run["run_id"],
                        [Table(title, df, [], study.seeds) for title, df in tables.items()], notes)
 
