@@ -9,7 +9,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.analysis.recommend import baseline_choices
 from engine.core.errors import UserError
 from engine.run.planner import (
     PLAN_TASK,
@@ -22,7 +21,7 @@ from engine.run.planner import (
     read_plan_state,
 )
 from pages.figures.plan import plan_figure
-from pages.shared import open_runner_or_stop, show_error
+from pages.shared import open_runner_or_stop, points_and_baselines, show_error
 from store.paths import checkpoints_dir
 
 POLL_S = 2
@@ -34,12 +33,7 @@ store = runner.store
 st.caption("Search channel ratio, global sparsity, fine-tuning epochs and weight bits under a budget. Estimates "
            "are a proxy (no training, on a test subset) and say so; only real runs can be recommended.")
 
-try:
-    points = store.points(expand=False)
-except Exception as e:  # noqa: BLE001 - shown as a message
-    show_error(e)
-    st.stop()
-choices = baseline_choices(points)
+points, choices = points_and_baselines(store)
 
 with st.expander("Start a plan", expanded=store.list_runs(kind=PLAN_TASK, limit=1).empty):
     if choices.empty:

@@ -9,23 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from engine.analysis.exports import FORMATS, arrow_ready, export_table, file_name
-from engine.analysis.recommend import Budget, baseline_choices, comparison, recommend
+from engine.analysis.recommend import Budget, comparison, recommend
 from engine.core.errors import UserError
 from pages.figures.recommend import recommend_figure
 from pages.point_actions import point_actions
-from pages.shared import open_runner_or_stop, show_error
+from pages.shared import open_runner_or_stop, points_and_baselines, show_error
 
 st.title("Recommend")
 runner = open_runner_or_stop()
 store = runner.store
 st.caption(f"Store: `{store.path}`")
 
-try:
-    points = store.points(expand=False)
-except Exception as e:  # noqa: BLE001 - shown as a message
-    show_error(e)
-    st.stop()
-choices = baseline_choices(points)
+points, choices = points_and_baselines(store)
 if choices.empty:
     st.info("No saved checkpoint yet: train a model (Launch), compress it, and come back to choose which variant to "
             "ship.", icon=":material/recommend:")

@@ -6,8 +6,10 @@ rerun, a page switch or a closed tab neither stops a job nor starts it twice.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from engine.analysis.recommend import baseline_choices
 from engine.core.errors import UserError
 from engine.deploy.capability import calibrate, capability, in_words
 from engine.run.jobs import JobRunner, get_runner
@@ -137,3 +139,14 @@ def cpu_capability(key: str) -> None:
                     show_error(e)
                     return
             st.rerun()
+
+
+def points_and_baselines(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The store's points and the checkpoints a Recommend or a Plan can start from; a store that cannot be read
+    is a message, and the page stops."""
+    try:
+        points = store.points(expand=False)
+    except Exception as e:  # noqa: BLE001 - shown as a message
+        show_error(e)
+        st.stop()
+    return points, baseline_choices(points)
