@@ -242,7 +242,7 @@ def read_state_dict(data: bytes, filename: str) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - weights_only refuses with several exception types
-            # torch's own message advises retrying with weights_only=False, which this tool never does
+            # torch's own message advises turning weights_only off, which this tool never does
             found = re.search(r"GLOBAL ([\w.]{1,200})", str(e))
             if found:
                 raise CheckpointError(
