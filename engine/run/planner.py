@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from engine.analysis.recommend import Budget, Recommendation, recommend
+from engine.analysis.tradeoffs import pareto_front
 from engine.core.config import Config, check_range, param
 from engine.core.context import RunContext
 from engine.core.errors import Cancelled, ConfigError, UserError
@@ -323,14 +324,10 @@ class Calibration:
 
 
 def pareto(rows: list[dict], acc_key: str = "accuracy", size_key: str = "size_bytes") -> list[dict]:
-    """The rows no other row beats on both accuracy (higher) and size (smaller)."""
-    ordered = sorted(rows, key=lambda r: (r[size_key], -r[acc_key]))
-    front, best = [], -math.inf
-    for r in ordered:
-        if r[acc_key] > best:
-            front.append(r)
-            best = r[acc_key]
-    return front
+    """The rows no other row beats on both accuracy (higher) and size (smaller), smallest first
+    (engine.analysis.tradeoffs.pareto_front decides)."""
+    on = pareto_front([r[size_key] for r in rows], [r[acc_key] for r in rows], x_better="min", y_better="max")
+    return sorted((r for r, keep in zip(rows, on, strict=True) if keep), key=lambda r: (r[size_key], -r[acc_key]))
 
 
 def hypervolume(points: list[tuple[float, float]], base_size: float, floor_accuracy: float) -> float:
