@@ -8,13 +8,14 @@
    (cnn_l on mnist5k), latency timed once and every level saved as a checkpoint, as the command
    does by default. Target: 60 s or less.
 
-Timings on a shared machine are noisy: each ratio alternates the two models over several rounds
-and divides medians taken in the same run, and the load average is printed beside them. With more
-runnable processes than cores, two OpenMP threads stall each other on every small op: `--threads 1`
-avoids that, and `--cpu-time` (one thread, timed by the thread's CPU time) is barely disturbed by
-other processes at all. The sweep prints its process CPU time beside its wall time for the same reason.
+Timings on a shared machine are noisy, so each ratio is taken by the protocol every point uses
+(engine/deploy/timing.py): the two models in rotated rounds in this process, rounds disturbed by other
+processes thrown away and run again, the speed-up the median of per-round ratios with its 95 % bootstrap
+interval, and "noisy" printed when clean rounds could not be had. The machine's CPU and its int8/bf16 ISA
+features and the load average are printed beside them. The sweep prints its process CPU time beside its
+wall time for the same reason.
 
-    .venv/bin/python bench/bench_prune.py [--checkpoint DIR] [--rounds 3] [--cpu-time | --threads N]
+    .venv/bin/python bench/bench_prune.py [--checkpoint DIR] [--rounds 3] [--threads N]
                                           [--skip-latency] [--skip-sweep]
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.core.context import RunContext  # noqa: E402
-from engine.deploy.measure import count_macs, prunable_weights, storage, time_forward  # noqa: E402
+from engine.core.machine import describe, fingerprint  # noqa: E402
+from engine.deploy import timing  # noqa: E402
+from engine.deploy.measure import count_macs, prunable_weights, storage  # noqa: E402
 from engine.methods.prune.channels import prune_channels  # noqa: E402
 from engine.methods.prune.importance import weight_magnitudes  # noqa: E402
 from engine.methods.prune.masks import apply_masks, rank  # noqa: E402
@@ -44,23 +46,23 @@ from engine.model.data import load_dataset  # noqa: E402
 from engine.model.zoo import MODELS, build_model  # noqa: E402
 
 
-def alternate_latency(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, rounds: int,
-                      cpu_time: bool) -> dict[str, float]:
-    """Median b1/b32 forward times (ms) of a and b, timed in alternation so both see the same machine load."""
-    times: dict[str, list[float]] = {}
-    for _ in range(rounds):
-        for tag, model in (("a", a.eval()), ("b", b.eval())):
-            for batch in (1, 32):
-                runs = time_forward(model, x[:batch], warmup=3, max_runs=40 if batch == 1 else 10, max_seconds=1.0,
-                                    cpu_time=cpu_time)
-                times.setdefault(f"{tag}{batch}", []).extend(runs)
-    return {k: statistics.median(v) for k, v in times.items()}
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def bench_latency(rounds: int, cpu_time: bool) -> None:
-    clock = "thread CPU time" if cpu_time else "wall time"
-    print(f"== latency ratios, dense / pruned ({clock}, torch threads: {torch.get_num_threads()}, {rounds} rounds, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+def paired_latency(dense: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, rounds: int,
+                   threads: int | None) -> dict[int, timing.Timing]:
+    """The pair timed by the protocol every point uses (engine/deploy/timing.py): rotated rounds in this
+    process, contention checked, the pruned model's speed-up over the dense one with its 95 % interval."""
+    policy = timing.Policy(rounds=max(3, rounds))
+    return {b: timing.time_forms({"dense": dense.eval(), "pruned": pruned.eval()}, x[:b], reference="dense",
+                                 policy=policy, threads=threads) for b in (1, 32)}
+
+
+def bench_latency(rounds: int, threads: int | None) -> None:
+    print(f"== latency ratios, pruned against dense (engine/deploy/timing.py: rotated rounds, contention checked; "
+          f"threads {threads or timing.default_threads()}, {max(3, rounds)} clean rounds wanted; "
+          f"load average {load()}; {describe(fingerprint())})")
     x = torch.randn(32, 3, 32, 32)
     for arch in ("resnet18", "vgg11_bn"):
         torch.manual_seed(0)
@@ -73,11 +75,17 @@ def bench_latency(rounds: int, cpu_time: bool) -> None:
         macs = count_macs(structured, x[:1]) / count_macs(dense, x[:1])
         params = storage(structured)["params_total"] / storage(dense)["params_total"]
         for label, pruned in (("structured 50% channels", structured), ("unstructured 50% weights", unstructured)):
-            t = alternate_latency(dense, pruned, x, rounds, cpu_time)
+            t = paired_latency(dense, pruned, x, rounds, threads)
             extra = f"MACs x{macs:.2f}, params x{params:.2f}" if pruned is structured else \
                 f"sparsity {storage(pruned)['sparsity']:.2f}, same MACs"
-            print(f"{arch:9s} {label:25s} speed-up b1 {t['a1'] / t['b1']:4.2f}x  b32 {t['a32'] / t['b32']:4.2f}x  "
-                  f"[median ms dense {t['a1']:.2f}/{t['a32']:.2f}, pruned {t['b1']:.2f}/{t['b32']:.2f}; {extra}]")
+            cells = []
+            for b in (1, 32):
+                s = t[b].speedups["pruned"]
+                cells.append(f"b{b} {s.median:4.2f}x [{s.lo:.2f}, {s.hi:.2f}] {t[b].quality.split(':')[0]}")
+            print(f"{arch:9s} {label:25s} speed-up {'  '.join(cells)}  [median ms dense "
+                  f"{t[1].forms['dense'].median_ms:.2f}/{t[32].forms['dense'].median_ms:.2f}, pruned "
+                  f"{t[1].forms['pruned'].median_ms:.2f}/{t[32].forms['pruned'].median_ms:.2f}; {extra}; "
+                  f"load {load()}]")
 
 
 def bench_sweep(checkpoint: str | None) -> None:
@@ -107,16 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="the teacher checkpoint for the sweep (default: an untrained cnn_l)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per pair of models")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="one thread, each forward timed by the thread's CPU time (robust on a busy machine)")
+    parser.add_argument("--threads", type=int, help="torch threads for the timing (default: the protocol's choice, "
+                        "the physical cores this process may use)")
     parser.add_argument("--skip-latency", action="store_true", help="only time the sweep")
     parser.add_argument("--skip-sweep", action="store_true", help="only time the latency ratios")
     args = parser.parse_args()
-    if args.threads or args.cpu_time:
-        torch.set_num_threads(1 if args.cpu_time else args.threads)
     if not args.skip_latency:
-        bench_latency(args.rounds, args.cpu_time)
+        bench_latency(args.rounds, args.threads)
     if not args.skip_sweep:
         bench_sweep(args.checkpoint)
 

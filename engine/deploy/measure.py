@@ -31,8 +31,6 @@ Definitions (the "prunable weights" are the weight tensors of every Conv and Lin
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -160,25 +158,6 @@ def count_macs(model: nn.Module, example: Tensor) -> int:
         model(example)
     model.train(was_training)
     return counter.get_total_flops() // 2
-
-
-def time_forward(fn: Callable[[Tensor], Tensor], x: Tensor, warmup: int, max_runs: int,
-                 max_seconds: float, cpu_time: bool = False) -> list[float]:
-    """Times in ms of fn(x) after `warmup` calls; at least 5 runs, then until either limit.
-
-    Wall time by default; `cpu_time` uses this thread's CPU time (steadier on a shared machine, 1 thread).
-    """
-    clock = time.thread_time if cpu_time else time.perf_counter
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < max_seconds):
-            t0 = clock()
-            fn(x)
-            times.append((clock() - t0) * 1000)
-    return times
 
 
 def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, ...] = (1, 32),
