@@ -54,7 +54,7 @@ def paired_latency(dense: torch.nn.Module, pruned: torch.nn.Module, x: torch.Ten
                    threads: int | None) -> dict[int, timing.Timing]:
     """The pair timed by the protocol every point uses (engine/deploy/timing.py): rotated rounds in this
     process, contention checked, the pruned model's speed-up over the dense one with its 95 % interval."""
-    policy = timing.Policy(rounds=max(3, rounds))
+    policy = timing.Policy(rounds=max(3, rounds), max_rounds=max(3, rounds, 21))
     return {b: timing.time_forms({"dense": dense.eval(), "pruned": pruned.eval()}, x[:b], reference="dense",
                                  policy=policy, threads=threads) for b in (1, 32)}
 

@@ -60,7 +60,8 @@ def latency_ratios(arch: str, channels: int, side: int, rounds: int, threads: in
         # the protocol every point uses (engine/deploy/timing.py): the three forms in rotated rounds in this
         # process, contention checked, speed-ups over the folded fp32 model with their 95 % intervals
         out[batch] = timing.time_forms(forms, torch.randn(batch, channels, side, side), reference="fp32",
-                                       policy=timing.Policy(rounds=max(3, rounds)), threads=threads)
+                                       policy=timing.Policy(rounds=max(3, rounds), max_rounds=max(3, rounds, 21)),
+                                       threads=threads)
     return out
 
 

@@ -146,7 +146,7 @@ def main() -> None:
         print("random weights (latency depends on the graph, not the values); cell = median ms (time ratio to torch "
               "eager fp32 in the same rounds, below 1 is faster, with its 95 % interval)", flush=True)
     t0 = time.perf_counter()
-    policy = timing.Policy(rounds=args.rounds)
+    policy = timing.Policy(rounds=args.rounds, max_rounds=max(args.rounds, 21))
     results = {arch: bench(arch, policy, args.engine)
                for arch in args.models.split(",")}
     header["load_after"] = os.getloadavg()

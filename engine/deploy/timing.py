@@ -16,14 +16,21 @@ this tool records is taken this way:
    disturbed: it is thrown away, the protocol waits `wait_s` and runs it again, within `budget_s`.
    Where /proc/stat does not describe this process's CPUs (a container shown the host's CPUs), the
    main thread's CPU time against the wall time stands in (`thread_ratio < min_thread_ratio`).
-3. **Statistics over clean rounds.** Each form's latency is the median of its per-call times over the
+3. **Enough rounds, decided by the interval.** After `rounds` clean rounds, more are run (up to
+   `max_rounds`, within `budget_s`) while the widest 95 % interval is wider than `target_spread`
+   (hi / lo): a speed-up's, or without a reference each form's median over rounds. On a steady machine
+   `rounds` suffice; on a virtual machine whose speed drifts unseen (the host's load, the CPU's clock
+   changing between AVX-512 and AMX code) the extra rounds narrow the interval.
+4. **Statistics over clean rounds.** Each form's latency is the median of its per-call times over the
    clean rounds, with p10 and p90. A variant's speed-up is the median over clean rounds of the
    reference's block median divided by the variant's (a ratio taken under the same conditions), with
    a 95 % bootstrap interval over the rounds.
-4. **Quality.** `clean` when every round counted was clean; `noisy: <reason>` when the budget ran out
-   before `rounds` clean rounds were had (the numbers then come from all rounds, and say so). A noisy
-   timing is never silently averaged in: the point carries the flag.
-5. **Threads chosen, not inherited**: torch's intra-op threads are set to `threads` for the timing
+5. **Quality.** `clean` when every round counted was clean and the interval is at most `max_spread`
+   wide; `noisy: <reason>` when the budget ran out before `rounds` clean rounds were had (the numbers
+   then come from all rounds, and say so), or when clean rounds still disagree (`noisy: the rounds
+   disagree (variant's speed-up 2.10x to 3.40x; ...)`: a disturbance the CPU counters do not show). A
+   noisy timing is never silently averaged in: the point carries the flag.
+6. **Threads chosen, not inherited**: torch's intra-op threads are set to `threads` for the timing
    (default: the physical cores this process may use, `engine.core.machine`) and restored after; the
    count is recorded with the timing.
 
@@ -53,7 +60,10 @@ HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 class Policy:
     """How hard the protocol tries (see the module docstring)."""
 
-    rounds: int = 7  # clean rounds wanted per batch size
+    rounds: int = 7  # clean rounds wanted per batch size, at least
+    max_rounds: int = 21  # clean rounds at most: more are run while the interval is wider than target_spread
+    target_spread: float = 1.10  # interval hi / lo a timing stops at (any speed-up; else each form's median)
+    max_spread: float = 1.5  # an interval still wider than this is "noisy: the rounds disagree"
     block_seconds: float = 0.04  # one form's block of calls in a round, about
     min_calls: int = 3  # calls per block, at least
     max_calls: int = 200
@@ -69,12 +79,17 @@ class Policy:
     def __post_init__(self) -> None:
         if self.rounds < 3:
             raise ConfigError(f"rounds must be at least 3 (an interval needs them), got {self.rounds}")
+        if self.max_rounds < self.rounds:
+            raise ConfigError(f"max_rounds ({self.max_rounds}) must be at least rounds ({self.rounds})")
+        if not 1.0 <= self.target_spread <= self.max_spread:
+            raise ConfigError(f"spreads must satisfy 1 <= target_spread <= max_spread, got {self.target_spread}, "
+                              f"{self.max_spread}")
         if self.min_calls < 1 or self.max_calls < self.min_calls:
             raise ConfigError(f"calls per block must be 1 <= min_calls <= max_calls, got {self.min_calls}, "
                               f"{self.max_calls}")
 
 
-QUICK = Policy(rounds=3, block_seconds=0.02, budget_s=4.0, bootstrap=200)  # tests and what-ifs
+QUICK = Policy(rounds=3, max_rounds=3, block_seconds=0.02, budget_s=4.0, bootstrap=200)  # tests and what-ifs
 
 
 # ---------------------------------------------------------------- contention
@@ -197,6 +212,33 @@ def bootstrap_median(values: list[float], n: int, rng: random.Random) -> tuple[f
 # ---------------------------------------------------------------- the protocol
 
 
+def round_ratios(rounds: list[dict[str, list[float]]], reference: str, name: str) -> list[float]:
+    """Per round: the reference's block median over `name`'s (its speed-up in that round)."""
+    return [statistics.median(rnd[reference]) / statistics.median(rnd[name]) for rnd in rounds]
+
+
+def widest(rounds: list[dict[str, list[float]]], names: list[str], reference: str | None, rng: random.Random,
+           n: int) -> tuple[float, str]:
+    """The widest 95 % interval among the timing's answers, as hi / lo, and what it is in words: every
+    speed-up's when there is a reference, else every form's per-round median."""
+    if len(rounds) < 2:
+        return math.inf, "one round"
+    out = (0.0, "")
+    for name in names:
+        if name == reference:
+            continue
+        if reference is not None:
+            lo, hi = bootstrap_median(round_ratios(rounds, reference, name), n, rng)
+            what = f"{name}'s speed-up {lo:.2f}x to {hi:.2f}x"
+        else:
+            lo, hi = bootstrap_median([statistics.median(rnd[name]) for rnd in rounds], n, rng)
+            what = f"{name} {lo:.3g} to {hi:.3g} ms"
+        spread = hi / lo if lo > 0 else math.inf
+        if spread > out[0]:
+            out = (spread, what)
+    return out
+
+
 def default_threads() -> int:
     """The physical cores this process may use (engine.core.machine), at least 1."""
     fp = fingerprint()
@@ -222,6 +264,7 @@ def time_forms(forms: Mapping[str, Callable[[Tensor], object]], x: Tensor, *, re
         raise ConfigError(f"reference {reference!r} is not among the forms timed: {', '.join(forms)}")
     names = list(forms)
     rng = random.Random(policy.seed)
+    check_rng = random.Random(policy.seed + 1)  # the stopping rule's bootstraps leave `rng`'s sequence alone
     threads = threads or default_threads()
     before = torch.get_num_threads()
     use_proc = proc_stat_is_ours()
@@ -238,7 +281,9 @@ def time_forms(forms: Mapping[str, Callable[[Tensor], object]], x: Tensor, *, re
             reasons: list[str] = []
             start = time.perf_counter()
             r = 0
-            while len(clean) < policy.rounds:
+            while len(clean) < policy.rounds or (
+                    len(clean) < policy.max_rounds and time.perf_counter() - start < policy.budget_s
+                    and widest(clean, names, reference, check_rng, 200)[0] > policy.target_spread):
                 k = r % len(names)
                 order = names[k:] + names[:k]
                 if len(names) > 2 and (r // len(names)) % 2:
@@ -259,6 +304,10 @@ def time_forms(forms: Mapping[str, Callable[[Tensor], object]], x: Tensor, *, re
         torch.set_num_threads(before)
     if len(clean) >= policy.rounds:
         quality, used = "clean", clean
+        spread, what = widest(clean, names, reference, rng, policy.bootstrap)
+        if spread > policy.max_spread:
+            quality = (f"noisy: the rounds disagree ({what}; {len(clean)} clean rounds within "
+                       f"{policy.budget_s:g} s)")
     else:
         quality = (f"noisy: {len(clean)} of {policy.rounds} rounds clean within {policy.budget_s:g} s "
                    f"({reasons[-1]})")
@@ -272,7 +321,7 @@ def time_forms(forms: Mapping[str, Callable[[Tensor], object]], x: Tensor, *, re
         for name in names:
             if name == reference:
                 continue
-            ratios = [statistics.median(rnd[reference]) / statistics.median(rnd[name]) for rnd in used]
+            ratios = round_ratios(used, reference, name)
             lo, hi = bootstrap_median(ratios, policy.bootstrap, rng)
             speedups[name] = Speedup(statistics.median(ratios), lo, hi)
     return Timing(batch=int(x.shape[0]), forms=out, speedups=speedups, quality=quality, rounds=len(used),

@@ -77,7 +77,7 @@ from engine.model.zoo import MODELS
 
 # a slider move times a channel cut by the timing protocol, kept short: three rounds of a few calls, a third of
 # a second at most when other processes disturb it (the answer is labelled estimated)
-SLIDER_TIMING = timing.Policy(rounds=3, block_seconds=0.005, min_calls=2, budget_s=0.3, wait_s=0.02, bootstrap=10)
+SLIDER_TIMING = timing.Policy(rounds=3, max_rounds=3, block_seconds=0.005, min_calls=2, budget_s=0.3, wait_s=0.02, bootstrap=10)
 MODES = ("unstructured", "channels")  # global magnitude masks, or whole channels removed
 MODE_WORDS = {"unstructured": "global unstructured (magnitude)", "channels": "structured channels (L1)"}
 MAX_SPARSITY = 0.99
