@@ -1,7 +1,8 @@
 """Plan: pick a baseline checkpoint and budgets, and let the planner search variants the store does not hold yet.
 Estimates (a proxy on a test subset, no training) fill the chart first, drawn hollow; the few real runs they point to
 are drawn filled; the plan ends with a recommendation that is always a confirmed checkpoint. A plan can be cancelled
-and resumed. The search is engine/run/planner.py (run by the job runner); this page polls the store and the plan's
+and resumed; its end shows the ranking of Recommend (the winner to download or open, every confirmed variant with
+the budget it breaks, exports). The search is engine/run/planner.py (run by the job runner); this page polls the store and the plan's
 state file."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.analysis.recommend import recommend
 from engine.core.errors import UserError
 from engine.run.planner import (
     PLAN_TASK,
@@ -21,6 +23,7 @@ from engine.run.planner import (
     read_plan_state,
 )
 from pages.figures.plan import plan_figure
+from pages.point_actions import recommendation_view
 from pages.shared import open_runner_or_stop, points_and_baselines, show_error
 from store.paths import checkpoints_dir
 
@@ -118,18 +121,23 @@ def plan_view(run_id: str) -> None:
     m2.metric("Real runs", f"{sum(1 for r in state.get('confirmed', {}).values() if r.get('ran_units', 0) > 0)}"
                            f" / {config.get('max_runs')}")
     m3.metric("Baseline", f"{base['accuracy']:.2f} %", help=f"{base['size_bytes']:,.0f} B")
-    if rec:
-        st.success(f"**Recommended (confirmed):** `{rec['artifact']}` — {100 * rec['accuracy']:.2f} % "
-                   f"({rec['change_points']:+.2f} points), {rec['smaller']:.1f}x smaller. {rec['reason']}",
-                   icon=":material/recommend:")
-    elif state.get("status") == "finished":
-        st.warning("No confirmed variant meets the budget: loosen it or give the plan more real runs.",
-                   icon=":material/warning:")
     if confirmed:
         st.subheader("Confirmed by a real run")
         df = pd.DataFrame(confirmed)[["key", "accuracy", "estimate_accuracy", "size_bytes", "why", "artifact"]]
         st.dataframe(df.rename(columns={"accuracy": "accuracy %", "estimate_accuracy": "estimate was %"}),
                      hide_index=True)
+    if rec or state.get("status") == "finished":
+        # the store's ranking under the plan's budget, as on Recommend: the winner (download, open, launch from
+        # it), and every confirmed variant of this baseline with the budget it breaks, exportable
+        st.subheader("Recommendation (confirmed runs only)")
+        try:
+            ranked = recommend(store.points(expand=False), int(base["point_id"]), PlanTask.from_dict(config).budget())
+        except UserError as e:
+            show_error(e)
+            return
+        recommendation_view(ranked, f"plan.rec.{run_id}")
+        if ranked.best is None:
+            st.caption("Loosen the budget or give the plan more real runs.")
 
 
 plan_view(run_id)

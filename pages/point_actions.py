@@ -1,5 +1,9 @@
 """What a user can do with one measured point that has a checkpoint (not a page: pages import it).
 
+`recommendation_view(rec, key)` draws a recommendation's winner (its numbers, Open its run and the point
+actions), its notes, and the comparison of every variant (which budget each breaks) with its exports; the
+Recommend and Plan pages share it.
+
 `point_actions(point, key)` draws three buttons: open the checkpoint in What-if, launch a method from it, and
 download it as a zip (engine/analysis/exports.py). What-if and Launch read the choice from the session
 (WHATIF_CHECKPOINT, LAUNCH_CHECKPOINT) once, when they are drawn next. A point without a checkpoint on disk
@@ -14,7 +18,15 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from engine.analysis.exports import checkpoint_directory, zip_checkpoint
+from engine.analysis.exports import (
+    FORMATS,
+    arrow_ready,
+    checkpoint_directory,
+    export_table,
+    file_name,
+    zip_checkpoint,
+)
+from engine.analysis.recommend import Recommendation, comparison
 from engine.core.errors import UserError
 from engine.model.checkpoint import read_meta
 from engine.run.remeasure import remeasure_config
@@ -117,3 +129,51 @@ def latency_history(point_id: int) -> None:
                 "speedup_hi_b1", "speedup_b32", "machine", "latency_quality", "run_id"]
         st.dataframe(history[cols], hide_index=True, key=f"history.{point_id}")
         st.caption("The point shows its newest clean timing (else its newest).")
+
+
+def recommendation_view(rec: Recommendation, key: str) -> None:
+    """The winner of `rec` with its numbers and actions, the notes, and the ranked comparison (each variant's
+    change, x smaller, x faster, and the budget it breaks) with one download per export format."""
+    if rec.best is not None:
+        w = rec.best
+        st.success(f"**Ship point {w['point_id']}**: {w['method']} {w['level']} ({w['run']}): {rec.reason}.",
+                   icon=":material/recommend:")
+        m1, m2, m3, m4 = st.columns(4)
+        spread = f"± {w['spread_points']:.2f} over {w['repeats']} repeats" if w["repeats"] > 1 else "one run"
+        m1.metric("accuracy change", f"{w['change_points']:+.2f} points", help=spread)
+        m2.metric("smaller", f"{w['smaller']:.2f}x" if w["smaller"] == w["smaller"] else "-")
+        interval = (f" [{w['faster_lo']:.2f}–{w['faster_hi']:.2f}]" if w["faster_lo"] == w["faster_lo"] else "")
+        m3.metric("faster", f"{w['faster']:.2f}x" if w["faster"] == w["faster"] else "not timed",
+                  help=f"timing: {w['timing']}{interval}")
+        m4.metric("repeats", w["repeats"])
+        if w["simulated"]:
+            st.caption("Simulated quantization: its size counts the low-bit weights, but no low-bit kernel ran.")
+        if w["run_id"] and st.button("Open its run (lineage, config, log)", key=f"{key}.open_run",
+                                     icon=":material/account_tree:"):
+            st.session_state["runs.selected"] = w["run_id"]
+            st.switch_page("pages/runs.py")
+        point_actions(w, f"{key}.best")  # Open in What-if, Launch from this checkpoint, Download
+    else:
+        st.warning(f"No recommendation: {rec.reason}.", icon=":material/block:")
+    for note in rec.notes:
+        st.caption(note)
+    if rec.table.empty:
+        return
+    table = comparison(rec)
+    winner = rec.best["point_id"] if rec.best is not None else None
+
+    def highlight(row: pd.Series) -> list[str]:
+        colour = "background-color: rgba(44, 160, 44, 0.25)" if winner is not None and row["point"] == winner else ""
+        return [colour] * len(row)
+
+    st.dataframe(arrow_ready(table).style.apply(highlight, axis=1), hide_index=True, key=f"{key}.table",
+                 column_config={"change (points)": st.column_config.NumberColumn(format="%+.2f"),
+                                "smaller (x)": st.column_config.NumberColumn(format="%.2f"),
+                                "faster (x)": st.column_config.NumberColumn(format="%.2f"),
+                                "accuracy": st.column_config.NumberColumn(format="percent")})
+    st.caption("Confirmed: a checkpoint on disk that reloads. Estimates (a planner's proxies) are never recommended.")
+    title = f"recommendation for point {rec.baseline['point_id']}"
+    for col, fmt in zip(st.columns(len(FORMATS)), FORMATS.values(), strict=True):
+        col.download_button(fmt.label, data=lambda f=fmt.name: export_table(table, f, title)[0],
+                            file_name=file_name(title, fmt.extension), mime=fmt.mime, key=f"{key}.dl.{fmt.name}",
+                            on_click="ignore", icon=":material/download:")

@@ -5,14 +5,12 @@ engine/analysis/recommend.py; the chart is pages/figures/recommend.py."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from engine.analysis.exports import FORMATS, arrow_ready, export_table, file_name
-from engine.analysis.recommend import Budget, comparison, recommend
+from engine.analysis.recommend import Budget, recommend
 from engine.core.errors import UserError
 from pages.figures.recommend import recommend_figure
-from pages.point_actions import point_actions
+from pages.point_actions import recommendation_view
 from pages.shared import open_runner_or_stop, points_and_baselines, show_error
 
 st.title("Recommend")
@@ -66,47 +64,6 @@ st.caption(f"Baseline: point {b['point_id']}, {b['method']} {b['model']} on {b['
            + f". Ranked by {'size, smallest first' if rec.objective == 'size' else 'speed, fastest first'}, then "
              "accuracy.")
 
-if rec.best is not None:
-    w = rec.best
-    st.success(f"**Ship point {w['point_id']}**: {w['method']} {w['level']} ({w['run']}): {rec.reason}.",
-               icon=":material/recommend:")
-    m1, m2, m3, m4 = st.columns(4)
-    spread = f"± {w['spread_points']:.2f} over {w['repeats']} repeats" if w["repeats"] > 1 else "one run"
-    m1.metric("accuracy change", f"{w['change_points']:+.2f} points", help=spread)
-    m2.metric("smaller", f"{w['smaller']:.2f}x" if w["smaller"] == w["smaller"] else "-")
-    interval = (f" [{w['faster_lo']:.2f}–{w['faster_hi']:.2f}]" if w["faster_lo"] == w["faster_lo"] else "")
-    m3.metric("faster", f"{w['faster']:.2f}x" if w["faster"] == w["faster"] else "not timed",
-              help=f"timing: {w['timing']}{interval}")
-    m4.metric("repeats", w["repeats"])
-    if w["simulated"]:
-        st.caption("Simulated quantization: its size counts the low-bit weights, but no low-bit kernel ran.")
-    if w["run_id"] and st.button("Open its run (lineage, config, log)", key="recommend.open_run",
-                                 icon=":material/account_tree:"):
-        st.session_state["runs.selected"] = w["run_id"]
-        st.switch_page("pages/runs.py")
-    point_actions(w, "recommend.best")  # Open in What-if, Launch from this checkpoint, Download
-else:
-    st.warning(f"No recommendation: {rec.reason}.", icon=":material/block:")
-for note in rec.notes:
-    st.caption(note)
-
 if not rec.table.empty:
     st.plotly_chart(recommend_figure(rec), key="recommend.chart")
-    table = comparison(rec)
-    winner = rec.best["point_id"] if rec.best is not None else None
-
-    def highlight(row: pd.Series) -> list[str]:
-        colour = "background-color: rgba(44, 160, 44, 0.25)" if winner is not None and row["point"] == winner else ""
-        return [colour] * len(row)
-
-    st.dataframe(arrow_ready(table).style.apply(highlight, axis=1), hide_index=True, key="recommend.table",
-                 column_config={"change (points)": st.column_config.NumberColumn(format="%+.2f"),
-                                "smaller (x)": st.column_config.NumberColumn(format="%.2f"),
-                                "faster (x)": st.column_config.NumberColumn(format="%.2f"),
-                                "accuracy": st.column_config.NumberColumn(format="percent")})
-    st.caption("Confirmed: a checkpoint on disk that reloads. Estimates (a planner's proxies) are never recommended.")
-    title = f"recommendation for point {b['point_id']}"
-    for col, fmt in zip(st.columns(len(FORMATS)), FORMATS.values(), strict=True):
-        col.download_button(fmt.label, data=lambda f=fmt.name: export_table(table, f, title)[0],
-                            file_name=file_name(title, fmt.extension), mime=fmt.mime, key=f"recommend.dl.{fmt.name}",
-                            on_click="ignore", icon=":material/download:")
+recommendation_view(rec, "recommend")

@@ -25,4 +25,9 @@ def test_the_page_draws_estimates_hollow_confirmed_runs_filled_and_the_recommend
     rec = state["recommendation"]
     if rec is not None:
         assert "recommended" in traces
-        assert any(rec["artifact"] in s.value for s in at.success)
+        assert any(f"Ship point {rec['point_id']}" in s.value for s in at.success)
+    # the store's ranking under the plan's budget, as on Recommend: every confirmed variant with what it breaks
+    table = next(df.value for df in at.dataframe if "breaks" in getattr(df.value, "columns", []))
+    assert table["rank"].iloc[0] == "baseline" and len(table) >= 2
+    for fits, breaks in zip(table["fits"][1:], table["breaks"][1:], strict=True):
+        assert fits in ("yes", "no") and (fits == "no") == bool(breaks)  # a variant that does not fit says why
