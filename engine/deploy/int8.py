@@ -96,6 +96,11 @@ class Int8Backend(ABC):
         converted model's state (None: the loader converts `model` and loads the tensors into the result)."""
         return None
 
+    def search_form(self) -> Int8Backend:
+        """The backend a search's trial conversions use (`ptq_int8 --max-drop`): one with the same quantization
+        (same observers, same scales) that is cheaper to build; the final model is then converted with `self`."""
+        return self
+
 
 INT8_BACKENDS: Registry[Int8Backend] = Registry("int8 backend")
 

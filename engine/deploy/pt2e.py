@@ -284,6 +284,12 @@ class Pt2eBackend(Int8Backend):
 
         return self.convert(model, first, keep, calibrate, t0)
 
+    def search_form(self) -> Int8Backend:
+        """Uncompiled for a search's trials: the same prepared, calibrated and converted program without the ~10 s
+        compile per trial (its fp32 ops on dequantized values round slightly differently from the compiled int8
+        kernels, so the final, compiled model is measured again)."""
+        return Pt2eBackend(f"{self.name}_eager", compile=False) if self.compile else self
+
     def dynamic(self, model: nn.Module, engine: str) -> Int8Model:
         raise Int8ConversionError(f"the {self.name} int8 backend does static int8 only; use --backend fx for "
                                   f"dynamic int8")

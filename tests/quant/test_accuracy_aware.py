@@ -172,3 +172,38 @@ def test_max_drop_refuses_the_dynamic_fallback(digits_checkpoint):
         PTQInt8Config(checkpoint=digits_checkpoint, max_drop=0.005, fallback="dynamic_int8")
     with pytest.raises(ConfigError):
         PTQInt8Config(checkpoint=digits_checkpoint, max_drop=-1)
+
+
+def test_a_search_runs_its_trials_in_the_backends_cheaper_form_and_converts_the_final_once(sabotaged,
+                                                                                             digits_checkpoint, ctx):
+    """PT2E compiles each conversion (~10 s): the search's trials run uncompiled (its search_form) and only the
+    final model is converted in the chosen form; its drop is measured again on that form."""
+    from engine.methods.quant.ptq_int8 import within_max_drop
+
+    fx = INT8_BACKENDS.get("fx")
+
+    class Costly(type(fx)):  # stands for a compiling backend: counts its own conversions
+        name = "costly"
+        calls: list = []
+
+        def static(self, model, calibration, engine, cancel=None, keep_float=()):
+            self.calls.append(tuple(keep_float))
+            return fx.static(model, calibration, engine, cancel, keep_float)
+
+        def search_form(self):
+            return fx
+
+    model, _, data = sabotaged
+    folded = fold_batchnorm(copy.deepcopy(model))
+    batches = calibration_batches(data, 2, 32, 0)
+    costly = Costly()
+    final, extra = within_max_drop(folded, data, batches, costly, _config(digits_checkpoint, max_drop=0.01), ctx)
+    assert costly.calls == [tuple(extra["keep_float"])]  # one conversion in the chosen form: the final model
+    assert extra["keep_float"][0] == SABOTAGED and extra["conversions"] >= 3
+    x, y = data.val.tensors()
+    with torch.inference_mode():
+        drop = 100 * (scores(folded(x), y)["accuracy"] - scores(final.runner(x), y)["accuracy"])
+    assert extra["val_drop"] == pytest.approx(drop, abs=1e-4) and extra["max_drop_met"] == (drop <= 1.0 + 1e-9)
+    assert any("trial conversions ran as fx" in m for _, m in ctx.events)
+    pt2e = INT8_BACKENDS.get("pt2e").search_form()
+    assert pt2e.name == "pt2e_eager" and not pt2e.compile and fx.search_form() is fx
