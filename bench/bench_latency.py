@@ -136,7 +136,9 @@ def main() -> int:
                   f"{noisy:>5} {wrong:>5} {load():>15}")
         fx = plain_fx(built, batches)
         for b in (1, 32):
-            t = timing.time_forms({"ours": ours, "fx": fx}, timing.batch_of(example, b), reference="fx")
+            # a parity check needs a narrower interval than a point: more rounds, a longer budget
+            t = timing.time_forms({"ours": ours, "fx": fx}, timing.batch_of(example, b), reference="fx",
+                                  policy=timing.Policy(rounds=11, max_rounds=41, target_spread=1.05, budget_s=20.0))
             s = t.speedups["ours"]
             print(f"ours vs plain FX int8, batch {b}: {s.median:.3f}x [{s.lo:.3f}, {s.hi:.3f}] ({t.quality}; "
                   f"load {load()})")
