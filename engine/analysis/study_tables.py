@@ -159,7 +159,9 @@ class Comparison:
     """`a` against `b`: does a exceed b - allowance, beyond the spread of the repeats?
 
     `band` is the larger of the two samples' standard deviations; with a single run on both sides there is
-    no spread, and the band is MARGIN (1 point) instead. A difference inside the band is a tie."""
+    no spread, and the band is MARGIN (1 point) instead. A difference inside the band is a tie. `paired`: a
+    and b are the same runs measured two ways (each model and its quantized copy), so the band is the spread
+    of the per-run differences, and none with one run (the difference is exact; the allowance is the claim)."""
 
     a: str
     b: str
@@ -167,6 +169,7 @@ class Comparison:
     sample_b: Sample
     allowance: float = 0.0  # a claim such as "within 1 point of b" allows a to be this far below b
     chance: float = 0.1
+    paired: bool = False
 
     @property
     def diff(self) -> float:
@@ -174,6 +177,9 @@ class Comparison:
 
     @property
     def band(self) -> float:
+        if self.paired:
+            diffs = [a - b for a, b in zip(self.sample_a.runs, self.sample_b.runs, strict=True)]
+            return statistics.stdev(diffs) if len(diffs) > 1 else 0.0
         if max(self.sample_a.n, self.sample_b.n) < 2:
             return MARGIN
         return max(self.sample_a.std, self.sample_b.std)
@@ -193,8 +199,12 @@ class Comparison:
     def text(self) -> str:
         tail = {"chance": f"both within {100 * CHANCE_BAND:.0f} points of chance ({100 * self.chance:.0f} %)",
                 "win": "beyond", "loss": "beyond", "tie": "within"}[self.outcome]
-        if self.outcome != "chance":
-            single = max(self.sample_a.n, self.sample_b.n) < 2
+        single = max(self.sample_a.n, self.sample_b.n) < 2
+        if self.paired and self.outcome != "chance":
+            spread = "one run measured both ways: no spread" if single else f"paired spread {100 * self.band:.1f}"
+            where = {"win": "inside", "loss": "outside", "tie": "at the edge of"}[self.outcome]
+            tail = f"{where} the {100 * self.allowance:g}-point allowance ({spread})"
+        elif self.outcome != "chance":
             tail += (" the 1-point margin (one run each: no spread)" if single else
                      f" the spread of {100 * self.band:.1f}")
         return (f"{self.a} {self.sample_a.text()} vs {self.b} {self.sample_b.text()}: "
@@ -663,7 +673,8 @@ def kd_quant_verdicts(units: list[StoredUnit], stage: str, regime: str, chance: 
     verdicts = []
     top = max(next(iter(samples.values())))
     if all(8 in by and top in by for by in samples.values()) and top != 8:
-        vs = [Comparison(f"{m} at 8 bits", f"{top} bits", by[8], by[top], allowance=MARGIN, chance=chance)
+        # paired: each run's 8-bit copy against the same run in float, not the seeds' spread of accuracies
+        vs = [Comparison(f"{m} at 8 bits", f"{top} bits", by[8], by[top], allowance=MARGIN, chance=chance, paired=True)
               for m, by in samples.items()]
         verdicts.append(Verdict("003", regime, "8 bits stay within 1 point of float for every model", judge_every(vs),
                                 "; ".join(c.text() for c in vs) + f" ({tally(vs)})."))

@@ -23,9 +23,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from engine.core.errors import CheckpointError, quoted
+from engine.core.errors import CheckpointError, ConfigError, quoted
 from engine.model.data import DEFAULT_ROOT, Dataset, load_dataset, with_normalisation
-from engine.model.zoo import build_model, input_defaults
+from engine.model.reused_head import is_reused_head
+from engine.model.zoo import MODELS, build_model, input_defaults
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
@@ -80,6 +81,11 @@ class CheckpointMeta:
         if "history" in d:  # format 1
             d.setdefault("lineage", d.pop("history"))
         _check_type("arch", d["arch"], str)
+        if is_reused_head(d["arch"]):  # a composite's name carries its parts: a bad one is named before building
+            try:
+                MODELS.get(d["arch"])
+            except ConfigError as e:
+                raise CheckpointError(f"{META}: arch: {e}") from None
         _check_type("dataset", d["dataset"], str)
         for name, hi in (("num_classes", MAX_CLASSES), ("in_channels", 64), ("image_size", MAX_IMAGE_SIZE)):
             _check_type(name, d[name], int)

@@ -7,7 +7,9 @@ paths, coarse to fine, for feature distillation) and its classifier (the last Li
 
 Besides the zoo, any timm or torchvision classification model by name (`timm:convnext_tiny`,
 `torchvision:efficientnet_b0`, options after `?`), unchanged, at its own input size: see
-engine/model/named.py. `MODELS.get` answers for those names too.
+engine/model/named.py. `MODELS.get` answers for those names too, and for SimKD's delivered student,
+`simkd:<student>+<teacher>` (the student's backbone, the paper's projector and the teacher's classifier:
+engine/model/reused_head.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from engine.core.errors import ConfigError
 from engine.core.registry import Registry
-from engine.model import named
+from engine.model import named, reused_head
 
 SMALL_INPUT = 64  # below this side length, stems keep full resolution
 
@@ -37,11 +39,14 @@ class ModelSpec:
 
 
 class ModelRegistry(Registry[ModelSpec]):
-    """The zoo's registry; a `timm:` or `torchvision:` name is answered with a spec read off that model."""
+    """The zoo's registry; a `timm:` or `torchvision:` name is answered with a spec read off that model, a
+    `simkd:` name with the spec of its composite."""
 
     def get(self, name: str) -> ModelSpec:
         if named.is_named(name):
             return _named_spec(named.canonical(name))
+        if reused_head.is_reused_head(name):
+            return _reused_head_spec(reused_head.parse(name))
         try:
             return super().get(name)
         except ConfigError as e:
@@ -52,6 +57,12 @@ class ModelRegistry(Registry[ModelSpec]):
         if named.is_named(name):
             try:
                 named.parse(name)
+            except ConfigError:
+                return False
+            return True
+        if reused_head.is_reused_head(name):
+            try:
+                self.get(name)
             except ConfigError:
                 return False
             return True
@@ -66,6 +77,27 @@ def _named_spec(arch: str) -> ModelSpec:
     source = arch.split(":", 1)[0]
     return ModelSpec(arch, f"{source} {arch.split(':', 1)[1]}, built without pretrained weights", functools.partial(
         named.build_named, arch), stages, classifier)
+
+
+def _reused_head_spec(arch: reused_head.ReusedHeadArch) -> ModelSpec:
+    for role, part in (("student", arch.student), ("teacher", arch.teacher)):
+        if part not in MODELS.names():
+            raise ConfigError(f"architecture {arch.spec!r}: its {role} {part!r} is not an architecture of the zoo; "
+                              f"known: {', '.join(MODELS.names())}")
+    return ModelSpec(arch.spec, f"{arch.student} backbone + SimKD's conv projector + {arch.teacher}'s classifier",
+                     functools.partial(_build_reused_head, arch), ("backbone", "projector"), "head")
+
+
+def _build_reused_head(arch: reused_head.ReusedHeadArch, num_classes: int, in_channels: int, image_size: int,
+                       width: float = 1.0) -> nn.Module:
+    """The student (at `width`) and the teacher (at the arch's teacher_width) built fresh; only the teacher's
+    classifier is kept. The weights come from the checkpoint."""
+    s_spec, t_spec = MODELS.get(arch.student), MODELS.get(arch.teacher)
+    student = s_spec.build(num_classes, in_channels, image_size, width)
+    teacher = t_spec.build(num_classes, in_channels, image_size, arch.teacher_width)
+    example = torch.zeros(1, in_channels, image_size, image_size)
+    return reused_head.reused_head_student(student, s_spec.stages[-1], teacher, t_spec.stages[-1], t_spec.classifier,
+                                           arch.factor, example)
 
 
 def _ch(c: int, width: float) -> int:
@@ -320,19 +352,24 @@ def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, 
         arch = named.canonical(arch)
         model = named.build_named(arch, num_classes, in_channels, image_size, width)
     else:
-        model = MODELS.get(arch).build(num_classes, in_channels, image_size, width)
+        spec = MODELS.get(arch)
+        arch = spec.name  # a simkd: name in its canonical spelling
+        model = spec.build(num_classes, in_channels, image_size, width)
     model.arch = arch  # what measure() records as the point's model (copies and pruned models keep it)
     return model
 
 
 def catalog() -> list[dict]:
-    """One row per architecture (for `models` and the app), then the two by-name families."""
+    """One row per architecture (for `models` and the app), then the two by-name families and SimKD's composite."""
     rows = [{"name": n, "description": s.description, "stages": list(s.stages), "classifier": s.classifier}
             for n, s in MODELS.items()]
     rows += [{"name": f"{source}:<name>", "description": f"any {source} classification model by name, e.g. {example} "
               f"(no pretrained weights: upload yours)", "stages": [], "classifier": ""}
              for source, example in (("timm", "timm:vit_tiny_patch16_224?depth=2"),
                                      ("torchvision", "torchvision:efficientnet_b0"))]
+    rows.append({"name": "simkd:<student>+<teacher>", "description": "SimKD's student with the paper's conv projector "
+                 "and the teacher's classifier, e.g. simkd:cnn_s+cnn_l?factor=4 (made by distill --method simkd "
+                 "--projector conv)", "stages": ["backbone", "projector"], "classifier": "head"})
     return rows
 
 

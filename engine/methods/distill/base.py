@@ -42,6 +42,7 @@ class DistillSetup:
     train: TrainConfig
     device: torch.device
     new_student: Callable[[int], nn.Module]  # another student of the same architecture, initialised from a seed
+    teacher_width: float = 1.0  # the teacher checkpoint's width multiplier (a student carrying its head records it)
 
 
 class Distiller:

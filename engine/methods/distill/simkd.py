@@ -13,11 +13,12 @@ Two projectors (`projector`):
   exactly into one Linear that replaces the student's classifier: the delivered student is a plain
   checkpoint of its own architecture, with the same predictions, that pruning and quantization can
   take as it is.
-- `conv` (the paper's): the last feature stages' maps are aligned through the paper's bottleneck
-  projector (1x1, 3x3, 1x1 convolutions, each with BN and ReLU, the middle width the teacher's channels
-  / `factor`), then average-pooled into the teacher's classifier. It does not fold: the student is the
-  backbone + projector + the reused teacher head, which the checkpoint format cannot rebuild yet, so
-  this form is measured but not saved (the distill task refuses `save` with it).
+- `conv` (the paper's): the student's last feature map goes through the paper's bottleneck projector
+  (1x1, 3x3, 1x1 convolutions, each with BN and ReLU, the middle width the teacher's channels /
+  `factor`) onto the teacher's last feature map, then is average-pooled into the teacher's classifier.
+  It does not fold: the delivered student is the backbone + projector + the reused teacher head, an
+  architecture of its own, `simkd:<student>+<teacher>` (engine/model/reused_head.py), saved as a
+  checkpoint like any other that measure, prune and quantize take.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from engine.core.config import Config, param
 from engine.core.errors import ConfigError
 from engine.methods.distill.adapters import FeatureAdapter
 from engine.methods.distill.base import Distiller, classifier_inputs, register_distiller
-from engine.methods.distill.features import FeatureHooks, feature_shapes
+from engine.model.reused_head import MAX_FACTOR, ReusedHeadArch, reused_head_student
 from engine.model.train import Batch
 from engine.model.zoo import get_module
 
@@ -69,8 +70,11 @@ class ReusedClassifierStudent(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.projector(self.encoder(x))
 
+    def classify(self, features: Tensor) -> Tensor:
+        return self.teacher_classifier(features)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.teacher_classifier(self.features(x))
+        return self.classify(self.features(x))
 
 
 def _linear_at(model: nn.Module, path: str, who: str) -> nn.Linear:
@@ -81,58 +85,15 @@ def _linear_at(model: nn.Module, path: str, who: str) -> nn.Linear:
     return m
 
 
-class PaperProjector(nn.Module):
-    """The paper's projector on feature maps: 1x1 (C_s -> C_t / factor), 3x3, 1x1 (-> C_t), each with BN and ReLU."""
-
-    def __init__(self, s_channels: int, t_channels: int, factor: int = 2):
-        super().__init__()
-        mid = max(1, t_channels // factor)
-        self.body = nn.Sequential(
-            nn.Conv2d(s_channels, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.Conv2d(mid, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            nn.Conv2d(mid, t_channels, 1, bias=False), nn.BatchNorm2d(t_channels), nn.ReLU(inplace=True))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class MapReusedClassifierStudent(nn.Module):
-    """Student backbone up to its last feature stage -> the paper's projector -> average pool -> the teacher's
-    classifier. The student's own pool and classifier still run (their output is ignored): no per-model code."""
-
-    def __init__(self, student: nn.Module, stage: str, projector: PaperProjector, teacher_classifier: nn.Linear,
-                 size: tuple[int, int]):
-        super().__init__()
-        self.student = student
-        self.projector = projector
-        self.teacher_classifier = teacher_classifier.requires_grad_(False)
-        self.size = size  # the teacher's map size: the student's map is pooled to it when larger
-        self.hooks = FeatureHooks(student, [stage])
-
-    def features(self, x: Tensor) -> Tensor:
-        self.student(x)
-        (fmap,) = self.hooks.take()
-        if tuple(fmap.shape[-2:]) != self.size:
-            fmap = F.adaptive_avg_pool2d(fmap, self.size)
-        return self.projector(fmap)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.teacher_classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
-
-
 @dataclass
 class SimKDConfig(Config):
     """One loss, no weights to balance (the point of the method); which projector, and its bottleneck."""
 
     projector: str = param("linear", "linear: on the pooled features, folded into the student's classifier (saved as "
                                      "the student's own architecture); conv: the paper's 1x1-3x3-1x1 projector on the "
-                                     "last feature maps (measured, not saved)", choices=("linear", "conv"))
-    factor: int = param(2, "conv projector: its middle width is the teacher's channels / factor", lo=1, hi=64)
-
-    @property
-    def savable(self) -> bool:
-        """Whether the delivered student is a checkpoint of the student's own architecture."""
-        return self.projector == "linear"
+                                     "last feature maps (saved as simkd:<student>+<teacher>, the projector and the "
+                                     "teacher's classifier with the student)", choices=("linear", "conv"))
+    factor: int = param(2, "conv projector: its middle width is the teacher's channels / factor", lo=1, hi=MAX_FACTOR)
 
 
 @register_distiller("simkd")
@@ -157,23 +118,13 @@ class SimKD(Distiller):
         self.teacher = self.frozen_teacher([t_path], of="input")
 
     def _paper_form(self, cfg: SimKDConfig, setup) -> None:
-        """The paper's projector between the last feature stages' maps."""
-        s_stage, t_stage = setup.student_spec.stages[-1], setup.teacher_spec.stages[-1]
-        example = setup.data.train.tensors()[0][:2]
-        (s_shape,) = feature_shapes(setup.student, [s_stage], example)
-        (t_shape,) = feature_shapes(setup.teacher, [t_stage], example)
-        if len(s_shape) != 3 or len(t_shape) != 3:
-            raise ConfigError(f"simkd's conv projector needs feature maps [C, H, W] from the last stages "
-                              f"('{s_stage}' gives {list(s_shape)}, '{t_stage}' {list(t_shape)}); use projector linear")
-        if s_shape[1] < t_shape[1]:
-            raise ConfigError(f"simkd's conv projector pools the student's map to the teacher's size, but the "
-                              f"student's {list(s_shape)} is smaller than the teacher's {list(t_shape)}; use "
-                              f"projector linear")
-        teacher_classifier = _linear_at(setup.teacher, setup.teacher_spec.classifier, "teacher")
-        projector = PaperProjector(s_shape[0], t_shape[0], cfg.factor)
-        self.wrapper = MapReusedClassifierStudent(self.student, s_stage, projector, copy.deepcopy(teacher_classifier),
-                                                  tuple(t_shape[1:]))
-        self.teacher = self.frozen_teacher([t_stage])
+        """The paper's projector between the last feature stages' maps, in the model the checkpoint rebuilds."""
+        s_spec, t_spec = setup.student_spec, setup.teacher_spec
+        arch = ReusedHeadArch(s_spec.name, t_spec.name, cfg.factor, setup.teacher_width)  # zoo names only
+        self.wrapper = reused_head_student(self.student, s_spec.stages[-1], setup.teacher, t_spec.stages[-1],
+                                           t_spec.classifier, cfg.factor, setup.data.train.tensors()[0][:2])
+        self.wrapper.arch = arch.spec  # what the checkpoint's meta and every point record as the model
+        self.teacher = self.frozen_teacher([t_spec.stages[-1]])
 
     @property
     def model(self) -> nn.Module:
@@ -182,14 +133,11 @@ class SimKD(Distiller):
     def step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         projected = self.wrapper.features(batch.x)
         _, (feat_teacher,) = self.teacher.batch(batch)
-        if self.conv:
-            logits = self.wrapper.teacher_classifier(torch.flatten(F.adaptive_avg_pool2d(projected, 1), 1))
-            return logits, {"feature": simkd_loss(projected, feat_teacher)}
-        return self.wrapper.teacher_classifier(projected), {"feature": simkd_loss(projected, feat_teacher)}
+        return self.wrapper.classify(projected), {"feature": simkd_loss(projected, feat_teacher)}
 
     def finish(self) -> list[nn.Module]:
         """The student with projector and teacher classifier folded into its own classifier (linear); the
-        backbone + projector + teacher head, measured as it is (conv)."""
+        backbone + projector + teacher head, an architecture of its own (conv)."""
         super().finish()
         self.wrapper.eval()
         if self.conv:

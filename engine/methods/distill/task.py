@@ -65,9 +65,6 @@ class DistillTask(SaveOptions):
         if not self.teacher:
             raise ConfigError("teacher must name a teacher checkpoint directory")
         MODELS.get(self.student)
-        if self.save and not getattr(self.settings, "savable", True):  # e.g. simkd's conv projector
-            raise ConfigError(f"method {self.method} with these settings delivers a student the checkpoint format "
-                              f"cannot rebuild; set save to false (--no-save) or change its settings")
         if self.dataset is not None:
             check_dataset_name(self.dataset)
 
@@ -159,7 +156,7 @@ def _distill(cfg: DistillTask, ctx: RunContext, teacher: torch.nn.Module, teache
     student = open_checkpoint(cfg.student_init, cfg.data_root)[0] if cfg.student_init else new_student(cfg.train.seed)
     device = pick_device()
     setup = DistillSetup(student, teacher, MODELS.get(cfg.student), MODELS.get(teacher_meta.arch), train_data,
-                         cfg.train, device, new_student)
+                         cfg.train, device, new_student, teacher_width=teacher_meta.width)
     ctx.progress(Progress(0.0, "preparing the teacher"))
     distiller = DISTILLERS.get(cfg.method)(cfg.settings, setup)
     ctx.log_event(f"{cfg.method}: {teacher_meta.arch} -> {cfg.student} on {data.name}, "
@@ -183,8 +180,14 @@ def _distill(cfg: DistillTask, ctx: RunContext, teacher: torch.nn.Module, teache
         if cfg.save:
             # the run's student continues student_init's lineage; dml's other students start fresh
             base = init_meta if init_meta is not None and i == 1 else fresh
+            changes = {"train_config": cfg.train.to_dict()}
+            arch = getattr(model, "arch", cfg.student)
+            if arch != cfg.student:  # a student of its own architecture (simkd's conv: backbone + teacher head)
+                changes["arch"] = arch
+                if teacher_meta.layer_shapes == "shape":  # the head it carries is the pruned teacher's
+                    changes["layer_shapes"] = "shape"
             path = out / f"student{i}" if len(students) > 1 else out
-            artifact = save_float_variant(str(path), model, dataclasses.replace(base, train_config=cfg.train.to_dict()),
+            artifact = save_float_variant(str(path), model, dataclasses.replace(base, **changes),
                                           family="distill", method=cfg.method, params=params,
                                           input_checkpoint=cfg.teacher)
             ctx.log_artifact(artifact, "checkpoint")
