@@ -278,7 +278,8 @@ class Regime:
 
 
 COMPRESSION = Regime("compression", "how far the teacher can be compressed: a full-width student on the full training "
-                     "split, distilled, pruned to its breakpoint and fine-tuned", "distil-compression",
+                     "split, distilled, then compressed further (kd-prune: pruned to its breakpoint and fine-tuned; kd-quant: "
+                     "quantized, uniformly and by a mixed-precision path)", "distil-compression",
                      "prune-compression")
 LOW_DATA = Regime("low data", "where the teacher has something to give: a narrow student on few training images, KD "
                   "against the same student trained alone", "distil", "prune-student")
