@@ -22,6 +22,7 @@ from engine.methods.quant.adaround import (
     beta_at,
     capture,
     execution_order,
+    following_activations,
     initial_v,
     layer_function,
     optimize_rounding,
@@ -62,6 +63,36 @@ def test_beta_is_off_during_the_warm_start_then_decays_from_20_to_2_on_a_cosine(
     assert beta_at(20, 100, 0.2, 20, 2) == pytest.approx(20)
     assert beta_at(60, 100, 0.2, 20, 2) == pytest.approx(11)  # halfway: 2 + 9 * (1 + cos(pi / 2))
     assert beta_at(99, 100, 0.2, 20, 2) == pytest.approx(2 + 9 * (1 + math.cos(79 / 80 * math.pi)))
+
+
+# ---------------------------------------------------------------- the activation in the loss
+
+
+class _Block(torch.nn.Module):
+    """conv -> BN -> ReLU, then conv -> BN -> (+ input) -> ReLU: only the first conv's output meets the ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3)
+        self.conv2, self.bn2 = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3)
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 4), torch.nn.ReLU6())
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.head(self.relu(self.bn2(self.conv2(out)) + x))
+
+
+def test_the_activation_that_directly_follows_a_layer_is_found_through_a_folded_batchnorm():
+    model = fold_batchnorm(_Block())
+    layers = {"conv1": model.conv1, "conv2": model.conv2, "head.1": model.head[1]}
+    found = following_activations(model, layers, torch.randn(2, 3, 4, 4))
+    assert set(found) == {"conv1", "head.1"}  # conv2's output goes to the residual add, not to a ReLU
+    t = torch.tensor([-7.0, 3.0, 8.0])
+    assert found["conv1"](t).tolist() == [0.0, 3.0, 8.0] and found["head.1"](t).tolist() == [0.0, 3.0, 6.0]
+    assert t.tolist() == [-7.0, 3.0, 8.0]  # out of place, though the model's ReLU is in place
+    x = torch.randn(5, 3, 4, 4)
+    assert torch.equal(layer_function(model.conv1, found["conv1"])(x, model.conv1.weight), torch.relu(model.conv1(x)))
 
 
 # ---------------------------------------------------------------- one layer

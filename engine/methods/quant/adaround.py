@@ -9,12 +9,15 @@ inputs. The final codes are floor(W/s) + z + [h(V) >= 0.5], so each differs from
 
 The constants and schedule follow the two reference implementations: zeta 1.1, gamma -0.1, V
 initialised so that h(V) is the weight's fractional part, regularisation weight 0.01, beta 20 -> 2
-(AIMET's cosine decay) after a 20 % warm start, Adam at lr 1e-3, a batch of 32 calibration samples
-per step, and the reconstruction loss sum over channels, mean over the rest (Qualcomm AIMET
-`aimet_torch/adaround`, Xilinx/AMD Brevitas `learned_round`). As in AIMET, each layer's input comes
+(AIMET's cosine decay) after a 20 % warm start, Adam, a batch of 32 calibration samples per step, and
+the reconstruction loss sum over channels, mean over the rest (Qualcomm AIMET `aimet_torch/adaround`,
+Xilinx/AMD Brevitas `learned_round`). AIMET takes 10,000 steps at lr 1e-3 and Brevitas 1,000 at 0.1;
+the default here is 500 at 1e-2 (steps x rate 5, against AIMET's 10 and Brevitas' 100; 500 steps at
+1e-3 move V by 0.5 at most, so few weights can leave nearest). As in AIMET, each layer's input comes
 from the model quantized so far (earlier layers already AdaRounded) and its target is the float
-model's output of that layer on the float input, so later layers correct earlier layers' error. The
-reconstructed output is the layer's own (before its activation function).
+model's output of that layer on the float input, so later layers correct earlier layers' error; where a
+ReLU or ReLU6 takes the layer's output directly, both outputs go through it before the loss (AIMET's
+`act_func`), so errors the activation erases cost nothing.
 
 BatchNorm is folded first, as every quantization method here does. Quantization is simulated: each
 width is a variant saved as a `packed` checkpoint at round-to-nearest's scales, and the point says
@@ -75,7 +78,10 @@ class AdaRoundConfig(SaveOptions, SimulatedRun):
                               lo_open=True)
     beta_end: float = param(2.0, "the regulariser's exponent at the last step", lo=0, hi=1e3, lo_open=True)
     warm_start: float = param(0.2, "share of the steps with no regulariser", lo=0, hi=1, hi_open=True)
-    lr: float = param(1e-3, "Adam's learning rate for V", lo=0, hi=10, lo_open=True)
+    lr: float = param(1e-2, "Adam's learning rate for V (AIMET: 0.001 over 10,000 steps; Brevitas: 0.1 over "
+                            "1,000)", lo=0, hi=10, lo_open=True)
+    include_activation: bool = param(True, "reconstruct the output after the ReLU/ReLU6 that follows a layer, "
+                                           "as AIMET does (--no-include-activation: the layer's own output)")
 
     def validate(self) -> None:
         check_bits_list("bits", self.bits, hi=8)
@@ -149,7 +155,7 @@ class Rounding:
 def optimize_rounding(weight: Tensor, nearest: maths.Codes, qmax: int,
                       layer_fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, targets: Tensor, *,
                       iterations: int, reg_weight: float = 0.01, beta_range: tuple[float, float] = (20.0, 2.0),
-                      warm_start: float = 0.2, lr: float = 1e-3, batch: int = BATCH, seed: int = 0,
+                      warm_start: float = 0.2, lr: float = 1e-2, batch: int = BATCH, seed: int = 0,
                       check: Callable[[], None] | None = None) -> Rounding:
     """AdaRound for one layer: learns V on (input, target output) pairs and returns the hard codes
     clamp(floor(W/s) + z + [h(V) >= 0.5], qmin, qmax) at `nearest`'s scale and zero point.
@@ -232,9 +238,50 @@ def capture(model: nn.Module, layer: nn.Module, images: Tensor, what: str) -> Te
     return torch.cat(kept) if len(kept) == len(images.split(CAPTURE_BATCH)) else None
 
 
-def layer_function(layer: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """The layer as a function of (input, weight): its own forward with the weight swapped."""
-    return lambda x, w: functional_call(layer, {"weight": w}, (x,))
+ACTIVATIONS: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
+    nn.ReLU: torch.relu, nn.ReLU6: lambda t: torch.clamp(t, 0.0, 6.0)}  # out of place, unlike the model's
+
+
+def following_activations(model: nn.Module, layers: dict[str, nn.Module], example: Tensor
+                          ) -> dict[str, Callable[[Tensor], Tensor]]:
+    """The activation function applied directly to each layer's output, where there is one (a ReLU or
+    ReLU6 module whose input is the very tensor the layer returned, Identity in between allowed: BatchNorm
+    folds to one). AIMET puts it in the reconstruction loss, so errors the activation erases cost nothing."""
+    outputs: dict[int, tuple[Tensor, str]] = {}  # the tensor is kept so its id is not reused
+    found: dict[str, Callable[[Tensor], Tensor]] = {}
+
+    def record(name: str):
+        def hook(_m: nn.Module, _args: tuple, out: Tensor) -> None:  # returns None: the output is unchanged
+            if isinstance(out, Tensor):
+                outputs.setdefault(id(out), (out, name))
+        return hook
+
+    def match(kind: type[nn.Module]):
+        def hook(_m: nn.Module, args: tuple) -> None:
+            kept = outputs.get(id(args[0])) if args else None
+            name = kept[1] if kept is not None and kept[0] is args[0] else None
+            if name is not None and name not in found:
+                found[name] = ACTIVATIONS[kind]
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in layers.items()]
+    handles += [m.register_forward_pre_hook(match(type(m))) for m in model.modules() if type(m) in ACTIVATIONS]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def layer_function(layer: nn.Module, activation: Callable[[Tensor], Tensor] | None = None
+                   ) -> Callable[[Tensor, Tensor], Tensor]:
+    """The layer as a function of (input, weight): its own forward with the weight swapped, then the
+    activation that follows it, if given."""
+    if activation is None:
+        return lambda x, w: functional_call(layer, {"weight": w}, (x,))
+    return lambda x, w: activation(functional_call(layer, {"weight": w}, (x,)))
 
 
 # ---------------------------------------------------------------- the method
@@ -248,6 +295,7 @@ def adaround(model: nn.Module, data: Dataset, cfg: AdaRoundConfig, ctx: RunConte
     images = torch.cat(calibration_batches(data, cfg.calib_batches, cfg.calib_batch_size, cfg.seed))
     weights = LayerWeights(model, cfg.quantizer())
     order = execution_order(model, weights.layers, images[:1])
+    activations = following_activations(model, weights.layers, images[:1]) if cfg.include_activation else {}
     ctx.log_event(f"AdaRound at {list(cfg.bits)} bits, {cfg.scheme()}, {len(order)} layers (BatchNorm folded), "
                   f"{len(images)} calibration images, {cfg.iterations} steps per layer; inputs from the model "
                   f"quantized so far, targets from the float model")
@@ -265,13 +313,17 @@ def adaround(model: nn.Module, data: Dataset, cfg: AdaRoundConfig, ctx: RunConte
             nearest = weights.codes(name, bits)
             inputs = capture(model, layer, images, "input")
             targets = capture(reference, reference.get_submodule(name), images, "output")
+            activation = activations.get(name)
+            if activation is not None and targets is not None:
+                targets = activation(targets)
             if inputs is None or targets is None:  # never called in a forward pass: nothing to reconstruct
                 ctx.log_event(f"{name} is not called by the model's forward pass; kept at nearest rounding",
                               level="warning")
                 with torch.no_grad():
                     layer.weight.copy_(weights.quantized(name, bits))
                 continue
-            r = optimize_rounding(weights.float[name], nearest, qmax, layer_function(layer), inputs, targets,
+            r = optimize_rounding(weights.float[name], nearest, qmax, layer_function(layer, activation), inputs,
+                                  targets,
                                   iterations=cfg.iterations, reg_weight=cfg.reg_weight,
                                   beta_range=(cfg.beta_start, cfg.beta_end), warm_start=cfg.warm_start, lr=cfg.lr,
                                   seed=cfg.seed + li, check=ctx.cancel.raise_if_cancelled)
@@ -279,7 +331,7 @@ def adaround(model: nn.Module, data: Dataset, cfg: AdaRoundConfig, ctx: RunConte
             with torch.no_grad():
                 layer.weight.copy_(weights.quantized(name, bits))
             layers[name] = {"flipped": r.flipped, "error_nearest": r.error_nearest,
-                            "error_adaround": r.error_adaround}
+                            "error_adaround": r.error_adaround, "activation_in_loss": activation is not None}
         seconds = time.perf_counter() - started
         flipped = sum(v["flipped"] for v in layers.values())
         count = sum(weights.sizes[n] for n in layers)
