@@ -10,9 +10,12 @@ For each model (zoo resnet18, zoo resnet50, and a timm model when `timm` is impo
    the progressive refinement (first step, whole subset); then the estimator's own accuracy: |estimate -
    measured| on those held-out positions (each estimated before its own measurement), the share within 2
    points, and the share inside the estimate's error bar;
-3. a 10-level global magnitude pruning sweep, its evaluation only (masks and forwards, no latency): every
-   level on the whole test split, against every level on the seeded subset (with its Wilson interval) plus
-   the two reported points around the 1-point drop measured on the whole split.
+3. the real 10-level global magnitude pruning sweep (`prune.global_unstructured`, one-shot, no latency, nothing
+   saved): every level on the whole test split (`eval_samples` 0), against `--eval-samples` (the What-if's
+   subset size): every level on the seeded subset with its Wilson interval, the reported levels (the first and
+   the last) on the whole split as well. Prints the speed-up, whether the reported points agree, how far the
+   subset levels are from their whole-split accuracy (and whether it lies inside their interval), and the
+   breakpoint level each detector finds on each curve.
 
 Prints the load average and the CPU flags as the other benches do. On a shared machine the times mostly
 measure the other processes; the estimator's error does not depend on them.
@@ -42,12 +45,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.analysis import breakpoint as B  # noqa: E402
 from engine.core.context import RunContext  # noqa: E402
 from engine.deploy import qmaths as maths  # noqa: E402
 from engine.methods import whatif as W  # noqa: E402
 from engine.methods import whatif_live as L  # noqa: E402
 from engine.methods.tasks import run_task  # noqa: E402
-from engine.methods.whatif_estimate import wilson  # noqa: E402
 from engine.model.checkpoint import read_meta  # noqa: E402
 
 TARGET_MS = 300.0
@@ -105,45 +108,34 @@ def moves(rng: random.Random, n: int, seen: set) -> list[tuple]:
     return out
 
 
-def sweep(engine: W.WhatIf, checkpoint: str, levels: list[float]) -> dict:
-    """Evaluation time of a pruning sweep: every level on the whole test split, or on the subset (Wilson CI)
-    plus the reported points (the last level within 1 point of the checkpoint, and the next) on the whole split."""
-    from engine.methods.tasks import open_checkpoint
+def sweep(checkpoint: str, levels: list[float], eval_samples: int) -> dict:
+    """The real 10-level sweep (`prune.global_unstructured`, one-shot, untimed, unsaved) twice: every level on
+    the whole test split (`eval_samples` 0), and with `eval_samples` (each level on the seeded subset with its
+    Wilson interval, the first and last levels on the whole split too). Returns both runs' wall times, whether
+    the reported (whole-split) points agree, how the subset levels compare with their whole-split accuracy, and
+    the breakpoint each detector finds on each curve."""
 
-    model, _, data = open_checkpoint(checkpoint)
-    model = W.fast(model.eval()).to(engine.device)
-    x, y = data.test.tensors()
-    x, y = W.fast(x).to(engine.device), y.to(engine.device)
-    layers = dict(W.prunable_weights(model))
-    dense = {n: m.weight.detach().clone() for n, m in layers.items()}
+    def run(n: int) -> tuple[list[dict], float]:
+        t0 = time.perf_counter()
+        cfg = {"checkpoint": checkpoint, "sparsities": levels, "latency": False, "save": False, "eval_samples": n}
+        points = [p.to_dict() for p in run_task("prune.global_unstructured", cfg, RunContext())]
+        return points, time.perf_counter() - t0
 
-    def at(level: float, xs, ys) -> tuple[int, int]:
-        masks = {n: m.to(engine.device) for n, m in engine.ranking.masks(level).items()}
-        with torch.no_grad():
-            for n, layer in layers.items():
-                layer.weight.copy_(dense[n] * masks[n])
-        correct = 0
-        with torch.inference_mode():
-            for i in range(0, len(ys), 64):
-                correct += int((model(xs[i:i + 64]).argmax(1) == ys[i:i + 64]).sum())
-        return correct, len(ys)
-
-    t0 = time.perf_counter()
-    full = {lv: at(lv, x, y) for lv in levels}
-    full_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sub = {lv: at(lv, engine.x, engine.y) for lv in levels}
-    base = sub[levels[0]][0] / sub[levels[0]][1]
-    within = [lv for lv in levels if sub[lv][0] / sub[lv][1] >= base - 0.01]
-    last = max(within)
-    reported = [last] + [lv for lv in levels if lv > last][:1]
-    confirmed = {lv: at(lv, x, y) for lv in reported}
-    subset_s = time.perf_counter() - t0
-    widest = max((wilson(c, n)[1] - wilson(c, n)[0]) / 2 for c, n in sub.values())
-    return {"full_s": full_s, "subset_s": subset_s, "reported": reported, "widest_ci": widest,
-            "subset_n": len(engine.y), "test_n": len(y),
-            "agree": all(abs(confirmed[lv][0] / confirmed[lv][1] - full[lv][0] / full[lv][1]) < 1e-12
-                         for lv in reported)}
+    full, full_s = run(0)
+    sub, subset_s = run(eval_samples)
+    reported = [i for i, p in enumerate(sub) if not p.get("eval_subset", True)]
+    rest = [(p, f) for p, f in zip(sub, full) if p.get("eval_subset")]
+    breakpoints = {}
+    for name in B.DETECTORS.names():
+        a, b = (B.detect(B.curve_from_points(points, x="params"), name) for points in (full, sub))
+        breakpoints[name] = (a.level if a.found else None, b.level if b.found else None)
+    return {"full_s": full_s, "subset_s": subset_s, "reported": [levels[i] for i in reported],
+            "agree": all(sub[i]["accuracy"] == full[i]["accuracy"] for i in reported),
+            "subset_n": rest[0][0]["eval_samples"] if rest else None, "test_n": sub[-1].get("test_samples"),
+            "widest_ci": max(((p["accuracy_hi"] - p["accuracy_lo"]) / 2 for p, _ in rest), default=0.0),
+            "max_error": max((abs(p["accuracy"] - f["accuracy"]) for p, f in rest), default=0.0),
+            "inside": sum(p["accuracy_lo"] <= f["accuracy"] <= p["accuracy_hi"] for p, f in rest), "levels_n": len(rest),
+            "device": sub[0]["eval_device"], "breakpoints": breakpoints}
 
 
 def bench_model(name: str, checkpoint: str, args) -> None:
@@ -208,11 +200,15 @@ def bench_model(name: str, checkpoint: str, args) -> None:
           f"{covered / n:.0%}")
     live.close()
     levels = [round(i / 10, 2) for i in range(10)]
-    s = sweep(engine, checkpoint, levels)
-    print(f"10-level pruning sweep (evaluation only): whole test split ({s['test_n']} images) {s['full_s']:.1f} s; "
-          f"subset ({s['subset_n']} images, Wilson 95 % half-width <= {s['widest_ci'] * 100:.1f} pts) + "
-          f"{len(s['reported'])} reported points on the whole split {s['subset_s']:.1f} s "
-          f"(x{s['full_s'] / max(s['subset_s'], 1e-9):.1f}); reported points agree with the full sweep: {s['agree']}")
+    s = sweep(checkpoint, levels, args.eval_samples)
+    print(f"10-level pruning sweep (prune.global_unstructured, one-shot, untimed; evaluation on {s['device']}, load "
+          f"{load()}): whole test split ({s['test_n']} images) {s['full_s']:.1f} s; --eval-samples {args.eval_samples} "
+          f"({s['subset_n']} images, Wilson 95 % half-width <= {s['widest_ci'] * 100:.1f} pts) with levels "
+          f"{s['reported']} on the whole split {s['subset_s']:.1f} s (x{s['full_s'] / max(s['subset_s'], 1e-9):.1f}); "
+          f"reported points agree with the full sweep: {s['agree']}; subset levels: |subset - whole split| <= "
+          f"{s['max_error'] * 100:.1f} pts, whole split inside the interval {s['inside']}/{s['levels_n']}")
+    print("  breakpoint level (whole-split sweep / subset sweep): " + "; ".join(
+        f"{name} {a} / {b}" for name, (a, b) in s["breakpoints"].items()))
 
 
 def train(model: str, data: str, out: str, epochs: int, image_size: int) -> str:

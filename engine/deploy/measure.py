@@ -194,7 +194,7 @@ def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, 
 
 def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, split: str = "test",
             latency: bool | dict = True, batch_size: int = 512, runtime: str | None = None,
-            reference: nn.Module | None = None) -> Measurement:
+            reference: nn.Module | None = None, device: torch.device | str = "cpu") -> Measurement:
     """Measures `model` (the float structure whose weights are stored) deployed as `form`.
 
     `latency` is True to time the runner now, False to skip (fields are None), or the latency
@@ -204,6 +204,8 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
     default: the running task's runtime, else torch). A latency dict is torch's timing, so on another
     runtime the runner is timed afresh. `reference` is the run's baseline runner: the form is timed beside
     it, round by round, and the point carries its speed-up over it (engine/deploy/timing.py).
+    `device` runs the accuracy forward of a torch runner there (engine.model.evaluation.choose_device); the
+    runner goes back to the CPU afterwards, where latency is always timed.
     """
     runtime = runtime or runtimes.active()
     form = form or ModelForm()
@@ -213,8 +215,12 @@ def measure(model: nn.Module, data: Dataset, form: ModelForm | None = None, *, s
     runner = (form.runner or model).eval().to("cpu")
     model = model.eval().to("cpu")
     x_all, y_all = data.split(split).tensors()
+    device = torch.device(device) if runtime == "torch" else torch.device("cpu")
+    runner.to(device)  # outside inference mode: parameters moved inside it could not be trained again
     with torch.inference_mode():
-        logits = torch.cat([runner(x_all[i : i + batch_size]).float() for i in range(0, len(y_all), batch_size)])
+        logits = torch.cat([runner(x_all[i : i + batch_size].to(device)).float().cpu()
+                            for i in range(0, len(y_all), batch_size)])
+    runner.to("cpu")
     result = scores(logits, y_all)
     n_classes = max(logits.shape[1], data.num_classes)
     confusion = confusion_matrix(logits, y_all, n_classes) if n_classes <= MAX_CONFUSION_CLASSES else None

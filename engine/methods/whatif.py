@@ -71,6 +71,7 @@ from engine.model.checkpoint import (
     write_checkpoint,
 )
 from engine.model.data import DEFAULT_ROOT
+from engine.model.evaluation import choose_device, eval_indices
 from engine.model.outputs import SaveOptions, claim_output, default_out_dir
 from engine.model.train import scores
 from engine.model.zoo import MODELS
@@ -112,25 +113,6 @@ def fast(t):
     """A model or image batch in channels-last layout: the same numbers, and about 1.4x less CPU per
     forward for these convolutions than the default layout (oneDNN)."""
     return t.to(memory_format=torch.channels_last) if isinstance(t, nn.Module) or t.dim() == 4 else t
-
-
-def pick_device(device: str) -> torch.device:
-    """'auto': the GPU when one is present, else the CPU (the same numbers up to float rounding); or as named."""
-    check_choice("device", device, ("auto", "cpu", "cuda"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for, but torch sees no GPU; use auto or cpu")
-    return torch.device(device)
-
-
-def eval_indices(n: int, samples: int, seed: int) -> Tensor:
-    """A fixed random subset of range(n): `samples` positions (all when samples >= n), seeded, in order."""
-    check_range("eval_samples", samples, 1)
-    if samples >= n:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(seed)
-    return torch.sort(torch.randperm(n, generator=g)[:samples]).values
 
 
 def magnitude_ranking(model: nn.Module) -> Ranking:
@@ -234,7 +216,7 @@ class WhatIf:
         original, self.meta, data = open_checkpoint(checkpoint, data_root)
         self.dataset = data.name
         self.num_classes = data.num_classes
-        self.device = pick_device(device)
+        self.device = choose_device(device)
         self.original = original.eval()  # never changed, on the CPU: channel cuts start from it
         x, y = data.test.tensors()
         idx = eval_indices(len(y), eval_samples, seed)

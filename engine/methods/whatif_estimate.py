@@ -27,8 +27,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from engine.core.intervals import wilson, wilson_half_width  # noqa: F401 - wilson is read as E.wilson (whatif_live)
+
 FLOAT_BITS = 32
-Z95 = 1.959964  # the two-sided 95 % normal quantile
 SOURCES = ("measured", "stored run", "sensitivity")
 
 
@@ -63,22 +64,6 @@ class Estimate:
     @property
     def label(self) -> str:
         return "measured" if self.measured else "estimate"
-
-
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion correct/n (Wilson, 1927): sound near 0 and 1 and for small n."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def wilson_half_width(accuracy: float, n: int) -> float:
-    lo, hi = wilson(round(accuracy * n), n)
-    return (hi - lo) / 2
 
 
 def _grain(granularity: str, bits: int) -> str:

@@ -14,6 +14,20 @@ input checkpoint itself, nothing is copied. With repeats and fine-tuning every r
 different model but one directory is kept per level: repeat 0's model. Its accuracy is
 `accuracy_runs[0]` (the point's `accuracy` is the mean), and the point says so with
 `artifact_repeat: 0`; the metrics other than accuracy, top-5 and loss are repeat 0's as well.
+
+Evaluation that scales (`eval_samples`, `device`): with `eval_samples` > 0 every level is scored on one seeded
+random subset of the test split (engine.model.evaluation.eval_indices, drawn with the fine-tuning seed, the same
+images at every level and repeat), and its point says so: `eval_samples` (the images scored), `test_samples`,
+`eval_subset: true`, `accuracy_lo` / `accuracy_hi` (the 95 % Wilson interval of the accuracy on that many
+images, engine.core.intervals) and `eval_note`. The *reported* points are measured on the whole split as well:
+the sweep's first level (its reference: the baseline when the levels start at 0), every unpruned level and its
+last level (the most compressed the user asked for). Breakpoint detection lives in engine/analysis, a later layer
+that a method cannot call, so a breakpoint found between the ends is read from subset figures, each point
+carrying its interval and `eval_subset` for the Breakpoints and Trade-offs pages to show. A reported point's `accuracy` is the whole
+split's, its `subset_accuracy` the subset's, so the two can be compared. `eval_samples` at or above the split's
+size evaluates the whole split and says so in `eval_note`. `device` (auto: the GPU when present) runs the
+evaluation forwards there; every point records `eval_device`. A GPU gives the same accuracy as the CPU up to
+float rounding; latency is always timed on the CPU, and fine-tuning takes the GPU when present (engine.model.train).
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from torch import Tensor, nn
 
 from engine.core.config import param
 from engine.core.context import RunContext
+from engine.core.intervals import accuracy_interval
 from engine.core.point import Measurement, Point
 from engine.core.progress import Progress, scaled
 from engine.deploy.measure import measure, measure_latency
@@ -42,6 +57,7 @@ from engine.methods.prune.common import (
 from engine.methods.prune.finetune import FinetuneConfig, finetune, head_inputs
 from engine.model.checkpoint import CheckpointMeta
 from engine.model.data import Dataset
+from engine.model.evaluation import DEVICES, choose_device, subset_split
 from engine.model.outputs import level_dir
 
 
@@ -52,6 +68,11 @@ class SweepConfig(PruneTask):
     repeats: int = param(1, "runs per level, reported as mean +- std; repeat r fine-tunes with seed + r",
                          lo=1, hi=1000)
     finetune: FinetuneConfig = param(default_factory=FinetuneConfig)
+    eval_samples: int = param(0, "score each level on a seeded random subset of this many test images, with its 95 % "
+                                 "interval; the first, unpruned and last levels are also measured on the whole split "
+                                 "(0 = every level on the whole split)", lo=0, hi=10_000_000)
+    device: str = param("auto", "where evaluation runs: auto (the GPU when present, else the CPU), cpu or cuda",
+                        choices=DEVICES, role="runner")
 
     @property
     def deterministic(self) -> bool:
@@ -104,11 +125,23 @@ def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: Checkpoin
     shared_latency: dict | None = None
     reference = None  # the unpruned model (level 0), which every later level is timed beside
     params = point_params(cfg, drop=(levels_field,))
+    device = choose_device(cfg.device)
+    subset, eval_note = (subset_split(data, cfg.eval_samples, seed) if cfg.eval_samples else (None, ""))
+    subset = subset if subset is not data else None  # eval_samples >= the split: the whole split, noted
+    test_samples = len(data.test.y)
+    if eval_note:
+        ctx.log_event(eval_note)
+    elif subset is not None:
+        eval_note = (f"seeded subset: {len(subset.test.y)} of {test_samples} test images (seed {seed}); "
+                     f"the first, unpruned and last levels are also measured on the whole split")
+        ctx.log_event(f"evaluating on {device.type}; {eval_note}")
     points = []
     for i, level in enumerate(levels):
         ctx.cancel.raise_if_cancelled()
         ctx.progress(Progress(i * repeats / total, f"{level_name} {level:g}: pruning"))
         variant = make_variant(level)
+        # what a sweep reports as its result is measured on the whole split (see the module docstring)
+        whole = subset is None or i in (0, len(levels) - 1) or not variant.pruned
         latency: bool | dict = False
         if cfg.latency:
             if same_runner and shared_latency is not None:
@@ -120,6 +153,7 @@ def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: Checkpoin
                 reference = copy.deepcopy(variant.model).eval()
         features = head_inputs(variant.model, data, cfg.finetune, classifier)  # one frozen body for every repeat
         runs: list[Measurement] = []
+        subset_runs: list[Measurement] = []
         first = variant.model
         for r in range(repeats):
             ctx.cancel.raise_if_cancelled()
@@ -128,7 +162,9 @@ def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: Checkpoin
             finetune(m, data, cfg.finetune, classifier=classifier, masks=variant.masks, seed=seed + r,
                      progress=scaled(ctx.progress, done / total, (done + 1) / total), cancel=ctx.cancel,
                      features=features)
-            runs.append(measure(m, data, latency=latency))
+            runs.append(measure(m, data if whole else subset, latency=latency, device=device))
+            if subset is not None and whole:
+                subset_runs.append(measure(m, subset, latency=False, device=device))
             first = m if r == 0 else first
             ctx.progress(Progress((done + 1) / total, f"{level_name} {level:g}: repeat {r + 1}/{repeats}",
                                   metrics={"accuracy": runs[-1].accuracy}))
@@ -141,12 +177,20 @@ def run_sweep(ctx: RunContext, cfg: SweepConfig, *, method: str, meta: Checkpoin
                                    params=params, level=level, level_name=level_name, by_shape=by_shape)
         accuracy = [r.accuracy for r in runs]
         saved_repeat = {"artifact_repeat": 0} if artifact else {}
+        scored = mean_of_runs(runs)
+        evaluation: dict = {"eval_device": device.type}
+        if cfg.eval_samples:
+            n = test_samples if whole else len(subset.test.y)
+            evaluation.update(eval_samples=n, test_samples=test_samples, eval_subset=not whole, eval_note=eval_note,
+                              **accuracy_interval(scored.accuracy, n))
+            if subset_runs:
+                evaluation["subset_accuracy"] = statistics.fmean(r.accuracy for r in subset_runs)
         points.append(pruning_point(
-            ctx, mean_of_runs(runs), cfg, method=method, stage="variant" if variant.pruned else "baseline",
+            ctx, scored, cfg, method=method, stage="variant" if variant.pruned else "baseline",
             params=params, level=level, level_name=level_name, artifact=artifact, accuracy_std=std(accuracy),
             accuracy_runs=accuracy, repeats=repeats, seeds=[seed + r for r in range(repeats)],
             top5_std=std([r.top5 for r in runs]), loss_std=std([r.loss for r in runs]), **saved_repeat,
             deterministic=deterministic, note=DETERMINISTIC_NOTE if deterministic else "",
             latency_note=(shared_latency_note("first level's") if same_runner else STRUCTURED_LATENCY_NOTE)
-            if cfg.latency else "not timed", **variant.extra))
+            if cfg.latency else "not timed", **evaluation, **variant.extra))
     return points

@@ -26,6 +26,12 @@ Two searches choose the layer to lower:
 
 Both stop once the next step would lose more than `max_accuracy_drop` validation accuracy from the
 path's start (every layer at the top width) or the average width reaches `target_bits`.
+
+What is searched and what is reported: candidates are scored on a fixed random subset of `val_samples`
+validation images drawn with `seed` (the whole validation split when it is smaller); each reported step is then
+measured on the whole test split (its `accuracy`), and carries its search score as `val_accuracy` with the 95 %
+Wilson interval of that score on `val_samples` images (`val_accuracy_lo` / `val_accuracy_hi`,
+engine.core.intervals), so a step's choice can be read against the noise of the subset it was made on.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from torch import nn
 
 from engine.core.config import param
 from engine.core.context import RunContext
+from engine.core.intervals import wilson
 from engine.core.point import Point
 from engine.deploy import qmaths as maths
 from engine.deploy.quantized import fold_batchnorm
@@ -299,11 +306,13 @@ def mixed_precision(model: nn.Module, data: Dataset, cfg: MixedPrecisionConfig, 
     for step in path:
         progress["step"] = step.index
         avg = weights.average_bits(step.bits)
+        val_lo, val_hi = wilson(round(step.val["accuracy"] * len(y_val)), len(y_val))  # the subset's noise
         points.append(simulated_point(
             ctx, model, data, weights, step.bits, cfg, output, method="mixed", stage="step",
             sub=level_dir("step", step.index), level=avg, level_name="average_bits", latency=latency,
             backend=simulated_backend("mixed-precision"), step=step.index, bits_per_layer=step.bits,
             lowered=list(step.lowered), val_accuracy=step.val["accuracy"], val_loss=step.val["loss"],
+            val_accuracy_lo=val_lo, val_accuracy_hi=val_hi,
             search=cfg.search, val_samples=len(y_val), evaluations=evaluator.evaluations,
             full_evaluations=evaluator.full_forwards, abandoned=evaluator.abandoned,
             segments=round(evaluator.segments, 2)))
