@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
+from types import SimpleNamespace
 
 import pytest
-import torch
 
 # Tests are CPU-only and must not touch the network.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Torch's OpenMP threads sleep while they wait instead of spinning. OpenMP reads this when torch loads, so it is set
+# here, before any test module imports torch (this file does not), and the processes tests start inherit it. On 2
+# cores shared with a test's own subprocesses (or other jobs) the spinning threads took the cores from the threads
+# doing the work: tests/quant/test_quant_fake.py ran 133 s with spinning, 82 s without (load 5). The thread count,
+# and so what the timing protocol measures, is unchanged.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Nothing a test runs writes into the repository: a store, a checkpoint made without --out, an upload go
 # to a folder of this session's own (tests that need their own store point these at theirs).
 _SESSION_DIR = tempfile.mkdtemp(prefix="compression-lab-tests-")
@@ -56,7 +64,30 @@ def student_checkpoint(tmp_path_factory) -> str:
     return _train_checkpoint(tmp_path_factory, "cnn_s", epochs=2)
 
 
+@pytest.fixture
+def engine_main(monkeypatch):
+    """`python -m engine ARGS` run in this process: `engine_main(*args)` calls the entry point's `main(args)` and
+    returns its exit code and what it printed, without paying a new process's imports (torch: seconds). Tests of
+    what only a real process shows (signals, exit status as a shell sees it) start one instead."""
+    from engine.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "80")  # --help wraps as it does in a pipe, whatever terminal runs pytest
+
+    def run(*args: str) -> SimpleNamespace:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's --help and its own refusals exit from inside main
+                code = e.code
+        return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
+    import torch
+
     torch.manual_seed(0)
     yield

@@ -1,17 +1,14 @@
 """`python -m engine` as a user runs it: JSON output, one-line errors. One test goes through a real
 subprocess (the entry point, the exit code, stdout and stderr as a shell sees them); the others call the
-same `main` in this process, which is what the entry point runs, without paying torch's import each time."""
+same `main` in this process (the `engine_main` fixture, tests/conftest.py), which is what the entry point runs,
+without paying torch's import each time."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
-from engine.cli.main import main
 from engine.core.point import METRIC_FIELDS
 
 
@@ -21,27 +18,16 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd)
 
 
-def cli(*args: str) -> SimpleNamespace:
-    """`main(args)` in this process, with what it printed: what `python -m engine` runs."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as e:  # argparse's own refusals exit from inside main
-            code = e.code
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-
-
-def test_datasets_and_models_are_listed():
-    out = cli("datasets", "--json")
+def test_datasets_and_models_are_listed(engine_main):
+    out = engine_main("datasets", "--json")
     assert out.returncode == 0
     rows = {r["name"]: r["availability"] for r in json.loads(out.stdout)}
     assert rows["mnist5k"] == "embedded" and "cifar10" in rows
-    out = cli("models")
+    out = engine_main("models")
     assert out.returncode == 0 and "resnet56" in out.stdout and "efficientnet_b0" in out.stdout
 
 
-def test_train_then_measure_print_the_metric_names(tmp_path):
+def test_train_then_measure_print_the_metric_names(tmp_path, engine_main):
     ck = tmp_path / "ck"
     out = run_cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--out", str(ck), "--json")
     assert out.returncode == 0, out.stderr
@@ -49,31 +35,31 @@ def test_train_then_measure_print_the_metric_names(tmp_path):
     assert set(METRIC_FIELDS) <= set(trained) and trained["artifact"] == str(ck)
     assert trained["family"] == "train" and trained["stage"] == "baseline" and trained["input_checkpoint"] == ""
     assert trained["latency_ms_b1"] > 0 and trained["accuracy"] > 0.3
-    out = cli("measure", "--checkpoint", str(ck), "--json", "--no-latency")
+    out = engine_main("measure", "--checkpoint", str(ck), "--json", "--no-latency")
     assert out.returncode == 0, out.stderr
     measured = json.loads(out.stdout)
     assert measured["accuracy"] == trained["accuracy"] and measured["params_total"] == trained["params_total"]
     assert measured["input_checkpoint"] == str(ck) and measured["lineage_text"] == "train"
     # a second train into the same directory is refused, and the first checkpoint is untouched
-    again = cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--out", str(ck))
+    again = engine_main("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--out", str(ck))
     assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
-    replaced = cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--seed", "3",
-                       "--out", str(ck), "--overwrite", "--no-latency", "--json")
+    replaced = engine_main("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "1", "--seed", "3",
+                           "--out", str(ck), "--overwrite", "--no-latency", "--json")
     assert replaced.returncode == 0, replaced.stderr  # this tool made it, so --overwrite may replace it
     assert json.loads(replaced.stdout)["params"]["seed"] == 3
 
 
-def test_json_output_is_strict_json_with_null_for_missing_numbers(tmp_path):
+def test_json_output_is_strict_json_with_null_for_missing_numbers(tmp_path, engine_main):
     ck = tmp_path / "ck"
-    out = cli("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "0", "--out", str(ck),
-                  "--no-latency", "--json")
+    out = engine_main("train", "--dataset", "digits", "--model", "cnn_s", "--epochs", "0", "--out", str(ck),
+                      "--no-latency", "--json")
     assert out.returncode == 0, out.stderr
     assert "NaN" not in out.stdout and "Infinity" not in out.stdout
     point = json.loads(out.stdout, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     assert point["latency_ms_b1"] is None
 
 
-def test_errors_exit_nonzero_with_one_line(tmp_path):
+def test_errors_exit_nonzero_with_one_line(tmp_path, engine_main):
     for args, words in [(("measure", "--checkpoint", str(tmp_path / "nope")), "does not exist"),
                         (("train", "--dataset", "cifar10", "--data-root", str(tmp_path)), "--download"),
                         (("train", "--model", "resnet9"), "unknown architecture 'resnet9'"),
@@ -81,7 +67,7 @@ def test_errors_exit_nonzero_with_one_line(tmp_path):
                         (("train", "--dataset", "digits", "--epochs", "three"), "--epochs must be a whole number"),
                         (("train", "--seed", "99999999999999999999999"), "seed must be in"),
                         (("measure", "--checkpoint", str(tmp_path), "--epochs", "2"), "unrecognized arguments")]:
-        out = cli(*args)
+        out = engine_main(*args)
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], out.stderr

@@ -1,11 +1,10 @@
 """A method family is one package: a "toy" family written outside the repository, named in
 $COMPRESSION_LAB_PLUGINS, gets its CLI commands, its place on the Launch page and its recipe tasks with no
-repository file edited."""
+repository file edited. The CLI is called in this process (`engine_main`, tests/conftest.py): the same `main` that
+`python -m engine` runs, with the plugin found through the same variable."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -65,7 +64,8 @@ def plugin_dir(tmp_path) -> Path:
 @pytest.fixture
 def toy(plugin_dir, monkeypatch) -> Path:
     """The plugin on sys.path and in $COMPRESSION_LAB_PLUGINS, discovered; every registry it fills is restored."""
-    load_families()  # the real families first, so the copies hold them
+    import engine.run  # noqa: F401 - the run layer's tasks (recipe, plan, study) register when it is imported
+    load_families()  # the real families and every real task first, so the copies hold them
     monkeypatch.setattr(FAMILIES, "_items", dict(FAMILIES._items))
     monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))
     monkeypatch.setattr("engine.methods.registry.METHODS", dict(METHODS))
@@ -78,26 +78,19 @@ def toy(plugin_dir, monkeypatch) -> Path:
         del sys.modules[name]
 
 
-def engine_cli(plugin_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO)]), PLUGINS_ENV: PLUGIN}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_the_cli_offers_the_plugin_family_with_its_generated_options(plugin_dir):
-    listing = engine_cli(plugin_dir, "--help")
+def test_the_cli_offers_the_plugin_family_with_its_generated_options(toy, engine_main):
+    listing = engine_main("--help")
     assert listing.returncode == 0, listing.stderr
     assert "toy-methods" in listing.stdout and "copy a checkpoint and measure it" in listing.stdout
-    help_ = engine_cli(plugin_dir, "toy", "--help")
+    help_ = engine_main("toy", "--help")
     assert help_.returncode == 0, help_.stderr
     for flag in ("--method", "passthrough", "--note", "--checkpoint", "--no-latency", "--out", "--db", "--json"):
         assert flag in help_.stdout, flag
 
 
-def test_a_plugin_that_cannot_be_imported_is_one_line_naming_the_variable():
-    env = {**os.environ, "PYTHONPATH": str(REPO), PLUGINS_ENV: "no_such_plugin"}
-    done = subprocess.run([sys.executable, "-m", "engine", "--help"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+def test_a_plugin_that_cannot_be_imported_is_one_line_naming_the_variable(monkeypatch, engine_main):
+    monkeypatch.setenv(PLUGINS_ENV, "no_such_plugin")
+    done = engine_main("--help")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1
     assert PLUGINS_ENV in lines[0] and "no_such_plugin" in lines[0]

@@ -9,14 +9,17 @@ Vision transformers (timm's Attention blocks: a `qkv` Linear, `num_heads`, `head
 attention heads (Torch-Pruning's `num_heads` / `prune_num_heads`, head_dim kept) and MLP hidden
 channels, at the same ratio; the embedding width (the residual stream: patch embedding, attention
 projections, MLP outputs) stays, so the model reloads from its Linear shapes alone.
+
+Torch-Pruning is imported by plan_channels, the one place that builds its pruner, not with this module:
+importing it loads timm, seconds that every command touching the prune family would otherwise pay.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from engine.core.config import check_range
@@ -24,6 +27,9 @@ from engine.core.errors import ConfigError, UserError
 from engine.methods.prune.importance import channel_importance, check_importance_fits
 from engine.model.checkpoint import fit_attention_heads
 from engine.model.zoo import get_module
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 
 def plan_channels(model: nn.Module, example: Tensor, *, importance: str = "l1", ratio: float = 0.0,
@@ -35,6 +41,8 @@ def plan_channels(model: nn.Module, example: Tensor, *, importance: str = "l1", 
     for the groups of named layers instead. `keep` lists module paths whose output channels must
     stay (the classifier, whose outputs are the classes).
     """
+    import torch_pruning as tp  # lazy: see the module docstring
+
     layer_ratios = dict(layer_ratios or {})
     check_range("ratio", ratio, 0, 1, hi_open=True)
     for path, r in layer_ratios.items():

@@ -5,16 +5,23 @@ for Efficient Neural Networks"). Structured, as Torch-Pruning importance callabl
 dependency group: the L1 or L2 norm of a channel's filters (Li et al. 2017, "Pruning Filters for
 Efficient ConvNets") or its BatchNorm scale |gamma| (Liu et al. 2017, "Learning Efficient
 Convolutional Networks through Network Slimming"). Variants are parameters (p=1, p=2), not classes.
+
+Torch-Pruning is imported only when a channel importance is built: importing it loads timm (its op
+counter does), seconds that every command touching the prune family would otherwise pay.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from engine.core.config import check_choice
 from engine.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 CHANNEL_IMPORTANCE = ("l1", "l2", "bn")
 PRUNED_SCORE = -1.0  # below every magnitude: a weight pruned earlier stays first in line
@@ -31,11 +38,12 @@ def weight_magnitudes(layers: list[tuple[str, nn.Module]], masks: dict[str, Tens
     return scores
 
 
-class FilterNorm(tp.importance.Importance):
+class FilterNorm:
     """L_p norm of the filters that produce each channel, pooled over every Conv/Linear in the group.
 
     A plain conv's group has one producer, so this is its filter norm; in a residual group all the
-    convs that add into the same channel count, because they are removed together.
+    convs that add into the same channel count, because they are removed together. Torch-Pruning takes
+    any callable over a group as importance, so this needs no base class from it (see the module note).
     """
 
     def __init__(self, p: int):
@@ -64,10 +72,12 @@ class FilterNorm(tp.importance.Importance):
         return None if score is None else score.pow(1.0 / self.p)
 
 
-def channel_importance(name: str) -> tp.importance.Importance:
+def channel_importance(name: str) -> tp.importance.Importance | FilterNorm:
     """The Torch-Pruning importance for `l1`, `l2` (filter norms) or `bn` (BatchNorm scale)."""
     check_choice("importance", name, CHANNEL_IMPORTANCE)
     if name == "bn":
+        import torch_pruning as tp  # lazy: see the module docstring
+
         return tp.importance.BNScaleImportance(normalizer=None)
     return FilterNorm(p=1 if name == "l1" else 2)
 
