@@ -273,8 +273,8 @@ def load_into(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
     if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel
         sd = {k[len("module."):]: v for k, v in sd.items()}
     own = model.state_dict()
-    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-             for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"  # in the model's order: first layer first
+             for k, v in own.items() if k in sd and sd[k].shape != v.shape]
     if wrong:
         raise CheckpointError("shape mismatch in " + "; ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
     missing = [k for k in own if k not in sd]
