@@ -12,12 +12,6 @@ import pytest
 
 # Tests are CPU-only and must not touch the network.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-# Torch's OpenMP threads sleep while they wait instead of spinning. OpenMP reads this when torch loads, so it is set
-# here, before any test module imports torch (this file does not), and the processes tests start inherit it. On 2
-# cores shared with a test's own subprocesses (or other jobs) the spinning threads took the cores from the threads
-# doing the work: tests/quant/test_quant_fake.py ran 133 s with spinning, 82 s without (load 5). The thread count,
-# and so what the timing protocol measures, is unchanged.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Nothing a test runs writes into the repository: a store, a checkpoint made without --out, an upload go
 # to a folder of this session's own (tests that need their own store point these at theirs).
 _SESSION_DIR = tempfile.mkdtemp(prefix="compression-lab-tests-")
