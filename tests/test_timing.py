@@ -84,9 +84,18 @@ def test_the_widest_interval_decides_when_rounds_agree():
     assert timing.widest(alone, ["v"], None, random.Random(0), 200)[0] == pytest.approx(3.0)
 
 
-def test_rounds_that_disagree_are_extended_then_marked_noisy():
-    def flipping(x):  # 1 ms or 3 ms depending on the 40 ms slot the call falls in: a speed that drifts unseen
-        return spin(1.0 if int(time.perf_counter() * 25) % 2 else 3.0)(x)
+def test_rounds_that_disagree_are_extended_then_marked_noisy(monkeypatch):
+    snapshots = [0]  # the protocol reads the machine's counters once before and once after each round
+    real = timing.snapshot
+
+    def counting():
+        snapshots[0] += 1
+        return real()
+
+    monkeypatch.setattr(timing, "snapshot", counting)
+
+    def flipping(x):  # 1 ms in odd rounds, 3 ms in even ones: a speed that drifts with nothing in the counters
+        return spin(1.0 if (snapshots[0] // 2) % 2 else 3.0)(x)
     policy = Policy(rounds=3, max_rounds=9, block_seconds=0.01, budget_s=2.0, wait_s=0.02, bootstrap=200)
     t = time_forms({"ref": spin(2.0), "v": flipping}, torch.zeros(1), reference="ref", policy=policy)
     assert t.quality.startswith("noisy: ")  # never clean: the rounds disagree, or others used the CPU
