@@ -207,15 +207,20 @@ class _Captured(Exception):
 def execution_order(model: nn.Module, layers: dict[str, nn.Module], example: Tensor) -> list[str]:
     """The layers' names in the order a forward pass first calls them (unused layers last)."""
     order: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda _m, _a, n=name: order.append(n) if n not in order else None)
-               for name, m in layers.items()]
+    forward_with_hooks(model, example, [
+        m.register_forward_pre_hook(lambda _m, _a, n=name: order.append(n) if n not in order else None)
+        for name, m in layers.items()])
+    return order + [n for n in layers if n not in order]
+
+
+def forward_with_hooks(model: nn.Module, example: Tensor, handles: list) -> None:
+    """One forward of `example` in eval mode without gradients, then the hooks' `handles` removed."""
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
         for h in handles:
             h.remove()
-    return order + [n for n in layers if n not in order]
 
 
 def capture(model: nn.Module, layer: nn.Module, images: Tensor, what: str) -> Tensor | None:
@@ -266,12 +271,7 @@ def following_activations(model: nn.Module, layers: dict[str, nn.Module], exampl
 
     handles = [m.register_forward_hook(record(n)) for n, m in layers.items()]
     handles += [m.register_forward_pre_hook(match(type(m))) for m in model.modules() if type(m) in ACTIVATIONS]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, example, handles)
     return found
 
 
