@@ -11,7 +11,6 @@ import engine.deploy.bf16
 import engine.deploy.measure
 from engine.core.context import RunContext
 from engine.core.errors import ConfigError
-from engine.deploy import timing
 from engine.deploy.bf16 import Bf16Runner, bf16_form, has_bf16
 from engine.deploy.measure import ModelForm, measure
 from engine.methods.tasks import run_task
@@ -72,14 +71,8 @@ def test_refused_for_int8_and_simulated_forms(trained, monkeypatch):
 
 
 @pytest.mark.skipif(not has_bf16(), reason="this CPU has no AVX512-BF16 or AMX-BF16: bf16 is refused here")
-def test_measure_times_bf16_beside_fp32(trained, monkeypatch):
+def test_measure_times_bf16_beside_fp32(trained):
     _, checkpoint = trained
-    real = engine.deploy.measure.measure_latency
-
-    def quick(runner, example, batch_sizes=(1, 32), reference=None, policy=None):
-        return real(runner, example, batch_sizes, reference=reference, policy=timing.QUICK)
-
-    monkeypatch.setattr(engine.deploy.measure, "measure_latency", quick)
     points = run_task("measure", {"checkpoint": checkpoint, "runtime": ["torch", "torch_bf16"]}, RunContext())
     fp32, bf16 = (p.measurement for p in points)
     assert (fp32.runtime, bf16.runtime) == ("torch", "torch_bf16")

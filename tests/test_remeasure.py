@@ -10,7 +10,6 @@ from engine.cli.main import main
 from engine.core.context import RunContext
 from engine.core.errors import ConfigError, UserError
 from engine.core.point import LATENCY_FIELDS
-from engine.deploy import timing
 from engine.methods.tasks import make_point
 from engine.run.jobs import run_sync
 from engine.run.remeasure import remeasure_config
@@ -93,18 +92,7 @@ def test_config_checks_its_lists():
                                                families=("measure", "measure"), runtimes=("torch", "torch"))
 
 
-@pytest.fixture
-def quick_timing(monkeypatch):
-    real = engine.methods.remeasure.measure_latency
-
-    def quick(runner, example, batch_sizes=(1, 32), reference=None, policy=None):
-        return real(runner, example, batch_sizes, reference=reference, policy=timing.QUICK)
-
-    monkeypatch.setattr(engine.methods.remeasure, "measure_latency", quick)
-    monkeypatch.setattr(engine.deploy.measure, "measure_latency", quick)
-
-
-def test_an_int8_run_is_re_timed_beside_its_baseline_as_one_job(tmp_path, digits_int8_run, quick_timing):
+def test_an_int8_run_is_re_timed_beside_its_baseline_as_one_job(tmp_path, digits_int8_run):
     db, baseline_id, int8_id = digits_int8_run
     with Store(db) as store:
         cfg, skipped = remeasure_config(store, [baseline_id, int8_id])

@@ -169,3 +169,13 @@ def test_the_store_keeps_each_machines_fingerprint_once_and_points_name_it(tmp_p
     assert sorted(points["machine"].fillna("")) == ["", fingerprint()["id"], fingerprint()["id"]]
     assert set(points["latency_quality"].fillna("")) <= {"", "clean"} or any(
         q.startswith(("noisy", "batch")) for q in points["latency_quality"].dropna())
+
+
+def test_the_environment_names_the_default_policy_and_a_wrong_name_is_refused(monkeypatch):
+    monkeypatch.setenv("COMPRESSION_LAB_TIMING", "default")
+    assert timing.default_policy() == Policy()
+    monkeypatch.setenv("COMPRESSION_LAB_TIMING", "smoke")
+    assert timing.default_policy() is timing.SMOKE and timing.SMOKE.budget_s == 1.0
+    monkeypatch.setenv("COMPRESSION_LAB_TIMING", "fast")
+    with pytest.raises(ConfigError, match="COMPRESSION_LAB_TIMING='fast' is not a timing policy; use one of default"):
+        timing.default_policy()

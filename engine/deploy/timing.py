@@ -89,7 +89,21 @@ class Policy:
                               f"{self.max_calls}")
 
 
-QUICK = Policy(rounds=3, max_rounds=3, block_seconds=0.02, budget_s=4.0, bootstrap=200)  # tests and what-ifs
+QUICK = Policy(rounds=3, max_rounds=3, block_seconds=0.02, budget_s=4.0, bootstrap=200)  # what-ifs, capability
+# the test suite's points (tests/conftest.py sets COMPRESSION_LAB_TIMING=smoke): the same protocol, three short rounds
+# and a one-second budget, so a test that stores a point does not time like a point a user reads
+SMOKE = Policy(rounds=3, max_rounds=3, block_seconds=0.01, budget_s=1.0, bootstrap=200)
+POLICIES = {"default": Policy(), "quick": QUICK, "smoke": SMOKE}
+POLICY_ENV = "COMPRESSION_LAB_TIMING"
+
+
+def default_policy() -> Policy:
+    """The policy a point is timed with when its caller names none: `Policy()`, unless the environment variable
+    COMPRESSION_LAB_TIMING names another of POLICIES (the test suite sets `smoke`)."""
+    name = os.environ.get(POLICY_ENV, "default") or "default"
+    if name not in POLICIES:
+        raise ConfigError(f"{POLICY_ENV}={name!r} is not a timing policy; use one of {', '.join(POLICIES)}")
+    return POLICIES[name]
 
 
 # ---------------------------------------------------------------- contention
@@ -255,13 +269,14 @@ def _block(fn: Callable[[Tensor], object], x: Tensor, calls: int) -> list[float]
 
 
 def time_forms(forms: Mapping[str, Callable[[Tensor], object]], x: Tensor, *, reference: str | None = None,
-               policy: Policy = Policy(), threads: int | None = None) -> Timing:
+               policy: Policy | None = None, threads: int | None = None) -> Timing:
     """Times every form on input `x` by the protocol (module docstring); `reference` names the form the
     others' speed-ups are against (None: no speed-ups)."""
     if not forms:
         raise ConfigError("nothing to time")
     if reference is not None and reference not in forms:
         raise ConfigError(f"reference {reference!r} is not among the forms timed: {', '.join(forms)}")
+    policy = policy or default_policy()
     names = list(forms)
     rng = random.Random(policy.seed)
     check_rng = random.Random(policy.seed + 1)  # the stopping rule's bootstraps leave `rng`'s sequence alone

@@ -7,7 +7,6 @@ import pytest
 import engine.deploy.measure
 import engine.methods.quant.common
 from engine.core.context import RunContext
-from engine.deploy import timing
 
 
 class RecordingContext(RunContext):
@@ -48,13 +47,13 @@ def cancelling_ctx():
 
 @pytest.fixture
 def latency_spy(monkeypatch):
-    """Times for real, but briefly, and records every module whose latency was measured."""
+    """Times for real (briefly: the suite's `smoke` policy) and records every module whose latency was measured."""
     real = engine.deploy.measure.measure_latency
     timed: list = []
 
     def spy(runner, example, batch_sizes=(1, 32), reference=None, policy=None):
         timed.append(runner)
-        return real(runner, example, batch_sizes, reference=reference, policy=timing.QUICK)
+        return real(runner, example, batch_sizes, reference=reference, policy=policy)
 
     monkeypatch.setattr(engine.deploy.measure, "measure_latency", spy)
     monkeypatch.setattr(engine.methods.quant.common, "measure_latency", spy)
