@@ -114,8 +114,12 @@ def test_a_sweep_on_ray_trains_once_and_records_what_the_local_executor_records(
 
 def test_cancelling_a_ray_recipe_keeps_finished_children_and_a_rerun_runs_only_the_rest(ray_cluster, tmp_path):
     db = str(tmp_path / "runs.duckdb")
-    slow = {"latency": False, "finetune": {"mode": "all", "train": {"epochs": 2, "batch_size": 64}}}
-    config = RecipeTask(recipe=sweep(str(tmp_path / "ckpt"), slow), executor="ray")
+    # two quick levels (one fine-tuning epoch) and two slow ones (twelve): the cancel, sent when the model and one
+    # level have finished, finds the slow ones running however the workers are scheduled (four equal levels on two
+    # CPUs could all finish before the driver's cancel reached them on a host that steals CPU)
+    doc = sweep(str(tmp_path / "ckpt"), {"latency": False, "finetune": {"mode": "all", "train": {"batch_size": 64}}})
+    doc["stages"][0]["sweep"] = {"sparsities": LEVELS[:2], "finetune": {"train": {"epochs": [1, 12]}}}
+    config = RecipeTask(recipe=doc, executor="ray")
     store = open_store(db)
     parent = create_run(store, RECIPE_TASK, config)
     with pytest.raises(Cancelled):  # the model and one level finish; then the cancel reaches the rest
