@@ -240,6 +240,18 @@ def test_the_profile_measures_next_where_measured_neighbours_differ_most():
     assert E.next_to_measure(flat, modes=("unstructured",)) is None  # every gap within 2 points
 
 
+def test_the_profile_measures_a_pruned_and_quantized_position_where_only_the_additive_model_answers():
+    # both sliders measured finely alone (no gap wider than 5 points); pruning to 80 % and 4-bit per-tensor
+    # quantization each cost a lot: where both apply only the additive model answers, and its error bar is widest
+    known = [fact(s, 32, a) for s, a in ((0.0, 0.90), (0.3, 0.85), (0.5, 0.80), (0.65, 0.75), (0.8, 0.70))]
+    known += [fact(0.0, b, a, "per_tensor") for b, a in ((4, 0.50), (5, 0.75), (6, 0.85), (8, 0.89))]
+    assert E.next_to_measure(known, modes=("unstructured",)) == (0.8, "unstructured", 4, "per_tensor")
+    both = E.estimate(0.8, "unstructured", 4, "per_tensor", known)
+    assert "additive" in both.basis and both.half_width > 0.05
+    known.append(fact(0.8, 4, 0.55, "per_tensor"))  # measured: it is never proposed again
+    assert E.next_to_measure(known, modes=("unstructured",)) != (0.8, "unstructured", 4, "per_tensor")
+
+
 def test_wilson_interval_is_sound_at_the_edges():
     lo, hi = E.wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)

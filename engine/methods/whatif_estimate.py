@@ -24,6 +24,7 @@ Every answer is clipped to ``[floor, 1]`` (the floor: just under chance) and say
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -187,22 +188,32 @@ def _additive(sparsity: float, mode: str, bits: int, grain: str,
 
 def next_to_measure(known: list[Known], tolerance: float = 0.02, max_sparsity: float = 0.99,
                     modes: tuple[str, ...] = ("unstructured", "channels"), skip: set | None = None) -> tuple | None:
-    """Where to measure next to sharpen the estimates most: the midpoint of the measured segment, along any
-    slider line (sparsity at fixed bits and scales, or bits at fixed sparsity), with the largest accuracy gap
-    between its ends, while that gap exceeds `tolerance` and the midpoint is a slider position not measured yet
-    (sparsity in whole percent, bits whole, in log2 between the ends). None when every gap is small enough.
+    """Where to measure next to sharpen the estimates most: of the candidate slider positions not measured yet,
+    the one whose estimate's error bar is widest beyond the measurements' own (the median half-width of the
+    measured facts), while that excess is more than `tolerance` / 2. None when no candidate's is.
+
+    The candidates: the midpoint of every measured segment along a slider line (sparsity at fixed bits and
+    scales, or bits, in log2, at fixed sparsity), where interpolation's error bar is widest (half the gap
+    between the ends); and every 2-D position crossing a measured pruning level (float weights) with a measured
+    width of the unpruned model, where only the additive model answers and its interaction term is largest
+    (pruning can change what quantization costs: zeros quantize exactly, and a per-tensor scale sees fewer
+    small weights). Sparsity in whole percent, bits whole.
     `skip`: position keys (sparsity, mode, bits, scales; scales 'float' at 32 bits) not to propose."""
     measured = [k for k in known if k.source == "measured"]
-    seen = {(round(k.sparsity, 4), k.mode if k.sparsity > 0 else "unstructured", k.bits,
-             _grain(k.granularity, k.bits)) for k in measured}
-    best: tuple[float, tuple] | None = None
+    if not measured:
+        return None
 
-    def consider(gap: float, position: tuple) -> None:
-        nonlocal best
+    def key_of(s: float, mode: str, b: int, g: str) -> tuple:
+        return round(s, 4), mode if s > 0 else "unstructured", b, _grain(g, b)
+
+    seen = {key_of(k.sparsity, k.mode, k.bits, k.granularity) for k in measured}
+    candidates: dict[tuple, tuple] = {}
+
+    def consider(position: tuple) -> None:
         s, mode, b, g = position
-        key = (round(s, 4), mode if s > 0 else "unstructured", b, _grain(g, b))
-        if gap > tolerance and key not in seen and key not in (skip or ()) and (best is None or gap > best[0]):
-            best = (gap, position)
+        key = key_of(s, mode, b, g)
+        if s <= max_sparsity and key not in seen and key not in (skip or ()):
+            candidates.setdefault(key, position)
 
     lines: dict[tuple, list[Known]] = {}
     for k in measured:
@@ -216,17 +227,29 @@ def next_to_measure(known: list[Known], tolerance: float = 0.02, max_sparsity: f
                              []).append(k)
     for (kind, mode, fixed, grain), ks in lines.items():
         if kind == "row":
-            pts = sorted({round(k.sparsity, 4): k.accuracy for k in ks}.items())
-            for (x0, a0), (x1, a1) in zip(pts, pts[1:]):
+            xs = sorted({round(k.sparsity, 4) for k in ks})
+            for x0, x1 in zip(xs, xs[1:]):
                 mid = round((x0 + x1) / 2, 2)
-                if x0 < mid < x1 and mid <= max_sparsity:
-                    consider(abs(a1 - a0), (mid, mode, fixed, "per_channel" if grain == "float" else grain))
+                if x0 < mid < x1:
+                    consider((mid, mode, fixed, "per_channel" if grain == "float" else grain))
         else:
-            pts = sorted({k.bits: k.accuracy for k in ks}.items())
-            for (b0, a0), (b1, a1) in zip(pts, pts[1:]):
+            bs = sorted({k.bits for k in ks})
+            for b0, b1 in zip(bs, bs[1:]):
                 mid = round(2 ** ((_bits_x(b0) + _bits_x(b1)) / 2))
                 if b0 < mid < b1:
-                    consider(abs(a1 - a0), (fixed, mode, mid, grain))
+                    consider((fixed, mode, mid, grain))
+    widths = {(k.bits, k.granularity) for k in measured if k.sparsity == 0 and k.bits < FLOAT_BITS}
+    for mode in modes:
+        for s in sorted({round(k.sparsity, 4) for k in measured if k.sparsity > 0 and k.mode == mode
+                         and k.bits >= FLOAT_BITS}):
+            for b, g in sorted(widths):
+                consider((s, mode, b, g))
+    floor = statistics.median(k.half_width for k in measured)
+    best: tuple[float, tuple] | None = None
+    for position in candidates.values():
+        excess = estimate(*position, known).half_width - floor
+        if excess > tolerance / 2 and (best is None or excess > best[0]):
+            best = (excess, position)
     return None if best is None else best[1]
 
 

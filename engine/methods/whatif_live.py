@@ -41,9 +41,9 @@ FIRST_STEP = 25  # images in a measurement's first step; each next step doubles 
 CHUNK = 25  # images per forward inside a step: how often a stale measurement can notice it was cancelled
 SENSITIVITY_BITS = (4, 2)  # widths each layer is tried at, alone
 SENSITIVITY_SAMPLES = 100  # images the per-layer sensitivities are measured on (the first of the subset's order)
-SENSITIVITY_MEMORY = 256 << 20
-ADAPTIVE = 60  # positions the profile may add where measured neighbours differ most (whatif_estimate.next_to_measure)
-ADAPTIVE_TOLERANCE = 0.02  # ... until no neighbours along a slider differ by more than this  # bytes of kept activations for the prefix cache
+SENSITIVITY_MEMORY = 256 << 20  # bytes of kept activations for the prefix cache
+ADAPTIVE = 60  # positions the profile may add where the estimates' error bars are widest (whatif_estimate.next_to_measure)
+ADAPTIVE_TOLERANCE = 0.02  # ... until no error bar is wider than the measurements' own by more than half of this
 # the profile, coarse to fine: positions along each slider, then a few 2-D ones (sparsity, mode, bits, scales)
 PROFILE_COARSE = [(0.0, "unstructured", 32, "per_channel"), (0.5, "unstructured", 32, "per_channel"),
                   (0.0, "unstructured", 4, "per_channel"), (0.8, "unstructured", 32, "per_channel"),
@@ -337,7 +337,7 @@ class LiveWhatIf:
                 self._profile.pop(0)
 
     def _refine_profile(self) -> None:
-        """One more profile position where measured neighbours along a slider differ most (or none: done)."""
+        """One more profile position where the estimate's error bar is widest (or none: done)."""
         key = E.next_to_measure(self.known(), ADAPTIVE_TOLERANCE, skip=self._refused)
         if key is None:
             self.adaptive_left = 0
