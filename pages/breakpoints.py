@@ -114,8 +114,10 @@ for name, r in results.items():
         c = curves[name]
         level = c.levels[r.index] if c.levels else None
         where = f"{c.level_name or 'level'} {level:g}" if level is not None else "the reference"
+        subset = c.subset_bars()[2][r.index]  # a breakpoint the sweep did not measure again (other settings)
         st.markdown(f":material/star: **{name}**: breakpoint at {where} ({c.x_label} {r.x:,.6g}), accuracy "
-                    f"{r.accuracy:.4f} ± {r.accuracy_std or 0:.4f}. {r.reason.rstrip('.')}.")
+                    f"{r.accuracy:.4f} ± {r.accuracy_std or 0:.4f}. {r.reason.rstrip('.')}."
+                    + (f" An estimate, not measured on the whole split: {subset}." if subset else ""))
     else:
         st.markdown(f":material/remove: **{name}**: {r.reason.replace('--', '').rstrip('.')}.")
 

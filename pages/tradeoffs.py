@@ -12,6 +12,7 @@ from engine.analysis.tradeoffs import (
     SYMBOL_BY,
     apply_filters,
     detail_table,
+    error_bar_caption,
     filter_options,
     filters_title,
     lineage_of,
@@ -88,10 +89,8 @@ fig = tradeoff_figure(view, colour_by, symbol_by, log_x, show_front, colour_valu
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="tradeoffs_chart")
 front = pareto_points(view)
 n_sim = int(view.points["simulated"].sum())
-n_rep = int(view.points["error"].notna().sum())
 st.caption(f"{len(view.points)} points drawn, {len(front)} on the Pareto front. "
-           + (f"{n_sim} open symbols: {SIMULATED_TEXT}. " if n_sim else "")
-           + (f"Error bars: ± accuracy std over repeats ({n_rep} points). " if n_rep else "")
+           + (f"{n_sim} open symbols: {SIMULATED_TEXT}. " if n_sim else "") + error_bar_caption(view.points)
            + "Click a point for its details and lineage.")
 
 with st.expander(f"Pareto front ({len(front)} points)"):

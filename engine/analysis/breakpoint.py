@@ -81,14 +81,20 @@ class Curve:
     levels: list[float | None] = field(default_factory=list)  # the swept knob at each point
     level_name: str = ""
     params: list[float] = field(default_factory=list)  # remaining parameters at each point (for table3)
+    # a point scored on a seeded test subset: the 95 % interval of its accuracy and the images it was scored on
+    # (NaN at a point measured on the whole split; all empty when no point was scored on a subset)
+    lo: list[float] = field(default_factory=list)
+    hi: list[float] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.x = [float(v) for v in self.x]
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std] if len(self.std) else [0.0] * len(self.mean)
-        self.params = [float(v) for v in self.params]
+        for name in ("params", "lo", "hi", "samples"):
+            setattr(self, name, [float(v) for v in getattr(self, name)])
         self.levels = [None if v is None else float(v) for v in self.levels]
-        for name in ("std", "levels", "params"):
+        for name in ("std", "levels", "params", "lo", "hi", "samples"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.mean):
                 raise ValueError(f"{name} must have one value per point ({len(self.mean)}), got "
                                  f"{len(getattr(self, name))}")
@@ -101,14 +107,28 @@ class Curve:
     def __len__(self) -> int:
         return len(self.mean)
 
+    def subset_bars(self) -> tuple[list[float], list[float], list[str]]:
+        """The error bar below and above each point's accuracy, and its words: the 95 % interval where it was
+        scored on a test subset, NaN and '' where it was measured on the whole split (no bar)."""
+        n = len(self)
+        if not self.lo:
+            return [math.nan] * n, [math.nan] * n, [""] * n
+        minus = [m - lo for m, lo in zip(self.mean, self.lo, strict=True)]
+        plus = [hi - m for m, hi in zip(self.mean, self.hi, strict=True)]
+        words = [f"subset of {k:,.0f} images, 95 % interval {lo:.4f}–{hi:.4f}" if math.isfinite(lo) else ""
+                 for lo, hi, k in zip(self.lo, self.hi, self.samples, strict=True)]
+        return minus, plus, words
+
     def to_dict(self) -> dict[str, Any]:
         return {"x": _floats(self.x), "mean": _floats(self.mean), "std": _floats(self.std), "x_name": self.x_name,
                 "x_label": self.x_label, "levels": _floats(self.levels), "level_name": self.level_name,
-                "params": _floats(self.params)}
+                "params": _floats(self.params), "lo": _floats(self.lo), "hi": _floats(self.hi),
+                "samples": _floats(self.samples)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Curve:
-        return cls(**{k: _nan_for_none(v) if k in ("x", "mean", "std", "params") else v for k, v in d.items()})
+        numbers = ("x", "mean", "std", "params", "lo", "hi", "samples")
+        return cls(**{k: _nan_for_none(v) if k in numbers else v for k, v in d.items()})
 
 
 def curve_from_points(points: Sequence[dict], x: str = "params") -> Curve:
@@ -118,7 +138,8 @@ def curve_from_points(points: Sequence[dict], x: str = "params") -> Curve:
     point stands for the level, else the spread over the repeats (or points) at that level. The
     uncompressed reference is the baseline-stage point, else the least compressed level. x is the
     remaining parameters (params_nonzero) by default, or size_bytes, bits, latency_ms_b1 or the
-    level itself; levels are ordered by compression, whichever way x runs.
+    level itself; levels are ordered by compression, whichever way x runs. A level that is one point scored
+    on a test subset (`eval_subset`) carries that score's 95 % interval (`lo`, `hi`) and its images (`samples`).
     """
     if x not in X_FIELDS:
         raise UserError(f"x must be one of {', '.join(X_FIELDS)}; got {x!r}")
@@ -143,8 +164,9 @@ def curve_from_points(points: Sequence[dict], x: str = "params") -> Curve:
     if not ordered:
         raise UserError("the run has no points with a level: nothing to draw a curve from (is it a sweep?)")
     field_name = X_FIELDS[x]
-    xs, means, stds, params = [], [], [], []
+    xs, means, stds, params, intervals = [], [], [], [], []
     for level, group in ordered:
+        intervals.append(_subset_interval(group))
         if field_name == "level":
             xs.append(level)
         else:
@@ -158,8 +180,19 @@ def curve_from_points(points: Sequence[dict], x: str = "params") -> Curve:
         stds.append(_spread(group))
         nonzero = [p.get("params_nonzero") for p in group]
         params.append(statistics.fmean(nonzero) if all(v is not None for v in nonzero) else math.nan)
+    lo, hi, samples = ([list(v) for v in zip(*intervals, strict=True)]
+                       if any(math.isfinite(i[0]) for i in intervals) else ([], [], []))
     return Curve(x=xs, mean=means, std=stds, x_name=x, x_label=level_name if x == "level" else "",
-                 levels=[level for level, _ in ordered], level_name=level_name, params=params)
+                 levels=[level for level, _ in ordered], level_name=level_name, params=params, lo=lo, hi=hi,
+                 samples=samples)
+
+
+def _subset_interval(group: list[dict]) -> tuple[float, float, float]:
+    """(lo, hi, images) of a level that is one point scored on a test subset; NaNs for any other."""
+    p = group[0]
+    if len(group) == 1 and p.get("eval_subset") and p.get("accuracy_lo") is not None and p.get("accuracy_hi") is not None:
+        return float(p["accuracy_lo"]), float(p["accuracy_hi"]), float(p.get("eval_samples") or math.nan)
+    return math.nan, math.nan, math.nan
 
 
 def _higher_level_compresses(level_name: str, groups: dict[float, list[dict]]) -> bool:
@@ -452,6 +485,19 @@ def tolerance(curve: Curve, cfg: ToleranceConfig) -> BreakpointResult:
     i = int(inside[-1])
     return BreakpointResult("tolerance", True, f"the most compressed point whose {what} is within {cfg.delta:g} "
                             f"of the reference {mean[0]:.4f}", index=i, detection_y=detection, threshold=0.0)
+
+
+def reported_levels(points: Sequence[dict], x: str = "params") -> list[float]:
+    """The levels a sweep reports as its breakpoints: every registered detector at its defaults on the curve
+    against `x` (what `python -m engine breakpoint` and the Breakpoints page show first), each level once, in
+    order of compression. A sweep that evaluated its levels on a subset measures these again on the whole
+    split (engine.methods.prune.sweep, which the run layer hands this function to)."""
+    try:
+        curve = curve_from_points(points, x=x)
+    except UserError:
+        return []
+    levels = [r.level for r in detect_all(curve) if r.found and r.level is not None]
+    return sorted(set(levels), key=curve.levels.index)
 
 
 # ---------------------------------------------------------------- seed 002, Table 3

@@ -79,13 +79,17 @@ def shape_points(points: pd.DataFrame) -> pd.DataFrame:
     """The points frame with what a chart needs beside the stored columns (vectorised, no JSON parsing):
     `method_label` (family.method, since prune and quantize both have a `sensitivity`), `run_label`,
     `level_text`, `repeats` (how many accuracies accuracy_runs holds: 0 when none), `error` (accuracy_std
-    where there were repeats, else NaN) and `simulated` as a plain bool."""
+    where there were repeats, else NaN), `simulated` as a plain bool, the subset columns of `subset_columns`
+    and the error bar each point draws: `error_minus` / `error_plus` below and above its accuracy (the 95 %
+    interval where it was scored on a test subset, else `error`)."""
     df = points.copy()
     if df.empty:
-        for c in ("method_label", "run_label", "level_text"):
+        for c in ("method_label", "run_label", "level_text", "interval_text"):
             df[c] = pd.Series(dtype=object)
         df["repeats"] = pd.Series(dtype="int64")
-        df["error"] = pd.Series(dtype=float)
+        for c in ("error", "error_minus", "error_plus", *SUBSET_FIELDS):
+            df[c] = pd.Series(dtype=float)
+        df["eval_subset"] = pd.Series(dtype=bool)
         return df
     family = df["family"].fillna("").astype(str)
     method = df["method"].fillna("").astype(str)
@@ -108,6 +112,7 @@ def shape_points(points: pd.DataFrame) -> pd.DataFrame:
     df["repeats"] = np.where(runs.str.startswith("["), runs.str.count(",") + 1, 0)
     df.loc[runs.isin(["", "[]"]), "repeats"] = 0
     df["error"] = df["accuracy_std"].where(df["repeats"] > 1)
+    df = subset_columns(df)
     df["simulated"] = df["simulated"].fillna(False).astype(bool)
     machine = df["machine"].fillna("").astype(str) if "machine" in df else pd.Series("", index=df.index)
     df["machine_label"] = machine.replace("", NOT_TIMED)
@@ -115,6 +120,74 @@ def shape_points(points: pd.DataFrame) -> pd.DataFrame:
         pd.Series("", index=df.index)
     df["timing"] = np.where(quality == "", NOT_TIMED, np.where(quality == "clean", "clean", "noisy"))
     return df
+
+
+# what a point scored on a seeded subset says in its extra keys (engine/methods/prune/sweep.py: a sweep's level on
+# test images; engine/methods/quant/mixed.py: a search step's score on validation images)
+SUBSET_FIELDS = ("eval_samples", "accuracy_lo", "accuracy_hi", "val_accuracy", "val_samples", "val_accuracy_lo",
+                 "val_accuracy_hi")
+
+
+def subset_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with the SUBSET_FIELDS as columns (NaN where a point has none; the extra JSON is parsed only for the
+    points that carry an interval, each distinct text once), `eval_subset` as a bool, the error bar of each point
+    (`error_minus`, `error_plus`: its accuracy's 95 % interval where that accuracy was scored on a test subset,
+    else `error`, the spread over repeats) and `interval_text`, its hover words ('' for none).
+
+    A point measured on the whole split draws no interval bar, even when it carries one (a sweep's reported
+    levels do, for n = the whole split). A mixed-precision step's accuracy is the whole test split's; its
+    validation interval belongs to its search score, so it is told in words, never drawn around the accuracy."""
+    df = df.copy()
+    fields = pd.DataFrame(np.nan, index=df.index, columns=list(SUBSET_FIELDS))
+    subset = pd.Series(False, index=df.index)
+    if "extra" in df and len(df):
+        text = df["extra"].fillna("").astype(str)
+        has = text.str.contains("accuracy_lo", regex=False).to_numpy()
+        parsed = {t: json.loads(t) for t in pd.unique(text[has])}
+        for i in np.flatnonzero(has):
+            extra = parsed[text.iat[i]]
+            for j, name in enumerate(SUBSET_FIELDS):
+                v = extra.get(name)
+                fields.iat[i, j] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+            subset.iat[i] = extra.get("eval_subset") is True
+    for name in SUBSET_FIELDS:
+        df[name] = fields[name].to_numpy()
+    df["eval_subset"] = subset.to_numpy()
+    accuracy = df[Y].to_numpy(dtype=float)
+    lo, hi = df["accuracy_lo"].to_numpy(dtype=float), df["accuracy_hi"].to_numpy(dtype=float)
+    drawn = df["eval_subset"].to_numpy() & np.isfinite(lo) & np.isfinite(hi)
+    error = df["error"].to_numpy(dtype=float) if "error" in df else np.full(len(df), np.nan)
+    df["error_minus"] = np.where(drawn, accuracy - lo, error)
+    df["error_plus"] = np.where(drawn, hi - accuracy, error)
+    df["interval_text"] = _interval_text(df, drawn)
+    return df
+
+
+def error_bar_caption(points: pd.DataFrame) -> str:
+    """What the chart's error bars are, for the points drawn ('' when none has one)."""
+    subset = points["eval_subset"].to_numpy(dtype=bool)
+    n_sub = int(subset.sum())
+    n_rep = int((points["error"].notna().to_numpy() & ~subset).sum())
+    parts = ([f"± accuracy std over repeats ({n_rep} point{'s' if n_rep != 1 else ''})"] if n_rep else []) + \
+        ([f"the 95 % interval of an accuracy scored on a seeded test subset ({n_sub} point{'s' if n_sub != 1 else ''}"
+          f"; points measured on the whole split have none)"] if n_sub else [])
+    return f"Error bars: {'; '.join(parts)}. " if parts else ""
+
+
+def _interval_text(df: pd.DataFrame, drawn: np.ndarray) -> list[str]:
+    out = [""] * len(df)
+    val = np.isfinite(df["val_accuracy_lo"].to_numpy(dtype=float))
+    for i in np.flatnonzero(drawn | val):
+        r = df.iloc[i]
+        words = []
+        if drawn[i]:
+            words.append(f"subset of {r['eval_samples']:,.0f} images, 95 % interval "
+                         f"{r['accuracy_lo']:.4f}–{r['accuracy_hi']:.4f}")
+        if val[i]:
+            words.append(f"search score {r['val_accuracy']:.4f} on a subset of {r['val_samples']:,.0f} validation "
+                         f"images, 95 % interval {r['val_accuracy_lo']:.4f}–{r['val_accuracy_hi']:.4f}")
+        out[i] = "; ".join(words)
+    return out
 
 
 def timing_warning(view: AxisView) -> str:

@@ -82,6 +82,9 @@ def print_breakpoints(run: dict, curve: Curve, results: list[BreakpointResult], 
             continue
         print(f"  {r.detector:<11} {_where(curve, r.index)}  acc {r.accuracy:.4f} ± {r.accuracy_std:.4f}: "
               f"{r.reason}")
+        subset = curve.subset_bars()[2][r.index]
+        if subset:  # a breakpoint the sweep did not report (other settings): still a subset estimate
+            print(f"  {'':<11} an estimate, not measured on the whole split: {subset}")
         if row["compression_rate"] is not None:
             print(f"  {'':<11} params {row['params_before']:,.0f} -> {row['params_at_breakpoint']:,.0f}: "
                   f"{row['percentage_decrease']:.2f}% fewer, compression rate {row['compression_rate']:.1f}x")

@@ -1,5 +1,6 @@
 """The Breakpoints chart: accuracy against x for each chosen curve (mean line, a mean ± std band where
-repeats spread), its detected breakpoint marked, and underneath, on the same x axis, the detector's
+repeats spread, an error bar with the 95 % interval at a level scored on a test subset), its detected breakpoint
+marked, and underneath, on the same x axis, the detector's
 own curve (Kneedle's normalised difference, the slope ratio, or the gap to the tolerance) with the
 line it is compared with.
 """
@@ -41,6 +42,8 @@ def breakpoint_figure(curves: Mapping[str, Curve], results: Mapping[str, Breakpo
         mean = np.asarray(curve.mean, dtype=float)
         std = np.asarray(curve.std, dtype=float)
         levels = [_level_text(curve, j) for j in range(len(curve))]
+        minus, plus, words = curve.subset_bars()
+        words = [f"<br>accuracy: {w}" if w else "" for w in words]
         if np.nanmax(std, initial=0.0) > 0:
             fig.add_trace(go.Scatter(x=x, y=mean + std, mode="lines", line=dict(width=0), legendgroup=name,
                                      showlegend=False, hoverinfo="skip", name=f"{name} mean + std"), row=1, col=1)
@@ -49,9 +52,12 @@ def breakpoint_figure(curves: Mapping[str, Curve], results: Mapping[str, Breakpo
                                      hoverinfo="skip", name=f"{name} mean - std"), row=1, col=1)
         fig.add_trace(go.Scatter(
             x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour, width=2),
-            marker=dict(size=7, color=colour), customdata=np.column_stack([std, np.array(levels, dtype=object)]),
+            marker=dict(size=7, color=colour),
+            error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, visible=True, thickness=1.2,
+                         width=3, color=colour) if any(math.isfinite(v) for v in plus) else None,
+            customdata=np.column_stack([std, np.array(levels, dtype=object), np.array(words, dtype=object)]),
             hovertemplate=(f"<b>{name}</b><br>%{{customdata[1]}}<br>{x_label}: %{{x:,.6g}}<br>"
-                           "accuracy: %{y:.4f} ± %{customdata[0]:.4f}<extra></extra>")), row=1, col=1)
+                           "accuracy: %{y:.4f} ± %{customdata[0]:.4f}%{customdata[2]}<extra></extra>")), row=1, col=1)
         r = results.get(name)
         if r is None:
             continue

@@ -1,6 +1,6 @@
 """The Trade-offs chart: accuracy against one cost axis, one trace per colour group, the model (or
-another field) as the marker symbol, simulated points drawn open, error bars where repeats exist and
-the Pareto front as a step line. `customdata[0]` of every point is its point_id (a selection names it).
+another field) as the marker symbol, simulated points drawn open, error bars (the 95 % interval of an accuracy
+scored on a test subset, else the spread where repeats exist) and the Pareto front as a step line. `customdata[0]` of every point is its point_id (a selection names it).
 """
 
 from __future__ import annotations
@@ -52,14 +52,15 @@ def hover_text(df: pd.DataFrame) -> list[str]:
     cols = [df[c].tolist() for c in ("run_label", "method_label", "stage", "role", "level_text", "model",
                                      "dataset", "runtime", "backend", "simulated")]
     spread = _spread_text(df["accuracy_std"], df["repeats"])
+    interval = [f"<br>accuracy: {t}" if t else "" for t in df["interval_text"].tolist()]
     b1 = _latency_text(df["latency_ms_b1"], df["latency_p90_ms_b1"])
     b32 = _latency_text(df["latency_ms_b32"], df["latency_p90_ms_b32"])
     sim = f"<br><i>{SIMULATED_TEXT}</i>"
     return [f"run: {run}<br>method: {method}, {stage}{f' ({role})' if role else ''}{f', {level}' if level else ''}"
             f"<br>{model} on {dataset}, {runtime} ({backend}){sim if simulated else ''}"
-            f"<br>accuracy spread: {sp}<br>latency b1: {l1}<br>latency b32: {l32}"
-            for run, method, stage, role, level, model, dataset, runtime, backend, simulated, sp, l1, l32
-            in zip(*cols, spread, b1, b32, strict=True)]
+            f"<br>accuracy spread: {sp}{iv}<br>latency b1: {l1}<br>latency b32: {l32}"
+            for run, method, stage, role, level, model, dataset, runtime, backend, simulated, sp, iv, l1, l32
+            in zip(*cols, spread, interval, b1, b32, strict=True)]
 
 
 def _template(x_label: str, x_fmt: str) -> str:
@@ -122,7 +123,7 @@ def tradeoff_figure(view: AxisView, colour_by: str = "family", symbol_by: str = 
     custom = h[[c for c, _, _ in CUSTOM]].to_numpy(dtype=float)
     text = np.array(hover_text(h), dtype=object)
     x_all, y_all = h[axis.column].to_numpy(dtype=float), h[Y].to_numpy(dtype=float)
-    err_all = h["error"].to_numpy(dtype=float)
+    minus_all, plus_all = h["error_minus"].to_numpy(dtype=float), h["error_plus"].to_numpy(dtype=float)
     # one trace per colour group and symbol (a per-point symbol array costs Plotly a check per point)
     parts = pd.DataFrame({"c": colour.map(colour_index).to_numpy(), "s": symbol.to_numpy(),
                           "i": np.arange(len(h))}).groupby(["c", "s"], sort=True)["i"]
@@ -131,13 +132,13 @@ def tradeoff_figure(view: AxisView, colour_by: str = "family", symbol_by: str = 
         idx = rows.to_numpy()
         group = order[ci]
         col = colour_of.get(group, OTHER_COLOUR)
-        err = err_all[idx]
+        minus, plus = minus_all[idx], plus_all[idx]
         fig.add_trace(scatter(
             x=x_all[idx], y=y_all[idx], mode="markers", name=str(group), legendgroup=f"colour:{group}",
             showlegend=ci not in shown,
             marker=dict(color=col, symbol=sym, size=9, line=dict(width=1.5, color=col)),
-            error_y=dict(type="data", array=err, visible=True, thickness=1.2, width=3)
-            if np.isfinite(err).any() else None,
+            error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, visible=True, thickness=1.2,
+                         width=3) if np.isfinite(plus).any() else None,
             customdata=custom[idx], hovertext=text[idx], hovertemplate=template,
         ))
         shown.add(ci)

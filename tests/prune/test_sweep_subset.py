@@ -9,6 +9,7 @@ import torch
 from engine.core.context import RunContext
 from engine.core.errors import ConfigError
 from engine.core.intervals import wilson
+from engine.methods.prune import sweep as sweep_module
 from engine.methods.tasks import open_checkpoint, run_task
 from engine.model import evaluation
 from engine.model.evaluation import choose_device, eval_indices
@@ -25,9 +26,13 @@ def sweep(checkpoint: str, **settings) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def both(digits_checkpoint, tmp_path_factory) -> tuple[list[dict], list[dict]]:
-    """The same one-shot sweep on the whole split and on a 100-image subset (saved, to re-evaluate by hand)."""
+    """The same one-shot sweep on the whole split and on a 100-image subset (saved, to re-evaluate by hand), with a
+    breakpoint finder that finds none, so only the first, unpruned and last levels are measured on the whole split
+    (breakpoints: test_subset_breakpoint.py)."""
     out = str(tmp_path_factory.mktemp("sweep-subset") / "run")
-    return sweep(digits_checkpoint), sweep(digits_checkpoint, eval_samples=SUBSET, out=out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_module, "_BREAKPOINT_FINDERS", [lambda points: []])
+        return sweep(digits_checkpoint), sweep(digits_checkpoint, eval_samples=SUBSET, out=out)
 
 
 def test_a_subset_level_scores_exactly_the_seeded_indices(both, digits_checkpoint):
