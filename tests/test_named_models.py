@@ -219,3 +219,54 @@ def test_kd_trains_a_cnn_student_from_a_vit_teacher(vit_checkpoint, tmp_path):
     assert meta.mean == [0.5, 0.5, 0.5] and meta.image_size == 32  # it saw the teacher's inputs, and keeps them
     loaded, _ = load_checkpoint(out)
     assert loaded(dataset_of(meta).test.tensors()[0]).shape == (9, 3)
+
+
+@pytest.fixture(scope="session")
+def effnet_checkpoint(image_folder, tmp_path_factory) -> str:
+    torch.manual_seed(2)
+    buf = io.BytesIO()
+    torch.save(build_model(EFFNET, 3, 3, 32).state_dict(), buf)
+    return import_weights(buf.getvalue(), "effnet.pt", EFFNET, image_folder, image_size=32,
+                          root=tmp_path_factory.mktemp("uploads"))
+
+
+@pytest.mark.parametrize("which", ["vit", "effnet"])
+def test_the_whatif_on_uploaded_named_models_answers_at_once_with_an_estimate_that_converges_to_the_measurement(
+        which, vit_checkpoint, effnet_checkpoint):
+    from engine.methods import whatif as W
+    from engine.methods import whatif_live as L
+
+    checkpoint = {"vit": vit_checkpoint, "effnet": effnet_checkpoint}[which]
+    engine = W.WhatIf(checkpoint, eval_samples=9, seed=0, latency=False, warm=False)
+    live = L.LiveWhatIf(engine, profile=False, sensitivity=False, adaptive=0, first_step=3, chunk=3)
+    try:
+        for position in ((0.5, "unstructured", 32, "per_channel"), (0.3, "unstructured", 4, "per_tensor")):
+            answer = live.move(*position)
+            assert answer.answered_ms < 300 and answer.estimate.label == "estimate" and answer.result is None
+            assert live.wait(answer.key, 60).state == "done"
+            measured = live.answer(answer.key)
+            assert measured.estimate.label == "measured"
+            assert measured.result.accuracy == engine.evaluate(*position).accuracy  # the same forward, all 9 images
+    finally:
+        live.close()
+
+
+def test_the_uploaded_efficientnet_loses_channels_squeeze_excitation_included(effnet_checkpoint, tmp_path):
+    points = task("prune.structured", checkpoint=effnet_checkpoint, ratios=(0.0, 0.3), out=str(tmp_path / "p"))
+    before, after = points[0].measurement, points[1].measurement
+    assert after.params_total < 0.9 * before.params_total and after.macs < before.macs
+    pruned, meta = load_checkpoint(points[1].artifact)  # rebuilt from the stored shapes
+    assert pruned(dataset_of(meta).test.tensors()[0]).shape == (9, 3)
+
+
+def test_the_uploaded_efficientnet_is_fake_quantized(effnet_checkpoint):
+    fake = task("quantize.fake", checkpoint=effnet_checkpoint, bits=(8,), save=False)[-1]
+    assert fake.level == 8 and fake.measurement.simulated and fake.measurement.bits == 8.0
+
+
+def test_the_uploaded_efficientnet_teaches_a_cnn_student_at_its_own_inputs(effnet_checkpoint, tmp_path):
+    teacher, student = task("distill", teacher=effnet_checkpoint, student="cnn_s", out=str(tmp_path / "s"),
+                            train=TrainConfig(epochs=1, batch_size=16))
+    assert teacher.measurement.model == EFFNET and student.measurement.model == "cnn_s"
+    meta = read_meta(tmp_path / "s")
+    assert meta.image_size == 32 and meta.mean == pytest.approx([0.485, 0.456, 0.406])
