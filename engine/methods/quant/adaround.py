@@ -13,7 +13,8 @@ initialised so that h(V) is the weight's fractional part, regularisation weight 
 the reconstruction loss sum over channels, mean over the rest (Qualcomm AIMET `aimet_torch/adaround`,
 Xilinx/AMD Brevitas `learned_round`). AIMET takes 10,000 steps at lr 1e-3 and Brevitas 1,000 at 0.1;
 the default here is 500 at 1e-2 (steps x rate 5, against AIMET's 10 and Brevitas' 100; 500 steps at
-1e-3 move V by 0.5 at most, so few weights can leave nearest). As in AIMET, each layer's input comes
+1e-3 move V by 0.5 at most, so few weights can leave nearest). The paper calibrates on 1,024 images; the
+default here is 256 (8 x 32; every layer's inputs and targets are held in memory). As in AIMET, each layer's input comes
 from the model quantized so far (earlier layers already AdaRounded) and its target is the float
 model's output of that layer on the float input, so later layers correct earlier layers' error; where a
 ReLU or ReLU6 takes the layer's output directly, both outputs go through it before the loss (AIMET's
