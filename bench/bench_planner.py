@@ -41,7 +41,9 @@ from engine.model.train import TrainConfig  # noqa: E402
 from engine.run.executors import make_executor  # noqa: E402
 from engine.run.jobs import StoreContext, create_run, run_sync  # noqa: E402
 from engine.run.planner import (  # noqa: E402
+    FRONT_DEPTH_POINTS,
     PLAN_TASK,
+    Candidate,
     PlanTask,
     baseline_point,
     grid,
@@ -55,7 +57,7 @@ from store import open_store  # noqa: E402
 BUDGETS = {"1 pt, 4x smaller": {"max_drop": 1.0, "min_smaller": 4.0},
            "1 pt, 2x faster": {"max_drop": 1.0, "min_faster": 2.0},
            "3 pts, 10x smaller": {"max_drop": 3.0, "min_smaller": 10.0}}
-HV_FLOOR_POINTS = 10.0  # the hypervolume's reference accuracy: this many points under the baseline
+HV_FLOOR_POINTS = FRONT_DEPTH_POINTS  # the hypervolume's reference accuracy: this many points under the baseline
 SPACES = {"default": {"channel_ratios": [0.0, 0.25, 0.5], "sparsities": [0.0, 0.5, 0.8], "bits": [4, 6, 8, 32],
                       "finetune_epochs": [1]},
           "quick": {"channel_ratios": [0.0, 0.5], "sparsities": [0.0, 0.7], "bits": [4, 8, 32],
@@ -135,6 +137,16 @@ def run_plans(checkpoint: str, space: dict, finetune_samples: int | None, root: 
     return out
 
 
+def missed(grid_results: list[dict], plan_results: list[dict], floor: float) -> str:
+    """The grid's front points above the floor that no confirmed point of the plan matches on both axes: where the
+    plan's hypervolume falls short."""
+    gone = [r for r in pareto(grid_results) if r["accuracy"] > floor
+            and not any(p["accuracy"] >= r["accuracy"] - 1e-9 and p["size_bytes"] <= r["size_bytes"]
+                        for p in plan_results)]
+    return ", ".join(f"{Candidate(**r['candidate']).key} ({r['accuracy']:.2f} %, {r['size_bytes']:,.0f} B)"
+                     for r in gone) or "none"
+
+
 def describe(best: dict | None) -> str:
     if best is None:
         return "none fits"
@@ -175,6 +187,10 @@ def bench_model(arch: str, args: argparse.Namespace, space: dict, tmp: Path) -> 
         ratio = hv / hv_grid if hv_grid else float("nan")
         print(f"{name:<20} {describe(grid_best):<44} {describe(plan_best):<44} {diff:>+8.2f} "
               f"{g['runs']:>4}/{p['runs']:<4} {g['wall_s']:>5.0f}/{p['wall_s']:<5.0f} {ratio:>7.1%}", flush=True)
+    for name in BUDGETS:
+        p = plans[name]
+        ran = ", ".join(f"{k} ({r.get('why', '')})" for k, r in p["state"]["confirmed"].items())
+        print(f"  {name}: ran {ran}; grid front points missed: {missed(g['results'], p['results'], floor)}")
 
 
 def main() -> None:

@@ -231,3 +231,55 @@ def test_a_recipe_stage_runs_a_plan_as_a_unit(tiny_digits, tmp_path):
     assert len(units) == 1 and units["status"].iloc[0] == "finished"
     folder = next((tmp_path / "out").glob("plan-*"))
     assert read_plan_state(folder)["status"] == "finished"
+
+
+def test_the_plan_uses_the_stores_points_of_the_same_checkpoint_in_place_of_the_proxy(tiny_digits, tmp_path):
+    """A store that already holds variants of the baseline made as the planner makes them: a pruning sweep's
+    50 % point (no fine-tuning, far over the accuracy budget: a breakpoint) and that point fine-tuned one epoch
+    like the plan's; plus chains the planner never makes (another learning rate, quantize before prune). The plan
+    reads the two, shows the fine-tuned one's accuracy as its estimate there, calibrates with it, and runs neither
+    again nor anything as aggressive as the broken one."""
+    from engine.core.point import Measurement
+    from engine.methods.tasks import make_point
+    from engine.run.planner import calibration_of
+
+    db, out = str(tmp_path / "runs.duckdb"), str(tmp_path / "plan")
+    config = tiny_plan(tiny_digits, out, max_runs=1, trials=8)
+
+    def m(accuracy: float, size: float) -> Measurement:
+        return Measurement(accuracy=accuracy, top5=1.0, loss=0.1, params_total=1000, params_nonzero=500,
+                           sparsity=0.5, bits=32.0, size_bytes=size, size_fp32_bytes=4000, file_bytes=size, macs=1,
+                           latency_ms_b1=None, latency_p90_ms_b1=None, latency_ms_b32=None, latency_p90_ms_b32=None,
+                           threads=1, backend="fp32 eager cpu", simulated=False, dataset="digits", model="cnn_s",
+                           runtime="torch")
+
+    p50, tuned, other = (str(tmp_path / n) for n in ("p50", "p50-ft", "p50-ft-lr"))
+    prune = dict(family="prune", method="global_unstructured", level_name="sparsity", input_checkpoint=tiny_digits)
+    tune = dict(family="train", method="finetune", stage="variant", level=0.5, level_name="sparsity",
+                input_checkpoint=p50)
+    with open_store(db) as store:
+        rid = store.create_run("prune.global_unstructured", {}, name="a stored sweep")
+        store.add_point(rid, make_point(m(0.20, 9e9), stage="variant", level=0.5, artifact=p50, **prune))
+        rid = store.create_run("finetune", {}, name="a stored fine-tuning")
+        store.add_point(rid, make_point(m(0.97, 9e9), artifact=tuned, **tune, params={
+            "mode": "all", "samples": 300, "train": {"epochs": 1, "lr": 0.01}}))
+        store.add_point(rid, make_point(m(0.99, 9e9), artifact=other, **tune, params={  # another fine-tuning
+            "mode": "all", "samples": 300, "train": {"epochs": 1, "lr": 0.5}}))
+        rid = store.create_run("quantize.fake", {}, name="quantized after pruning and fine-tuning")
+        store.add_point(rid, make_point(m(0.99, 9e9), family="quantize", method="fake", stage="variant", level=8.0,
+                                        level_name="bits", input_checkpoint=other, params={"granularity": "per_channel"}))
+        store.flush()
+    run_sync(PLAN_TASK, config, db)
+    state = read_plan_state(out)
+    assert set(state["stored"]) == {"c0-s0.5-e0-b32", "c0-s0.5-e1-b32"}  # the other chains are not the planner's
+    assert state["stored"]["c0-s0.5-e1-b32"]["accuracy"] == pytest.approx(97.0)
+    rows = {r["key"]: r for r in estimate_rows(state)}
+    assert rows["c0-s0.5-e1-b32"]["basis"] == "stored run" and rows["c0-s0.5-e1-b32"]["label"] == "estimate"
+    assert rows["c0-s0.5-e1-b32"]["accuracy"] == pytest.approx(97.0)  # the stored result, not the proxy's
+    assert all(r["basis"] == "proxy" for k, r in rows.items() if k not in state["stored"])
+    cal = calibration_of(state["confirmed"], state["baseline"], state["stored"])
+    stored = state["stored"]["c0-s0.5-e1-b32"]
+    assert stored["accuracy"] - stored["estimate_accuracy"] in cal.gaps[1]
+    broken = Candidate(0.0, 0.5, 0, 32)
+    ran = [Candidate(**r["candidate"]) for r in state["confirmed"].values()]
+    assert len(ran) == 1 and ran[0].key not in state["stored"] and not ran[0].at_least_as_aggressive(broken)

@@ -49,6 +49,9 @@ def cmd_plan(args: argparse.Namespace) -> dict:
     print(f"plan in {plan_out_dir(cfg)}: {len(state.get('trials', []))} estimates ({len(rows)} distinct candidates), "
           f"{sum(1 for r in state.get('confirmed', {}).values() if r.get('ran_units', 0) > 0)} real run(s)")
     print(f"baseline: {base.get('accuracy', float('nan')):.2f} %, {base.get('size_bytes', 0):,.0f} B")
+    for key, r in state.get("stored", {}).items():
+        print(f"  stored {key}: {r['accuracy']:.2f} % ({r['accuracy'] - base['accuracy']:+.2f} points), "
+              f"{r['size_bytes']:,.0f} B, measured before this plan: used in place of the proxy there")
     for key, r in state.get("confirmed", {}).items():
         if r.get("status") == "finished":
             print(f"  confirmed {key}: {r['accuracy']:.2f} % ({r['accuracy'] - base['accuracy']:+.2f} points), "

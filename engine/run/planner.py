@@ -14,14 +14,18 @@ part of the space.
    timing of the channel-cut float model (zeros and simulated bits run through the same dense kernels). An
    estimate ignores fine-tuning until a real run measures its effect: the accuracy is then corrected by what the
    confirmed runs at that many epochs recovered (`Calibration`: a share of the estimated drop once a run with a
-   real drop was fine-tuned, else the mean gap). Every estimate is
+   real drop was fine-tuned, learned per way of pruning (channels, sparsity, both), else the mean gap). The
+   store's own measured variants of the baseline made as the planner makes them (`stored_results`) take the
+   proxy's place at their positions, calibrate it like confirmed runs, and are never run again. Every estimate is
    logged to the plan run's metric history (keys `estimate_*`, step = the trial number) and kept in the plan's
    state file, and is labelled an estimate everywhere it shows.
 2. **Real runs.** Between rounds of estimates the planner picks the most promising candidate not yet run
    (`pick`): first the one that best meets the budget on its estimate alone, then, alternately, the most
-   aggressive one the estimate's error margin leaves possible and the estimated front's point farthest from
-   every confirmed one (so the front fills in), never one at least as aggressive on every axis as a candidate a
-   real run already showed breaking the accuracy budget. Each is run as a recipe (engine/run/recipes.py) of up to
+   aggressive one the estimate's error margin leaves possible and the one expected to add the most hypervolume
+   to the measured front (`expected_gain`; a fine-tuned candidate whose recovery no run of its kind measured yet
+   is averaged over every share it might recover), so the runs spread along the front; never one at least as
+   aggressive on every axis as a candidate a real run (or a stored point) already showed breaking the accuracy
+   budget. Each is run as a recipe (engine/run/recipes.py) of up to
    four stages, one child run each, so a unit already in the store (the same channel cut of the same checkpoint,
    say) is reused by its key. The real-run budget (`max_runs`) counts candidates that ran at least one new unit.
 3. **The answer.** `engine.analysis.recommend.recommend` over the store's points: the best *confirmed*,
@@ -46,10 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
-from engine.analysis.recommend import Budget, Recommendation, recommend
+from engine.analysis.recommend import Budget, Recommendation, descendants, recommend
+from engine.analysis.tables import Lineage, norm_path, point_records, same_checkpoint
 from engine.analysis.tradeoffs import pareto_front
 from engine.core.config import Config, check_range, param
 from engine.core.context import RunContext
@@ -81,6 +87,9 @@ GRANULARITY = "per_channel"  # the quantizer of both the estimate and the real r
 # choosing what to run (a real run's own timing then decides)
 LATENCY_SLACK = 1.3
 RECOVERY_MIN_DROP = 2.0  # points an estimate must drop before its confirmed run says what fine-tuning recovers
+# the front's hypervolume counts accuracy down to this many points under the baseline (or twice the budget's drop)
+FRONT_DEPTH_POINTS = 10.0
+RECOVERY_STEPS = 10  # shares a fine-tuning's unknown recovery is averaged over when choosing what to run
 
 
 # ---------------------------------------------------------------- the task's config
@@ -318,32 +327,49 @@ class Calibration:
     The proxy scores a candidate without training, so it cannot see what fine-tuning recovers; and it scores on a
     subset. Two corrections, in points:
     - with fine-tuning (epochs > 0) and a confirmed run whose estimate dropped at least RECOVERY_MIN_DROP points:
-      fine-tuning recovers a share of the estimated drop, `share` = the median over those runs of
-      (confirmed - estimate) / (baseline - estimate), clipped to [0, 1]; an estimate's accuracy is raised by share x
-      its drop. A channel cut the proxy sees at 9 % is then credited with what fine-tuning gave a 40 % sparsity
-      estimate, rather than with a constant gap measured on a mild candidate;
+      fine-tuning recovers a share of the estimated drop, `share` = the median over those runs (those that pruned
+      the same way, `pruning_kind`, when there are any) of (confirmed - estimate) / (baseline - estimate), clipped
+      to [0, 1]; an estimate's accuracy is raised by share x its drop. A channel cut the proxy sees at 9 % is then
+      credited with what fine-tuning gave a 40 % sparsity estimate until a channel cut of its own is measured,
+      rather than with a constant gap measured on a mild candidate;
     - otherwise the mean gap (confirmed - estimate) at that epoch count, as a constant (the subset's bias)."""
 
     gaps: dict[int, list[float]] = field(default_factory=dict)
-    shares: dict[int, list[float]] = field(default_factory=dict)
+    shares: dict[int, list[tuple[str | None, float]]] = field(default_factory=dict)  # epochs -> (kind, share)
 
-    def add(self, epochs: int, gap_points: float, drop_points: float | None = None) -> None:
-        """One confirmed run: its gap (confirmed - estimate) and the estimate's drop from the baseline, in points."""
+    def add(self, epochs: int, gap_points: float, drop_points: float | None = None, kind: str | None = None) -> None:
+        """One confirmed run: its gap (confirmed - estimate) and the estimate's drop from the baseline, in points;
+        `kind` (`pruning_kind`) says what it pruned."""
         self.gaps.setdefault(int(epochs), []).append(float(gap_points))
         if int(epochs) > 0 and drop_points is not None and drop_points >= RECOVERY_MIN_DROP:
-            self.shares.setdefault(int(epochs), []).append(min(1.0, max(0.0, gap_points / drop_points)))
+            self.shares.setdefault(int(epochs), []).append((kind, min(1.0, max(0.0, gap_points / drop_points))))
 
-    def share(self, epochs: int) -> float | None:
-        values = self.shares.get(int(epochs))
+    def share(self, epochs: int, kind: str | None = None) -> float | None:
+        """The median share recovered at this many epochs: over runs that pruned the same way (`kind`) when there
+        are any (a channel cut recovers differently from a sparsity), else over all."""
+        values = self.shares.get(int(epochs), [])
+        same = [v for k, v in values if kind is not None and k == kind]
+        values = same or [v for _, v in values]
         return statistics.median(values) if values else None
 
-    def shift(self, epochs: int, drop_points: float = 0.0) -> float:
+    def measured(self, epochs: int, kind: str) -> bool:
+        """Whether a run that pruned this way was fine-tuned this long with a real drop (its share is known)."""
+        return any(k == kind for k, _ in self.shares.get(int(epochs), []))
+
+    def shift(self, epochs: int, drop_points: float = 0.0, kind: str | None = None) -> float:
         """Points to add to an estimate `drop_points` below the baseline, at this many fine-tuning epochs."""
-        share = self.share(epochs)
+        share = self.share(epochs, kind)
         if share is not None:
             return share * max(0.0, drop_points)
         values = self.gaps.get(int(epochs))
         return sum(values) / len(values) if values else 0.0
+
+
+def pruning_kind(cand: Candidate | dict) -> str:
+    """What a candidate prunes, as the calibration tells recoveries apart: channels, sparsity, both or none."""
+    c, s = (cand.channel_ratio, cand.sparsity) if isinstance(cand, Candidate) else \
+        (cand["channel_ratio"], cand["sparsity"])
+    return {(True, True): "both", (True, False): "channels", (False, True): "sparsity"}.get((c > 0, s > 0), "none")
 
 
 def pareto(rows: list[dict], acc_key: str = "accuracy", size_key: str = "size_bytes") -> list[dict]:
@@ -391,6 +417,84 @@ def objective_key(row: dict, budget: Budget) -> tuple:
     return (row["size_bytes"], -row["accuracy"])
 
 
+# ---------------------------------------------------------------- what the store already measured of the baseline
+
+# the methods of the planner's four steps, in the order they apply (a stored chain in another order, or with any
+# other method, is not a position of the space)
+STEP_METHODS = ("structured", "global_unstructured", "finetune", "fake")
+
+
+def stored_results(points: pd.DataFrame, base_id: int, dataset: str, cfg: PlanTask) -> dict[str, dict]:
+    """The store's measured points descended from the baseline (the point `base_id`'s artifact) on `dataset` that
+    sit at a position of the planner's steps: made by a channel cut, a global magnitude sparsity, a fine-tuning
+    like the plan's (every layer, its learning rate and images) and a per-channel fake quantization, each at most
+    once and in that order. Keyed by candidate key (the newest point per position); each is shaped like a
+    confirmed result, `source` "stored run". A position need not be a value of the space: a stored sweep's level
+    between two of its values still says where the accuracy broke."""
+    if points.empty:
+        return {}
+    measured = points[~points["estimate"].fillna(False).astype(bool)] if "estimate" in points else points
+    base_rows = measured[measured["point_id"] == base_id]
+    if base_rows.empty:
+        return {}
+    root = norm_path(base_rows.iloc[0]["artifact"])
+    rows = measured[descendants(measured, root, dataset) & measured["accuracy"].notna()
+                    & measured["size_bytes"].notna()]
+    if rows.empty:
+        return {}
+    lineage = Lineage(measured)
+    by_id = {r["point_id"]: r for r in point_records(measured)}
+    out: dict[str, dict] = {}
+    for r in sorted(point_records(rows), key=lambda r: r["point_id"]):
+        steps = [r]
+        path = norm_path(r.get("input_checkpoint"))
+        while not same_checkpoint(path, root) and len(steps) <= len(STEP_METHODS):
+            producer = lineage.producer(path)
+            if producer is None:
+                break
+            steps.append(by_id.get(producer.get("point_id"), producer))
+            path = norm_path(producer.get("input_checkpoint"))
+        cand = _candidate_of(steps[::-1], cfg) if same_checkpoint(path, root) else None
+        if cand is None or cand.identity:
+            continue
+        lat = r.get("latency_ms_b1")
+        out[cand.key] = {"candidate": cand.as_dict(), "status": "finished", "source": "stored run",
+                         "accuracy": 100 * float(r["accuracy"]), "size_bytes": float(r["size_bytes"]),
+                         "latency_ms_b1": None if lat is None else float(lat), "artifact": r.get("artifact"),
+                         "run_id": r.get("run_id"), "point_id": int(r["point_id"]), "ran_units": 0}
+    return out
+
+
+def _candidate_of(steps: list[dict], cfg: PlanTask) -> Candidate | None:
+    """The candidate a chain of points (baseline side first) made, or None when the chain is not one of the
+    planner's: another method, an order the planner never runs, or a step done otherwise than the plan's."""
+    values: dict[str, Any] = {"channel_ratio": 0.0, "sparsity": 0.0, "finetune_epochs": 0, "bits": maths.FLOAT_BITS}
+    at = -1
+    for p in steps:
+        method, params = p.get("method"), p.get("params") or {}
+        if method not in STEP_METHODS or STEP_METHODS.index(method) <= at:
+            return None
+        at = STEP_METHODS.index(method)
+        if method == "finetune":
+            train = params.get("train") or {}
+            if (params.get("mode") != "all" or train.get("lr") != cfg.finetune_lr
+                    or params.get("samples") != cfg.finetune_samples or not train.get("epochs")):
+                return None
+            values["finetune_epochs"] = int(train["epochs"])
+            continue
+        if p.get("level") is None:
+            return None
+        if method == "fake":
+            if (params.get("granularity", GRANULARITY) != GRANULARITY or params.get("equalize")
+                    or params.get("bias_correction")
+                    or (params.get("activation_bits") or maths.FLOAT_BITS) < maths.FLOAT_BITS):
+                return None
+            values["bits"] = int(p["level"])
+        else:
+            values["channel_ratio" if method == "structured" else "sparsity"] = float(p["level"])
+    return Candidate.normal(**values)
+
+
 # ---------------------------------------------------------------- the state file
 
 
@@ -404,6 +508,8 @@ class PlanState:
     confirmed: dict[str, dict] = field(default_factory=dict)  # candidate key -> result of its real run
     recommendation: dict | None = None
     status: str = "running"  # running | finished | cancelled
+    # candidate key -> a measured point the store held at that position before this plan (stored_results)
+    stored: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def load(cls, folder: str | Path, key: str) -> PlanState:
@@ -418,13 +524,14 @@ class PlanState:
             raise UserError(f"{path} holds another plan (a different baseline, space, budget or seed); give this plan "
                             f"another out folder")
         return cls(key, doc.get("baseline", {}), doc.get("trials", []), doc.get("confirmed", {}),
-                   doc.get("recommendation"), doc.get("status", "running"))
+                   doc.get("recommendation"), doc.get("status", "running"), doc.get("stored", {}))
 
     def save(self, folder: str | Path) -> None:
         path = Path(folder) / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"version": STATE_VERSION, "key": self.key, "status": self.status, "baseline": self.baseline,
-               "trials": self.trials, "confirmed": self.confirmed, "recommendation": self.recommendation}
+               "trials": self.trials, "confirmed": self.confirmed, "stored": self.stored,
+               "recommendation": self.recommendation}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         tmp.replace(path)  # a reader never sees half a file
@@ -444,12 +551,15 @@ def read_plan_state(folder: str | Path) -> dict | None:
 
 
 def estimate_rows(state: PlanState | dict, calibration: Calibration | None = None) -> list[dict]:
-    """One row per distinct candidate estimated: its axes, the raw proxy numbers, and the calibrated estimate
-    (accuracy in %, labelled `estimate`); `confirmed` says whether a real run measured it."""
+    """One row per distinct candidate estimated: its axes, the raw proxy numbers, and the estimate (accuracy in %,
+    labelled `estimate`): where the store held a measured point at that position before the plan (`stored`), its
+    accuracy and size (`basis` "stored run"), else the proxy's, calibrated (`basis` "proxy"). `confirmed` says
+    whether this plan's real run measured it."""
     trials = state.trials if isinstance(state, PlanState) else state.get("trials", [])
     confirmed = state.confirmed if isinstance(state, PlanState) else state.get("confirmed", {})
+    stored = state.stored if isinstance(state, PlanState) else state.get("stored", {})
     base = state.baseline if isinstance(state, PlanState) else state.get("baseline", {})
-    calibration = calibration or calibration_of(confirmed, base)
+    calibration = calibration or calibration_of(confirmed, base, stored)
     rows: dict[str, dict] = {}
     for t in trials:
         cand = Candidate(**t["candidate"])
@@ -457,11 +567,20 @@ def estimate_rows(state: PlanState | dict, calibration: Calibration | None = Non
             continue
         est = t["estimate"]
         drop = 100 * (base["proxy_accuracy"] - est["accuracy"])
-        rows[cand.key] = {"key": cand.key, **cand.as_dict(), "trial": t["number"], "label": "estimate",
-                          "accuracy": base["accuracy"] - drop + calibration.shift(cand.finetune_epochs, drop),
-                          "proxy_accuracy": 100 * est["accuracy"], "size_bytes": est["size_bytes"],
-                          "latency_ms_b1": _on_base_clock(est.get("latency_ms_b1"), base),
-                          "confirmed": cand.key in confirmed}
+        kind = pruning_kind(cand)
+        row = {"key": cand.key, **cand.as_dict(), "trial": t["number"], "label": "estimate", "basis": "proxy",
+               "accuracy": base["accuracy"] - drop + calibration.shift(cand.finetune_epochs, drop, kind),
+               "proxy_accuracy": 100 * est["accuracy"], "proxy_drop": drop,
+               # fine-tuned, but no run that pruned this way has measured what fine-tuning recovers yet
+               "recovery_unknown": cand.finetune_epochs > 0 and not calibration.measured(cand.finetune_epochs, kind),
+               "size_bytes": est["size_bytes"],
+               "latency_ms_b1": _on_base_clock(est.get("latency_ms_b1"), base),
+               "confirmed": cand.key in confirmed, "stored": cand.key in stored}
+        known = stored.get(cand.key)
+        if known is not None:  # a measured point at this very position beats the training-free proxy
+            row.update(basis="stored run", accuracy=known["accuracy"], size_bytes=known["size_bytes"],
+                       latency_ms_b1=known.get("latency_ms_b1") or row["latency_ms_b1"])
+        rows[cand.key] = row
     return list(rows.values())
 
 
@@ -488,14 +607,17 @@ def plan_folder_of(config: dict) -> str:
     return plan_out_dir(PlanTask.from_dict(config))
 
 
-def calibration_of(confirmed: dict[str, dict], base: dict | None = None) -> Calibration:
-    """The calibration from the confirmed runs (their uncalibrated estimates); `base` (the plan's baseline row) gives
-    each estimate's drop, without it only the constant gaps are learned."""
+def calibration_of(confirmed: dict[str, dict], base: dict | None = None,
+                   stored: dict[str, dict] | None = None) -> Calibration:
+    """The calibration from the confirmed runs and the store's points at positions of the plan (`stored`: each with
+    the uncalibrated estimate the proxy gives its position); `base` (the plan's baseline row) gives each estimate's
+    drop, without it only the constant gaps are learned."""
     cal = Calibration()
-    for r in confirmed.values():
+    for r in [*confirmed.values(), *(stored or {}).values()]:
         if r.get("status") == "finished" and r.get("estimate_accuracy") is not None:
             drop = base["accuracy"] - r["estimate_accuracy"] if base else None
-            cal.add(r["candidate"]["finetune_epochs"], r["accuracy"] - r["estimate_accuracy"], drop)
+            cal.add(r["candidate"]["finetune_epochs"], r["accuracy"] - r["estimate_accuracy"], drop,
+                    pruning_kind(r["candidate"]))
     return cal
 
 
@@ -503,11 +625,14 @@ def calibration_of(confirmed: dict[str, dict], base: dict | None = None) -> Cali
 
 
 def pick(rows: list[dict], confirmed: dict[str, dict], budget: Budget, base: dict, margin: float,
-         turn: int) -> tuple[dict | None, str]:
-    """The next candidate to run for real, and why (see the module docstring)."""
-    failed = [Candidate(**r["candidate"]) for r in confirmed.values()
+         turn: int, stored: dict[str, dict] | None = None) -> tuple[dict | None, str]:
+    """The next candidate to run for real, and why (see the module docstring). The store's points at positions of
+    the plan (`stored`) count as results already measured: never run again, and where one broke the accuracy
+    budget (a stored sweep's breakpoint, say) nothing at least as aggressive is run."""
+    known = {**(stored or {}), **confirmed}
+    failed = [Candidate(**r["candidate"]) for r in known.values()
               if r.get("status") != "finished" or base["accuracy"] - r["accuracy"] > budget.max_drop]
-    open_rows = [r for r in rows if not r["confirmed"]
+    open_rows = [r for r in rows if not r["confirmed"] and not r.get("stored")
                  and not any(Candidate(**{a: r[a] for a in AXES}).at_least_as_aggressive(f) for f in failed)]
     if not open_rows:
         return None, "no candidate left to run"
@@ -517,29 +642,43 @@ def pick(rows: list[dict], confirmed: dict[str, dict], budget: Budget, base: dic
 
     safe = sorted((r for r in open_rows if fits(r, budget, base)), key=order)
     hopeful = sorted((r for r in open_rows if fits(r, budget, base, margin, LATENCY_SLACK)), key=order)
-    confirmed_fit = any(r.get("status") == "finished" and fits(r, budget, base) for r in confirmed.values())
+    confirmed_fit = any(r.get("status") == "finished" and fits(r, budget, base) for r in known.values())
     if not confirmed_fit and safe:
         return safe[0], "the best estimate that meets the budget"
     if turn % 2 == 0 and hopeful:
         return hopeful[0], "the most compressed candidate the estimate's margin leaves possible"
-    done = [r for r in confirmed.values() if r.get("status") == "finished"]
-    # a point a confirmed result already beats on both axes adds nothing to the front
+    done = [(d["accuracy"], d["size_bytes"]) for d in known.values() if d.get("status") == "finished"]
+    gains = [(g, r) for r in open_rows if (g := expected_gain(r, done, base, budget)) > 1e-12]
+    if gains:
+        best = max(gains, key=lambda gr: (gr[0], gr[1]["accuracy"]))[1]
+        return best, "the candidate expected to add the most to the measured front"
+    # nothing is expected above the front's floor: the estimated front's most accurate point nothing measured beats
     front = [r for r in pareto(open_rows)
-             if not any(d["accuracy"] >= r["accuracy"] and d["size_bytes"] <= r["size_bytes"] for d in done)]
+             if not any(a >= r["accuracy"] and size <= r["size_bytes"] for a, size in done)]
     if front:
-        scale_a = max(1.0, base["accuracy"] - min(r["accuracy"] for r in open_rows))
-
-        def distance(r: dict) -> float:
-            if not done:
-                return math.inf
-            return min(abs(r["accuracy"] - d["accuracy"]) / scale_a
-                       + abs(math.log2(r["size_bytes"] / d["size_bytes"])) / 4 for d in done)
-
-        best = max(front, key=lambda r: (distance(r), r["accuracy"]))
-        return best, "the estimated front's point farthest from the confirmed ones"
+        return max(front, key=lambda r: r["accuracy"]), "the estimated front's most accurate point not yet beaten"
     if hopeful:
         return hopeful[0], "the most compressed candidate the estimate's margin leaves possible"
     return None, "no candidate left to run"
+
+
+def expected_gain(row: dict, done: list[tuple[float, float]], base: dict, budget: Budget) -> float:
+    """The hypervolume (accuracy down to FRONT_DEPTH_POINTS, or twice the allowed drop, under the baseline) that
+    confirming this estimate is expected to add to the measured front `done` ((accuracy %, size) pairs): so that
+    runs spread along the front rather than crowd one budget. The estimate is taken as it is, except where it is
+    fine-tuned and no run that pruned the same way has measured what fine-tuning recovers: then the share it
+    recovers of its proxy drop is unknown, and the gain is averaged over shares spread evenly from none to all."""
+    floor = base["accuracy"] - max(FRONT_DEPTH_POINTS, 2 * budget.max_drop)
+    have = hypervolume(done, base["size_bytes"], floor)
+
+    def gain(accuracy: float) -> float:
+        return hypervolume([*done, (accuracy, row["size_bytes"])], base["size_bytes"], floor) - have
+
+    if not row.get("recovery_unknown"):
+        return gain(row["accuracy"])
+    shares = [(i + 0.5) / RECOVERY_STEPS for i in range(RECOVERY_STEPS)]  # the midpoint rule over [0, 1]
+    drop = max(0.0, row["proxy_drop"])
+    return sum(gain(base["accuracy"] - drop * (1 - s)) for s in shares) / RECOVERY_STEPS
 
 
 # ---------------------------------------------------------------- one real run: a recipe of up to four stages
@@ -690,6 +829,19 @@ def plan(cfg: PlanTask, ctx: StoreContext, executor, out: str) -> tuple[PlanStat
     if cfg.timed and base.get("latency_ms_b1") is None:
         base["latency_ms_b1"] = proxy.base["latency_ms_b1"]
     state.baseline = base
+    state.stored = {}
+    for key, r in stored_results(ctx.store.points(expand=False), base["point_id"], meta.dataset, cfg).items():
+        if key in state.confirmed:  # this plan's own run (a resumed plan): already a confirmed result
+            continue
+        c = Candidate(**r["candidate"])
+        proxy_acc = proxy.score(c.channel_ratio, c.sparsity, c.bits)["accuracy"]
+        # what the proxy alone says at its position: the calibration learns from it as from a confirmed run
+        r["estimate_accuracy"] = base["accuracy"] - 100 * (base["proxy_accuracy"] - proxy_acc)
+        state.stored[key] = r
+    if state.stored:
+        ctx.log_event(f"the store already holds {len(state.stored)} measured variant(s) of the baseline made as the "
+                      f"planner makes them: they are used in place of the proxy at their positions, calibrate it, "
+                      f"and are not run again")
     margin = proxy.half_width(proxy.base["accuracy"]) + 1.0  # the subset's 95 % error and a point for the proxy's own
     study = optuna.create_study(directions=["maximize", "minimize"] + (["minimize"] if cfg.timed else []),
                                 sampler=_sampler(cfg))
@@ -729,7 +881,7 @@ def plan(cfg: PlanTask, ctx: StoreContext, executor, out: str) -> tuple[PlanStat
             if state.runs_spent >= cfg.max_runs:
                 break
             rows = estimate_rows(state)
-            choice, why = pick(rows, state.confirmed, budget, base, margin, turn)
+            choice, why = pick(rows, state.confirmed, budget, base, margin, turn, state.stored)
             turn += 1
             if choice is None:
                 if len(state.trials) >= cfg.trials:
