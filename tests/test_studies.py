@@ -38,7 +38,14 @@ from engine.core.errors import ConfigError, UserError
 from engine.model.data import catalog, load_dataset
 from engine.model.hard_digits import LABEL_NOISE
 from engine.run.recipes import Recipe
-from engine.run.studies import QUICK, STUDIES, apply_overrides, run_study, study_recipe
+from engine.run.studies import (
+    QUICK,
+    QUICK_FINETUNE_SAMPLES,
+    STUDIES,
+    apply_overrides,
+    run_study,
+    study_recipe,
+)
 from store import open_store
 
 FAST = {"batch_size": 128, "epochs": 1}
@@ -116,6 +123,21 @@ def test_quick_shrinks_the_budgets_it_names():
     assert len(stage["prune-student"]["config"]["sparsities"]) < 10
     assert quick["teacher"]["train"]["epochs"] < full["teacher"]["train"]["epochs"]
     assert set(QUICK) == set(STUDIES)
+
+
+def test_quick_keeps_every_stage_and_fine_tunes_pruning_on_a_subset():
+    """--quick shrinks budgets, never the study's shape: every stage (both regimes) stays; pruning fine-tunes run on
+    a fixed subset in quick only; kd-quant's low-data students are a subset of the full sweep's methods."""
+    for name in STUDIES:
+        full, quick = study_recipe(name), study_recipe(name, quick=True)
+        assert [s["name"] for s in quick["stages"]] == [s["name"] for s in full["stages"]]
+        for s_full, s_quick in zip(full["stages"], quick["stages"], strict=True):
+            if "finetune" in s_full.get("config", {}):
+                assert "samples" not in s_full["config"]["finetune"]  # the full study fine-tunes on every image
+                assert s_quick["config"]["finetune"]["samples"] == QUICK_FINETUNE_SAMPLES
+    full, quick = ({s["name"]: s for s in study_recipe("kd-quant", quick=q)["stages"]} for q in (False, True))
+    low = quick["distil"]["sweep"]["method"]
+    assert set(low) < set(full["distil"]["sweep"]["method"]) and len(quick["distil"]["sweep"]["train"]["seed"]) == 2
 
 
 def test_an_override_naming_a_missing_stage_is_an_error():

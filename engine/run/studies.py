@@ -17,7 +17,9 @@ DataFrames in the seed's layout; the notes compare the measured numbers with the
   and a distilled student on accuracy, size, latency and parameters.
 
 `--quick` applies QUICK[name] to the recipe document before validation: fewer epochs, fewer methods,
-levels and widths, a smaller train subset and one repeat. The numbers are then for wiring, not findings.
+levels and widths, a shorter mixed-precision ladder, one repeat, and pruning fine-tunes on a fixed subset of the
+training split. Every stage stays (both regimes' tables and verdicts print); the numbers are then for wiring, not
+findings.
 """
 
 from __future__ import annotations
@@ -94,9 +96,14 @@ QUICK_TEACHER = {"teacher": {"train": {"epochs": 1}}}
 # at chance, and then no finding can show; two seeds still give a spread. The full-width students get one epoch on
 # the full split and one seed (their findings are then judged against a 1-point margin, not a spread); on 1,000
 # images one epoch left them at chance.
-QUICK_LOW_DATA = {"sweep": {"train": {"seed": [0, 1]}}}
+# kd-quant's low data: kd and dkd (mixup_kd cannot use cached teacher outputs and dml trains two students: they took
+# 60 % of the quick study's student training)
+QUICK_LOW_DATA = {"sweep": {"method": ["kd", "dkd"], "train": {"seed": [0, 1]}}}
 QUICK_COMPRESSION = {"config": {"train": {"epochs": 1}}, "sweep": {"train": {"seed": [0]}}}
-QUICK_PRUNE = {"config": {"sparsities": QUICK_LEVELS, "repeats": 1}}
+# pruning fine-tunes on a fixed random subset of the training split: a last-layer fine-tune first runs the pruned body
+# over every image it trains on (once per level), which costs a third of a teacher epoch per level on the full split
+QUICK_FINETUNE_SAMPLES = 1000
+QUICK_PRUNE = {"config": {"sparsities": QUICK_LEVELS, "repeats": 1, "finetune": {"samples": QUICK_FINETUNE_SAMPLES}}}
 QUICK_BITS = {"config": {"bits": [2, 4, 8, 32]}}
 QUICK_MIXED = {"config": {"bits": [8, 4, 2], "val_samples": 200}}  # greedy tries layers x rungs x layers: fewer rungs
 # --quick, per study: what shrinks (documented here, applied before validation)
@@ -113,7 +120,9 @@ QUICK: dict[str, dict] = {
     "compare-techniques": {"model": {"train": {"epochs": 1}}, "stages": {
         "qat": {"config": {"train": {"epochs": 1}, "calib_batches": 2}},
         "ptq-int8": {"config": {"calib_batches": 2}},
-        "iterative": {"config": {"iterations": 2}}}},
+        # each iteration's all-layer fine-tune on the full split costs a teacher epoch
+        "iterative": {"config": {"iterations": 2, "finetune": {"samples": QUICK_FINETUNE_SAMPLES}}},
+        "structured": {"config": {"finetune": {"samples": QUICK_FINETUNE_SAMPLES}}}}},
 }
 
 
