@@ -264,6 +264,9 @@ def test_a_difference_inside_the_spread_is_not_distinguishable():
     c = Comparison("kd", "scratch", a, b)
     assert c.band == pytest.approx(0.03) and c.outcome == "tie" and judge(c) == NOT_DISTINGUISHABLE
     assert "within the spread of 3.0" in c.text()
+    # two seeds that agree closely do not make a one-image difference a loss: the band is at least half a point
+    close = Comparison("kd", "scratch", Sample.of(0.959, 0.9592), Sample.of(0.960, 0.9601))
+    assert close.band == pytest.approx(0.005) and judge(close) == NOT_DISTINGUISHABLE
     # one run each: no spread, so a 1-point margin decides
     assert judge(Comparison("kd", "scratch", Sample.of(0.805), Sample.of(0.80))) == NOT_DISTINGUISHABLE
     assert judge(Comparison("kd", "scratch", Sample.of(0.83), Sample.of(0.80))) == REPRODUCED
@@ -356,7 +359,8 @@ def test_the_breakpoint_finding_is_judged_with_the_one_point_allowance():
     first = next(v for v in verdicts if v.finding.startswith("kneedle: the student's breakpoint comes earlier"))
     assert first.outcome == REPRODUCED and first.evidence.startswith("student at 70 % sparsity")
     above = next(v for v in verdicts if v.finding.startswith("the pruned student's curve stays above"))
-    assert above.outcome == NOT_REPRODUCED  # below the teacher at every sparsity
+    # 0.4 to 0.5 points below the teacher at three sparsities (ties: within half a point), further below at three
+    assert above.outcome == NOT_DISTINGUISHABLE and "3 ties, 3 losses" in above.evidence, above.evidence
 
 
 def test_an_empty_table3_cell_comes_with_the_detectors_reason():

@@ -31,6 +31,9 @@ from engine.core.errors import UserError
 # 1 point: the tie band of a comparison with one run on each side (no spread), the allowance of a claim
 # "within 1 point of", and the margin of the compare-techniques notes
 MARGIN = 0.01
+# half a point (5 images of a 1,000-image test split): the least band of a "beats" comparison with repeats, so that two
+# seeds which happen to agree closely do not turn a one-image difference into a win or a loss
+RESOLUTION = 0.005
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,9 @@ class Sample:
 class Comparison:
     """`a` against `b`: does a exceed b - allowance, beyond the spread of the repeats?
 
-    `band` is the larger of the two samples' standard deviations; with a single run on both sides there is
-    no spread, and the band is MARGIN (1 point) instead. A difference inside the band is a tie. `paired`: a
+    `band` is the larger of the two samples' standard deviations (for a claim without allowance, "a beats b", at
+    least RESOLUTION, half a point); with a single run on both sides there is no spread, and the band is MARGIN
+    (1 point) instead. A difference inside the band is a tie. `paired`: a
     and b are the same runs measured two ways (each model and its quantized copy), so the band is the spread
     of the per-run differences, and none with one run (the difference is exact; the allowance is the claim)."""
 
@@ -182,7 +186,8 @@ class Comparison:
             return statistics.stdev(diffs) if len(diffs) > 1 else 0.0
         if max(self.sample_a.n, self.sample_b.n) < 2:
             return MARGIN
-        return max(self.sample_a.std, self.sample_b.std)
+        spread = max(self.sample_a.std, self.sample_b.std)
+        return spread if self.allowance else max(spread, RESOLUTION)
 
     @property
     def near_chance(self) -> bool:
