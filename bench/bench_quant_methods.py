@@ -19,6 +19,7 @@ int8 on mobilenet_v2 within 2 points of float. The CPU and the load average are 
 
     .venv/bin/python bench/bench_quant_methods.py [--models cnn_l,resnet20,mobilenet_v2] [--epochs 3]
                                                   [--sections equalization,adaround,accuracy_aware,nm,backends] [--cache DIR]
+                                                  [--quick] [--adaround-steps N]
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--cache", default="/tmp/bench-quant-methods")
     ap.add_argument("--quick", action="store_true", help="fewer bit widths and batches (a smoke run)")
+    ap.add_argument("--adaround-steps", type=int, help="AdaRound's steps per layer (default: the method's; 100 with "
+                                                       "--quick), e.g. every width at fewer steps")
     args = ap.parse_args()
     print(f"machine: {describe(fingerprint())}")
     ckpts = checkpoints(args.models.split(","), args.epochs, Path(args.cache))

@@ -20,7 +20,7 @@ for calibration unless said:
   of layers where it is lower.
 
 --quick: 3 bits, both granularities, ITERATIONS_QUICK steps per layer; otherwise 8, 4, 3, 2 bits, both
-granularities, the method's default steps per layer.
+granularities, the method's default steps per layer. `--adaround-steps N` sets the steps either way.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def mcnemar_z(a: Tensor, b: Tensor) -> float:
 def rows(checkpoints: dict[str, str], args) -> list[dict]:
     widths = WIDTHS_QUICK if args.quick else WIDTHS
     granularities = GRANULARITIES_QUICK if args.quick else GRANULARITIES
-    iterations = ITERATIONS_QUICK if args.quick else ITERATIONS
+    iterations = getattr(args, "adaround_steps", None) or (ITERATIONS_QUICK if args.quick else ITERATIONS)
     out: list[dict] = []
     for name, checkpoint in checkpoints.items():
         model, meta, data = open_checkpoint(checkpoint)
