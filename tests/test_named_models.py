@@ -39,14 +39,13 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory) -> str:
-    """3 classes of 40x40 PNGs (each class tinted by one colour channel): 10 train and 3 test images each."""
+def tinted_folder(root, train: int, test: int) -> str:
+    """3 classes of 40x40 PNGs under `root` (each class tinted by one colour channel), `train` and `test` images
+    each: an image folder a tiny model learns in an epoch."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("named-folder")
     rng = np.random.default_rng(0)
-    for split, n in (("train", 10), ("test", 3)):
+    for split, n in (("train", train), ("test", test)):
         for c in range(3):
             d = root / split / f"class{c}"
             d.mkdir(parents=True)
@@ -55,6 +54,11 @@ def image_folder(tmp_path_factory) -> str:
                 a[..., c] += 150
                 Image.fromarray(a).save(d / f"{i}.png")
     return f"imagefolder:{root}"
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> str:
+    return tinted_folder(tmp_path_factory.mktemp("named-folder"), train=10, test=3)
 
 
 def weights_of(model: torch.nn.Module) -> bytes:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save as st_save
 
 from engine.model.named import canonical
 from tests.pages.test_launch_page import by_key, finished, launch
+from tests.test_named_models import tinted_folder
 
 VIT = "timm:vit_tiny_patch16_224?depth=2&patch_size=8&img_size=32&embed_dim=48"
 EFFNET = "torchvision:efficientnet_b0"
@@ -20,20 +20,7 @@ EFFNET = "torchvision:efficientnet_b0"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> str:
-    """3 classes of 40x40 PNGs, each tinted by one colour channel: 8 train and 3 test images each."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("test", 3)):
-        for c in range(3):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                a = rng.integers(0, 80, (40, 40, 3), dtype=np.uint8)
-                a[..., c] += 150
-                Image.fromarray(a).save(d / f"{i}.png")
-    return f"imagefolder:{root}"
+    return tinted_folder(tmp_path_factory.mktemp("photos"), train=8, test=3)
 
 
 def weights(arch: str, as_state_dict: bool) -> bytes:
@@ -81,23 +68,16 @@ def new_runs(store, lab_store):
 
 def test_uploaded_vit_weights_are_pruned_by_heads_and_fake_quantized_from_the_launch_page(db, lab_store, folder):
     at = launch(db)
-    by_key(at.selectbox, "launch.family").set_value("prune").run()
-    by_key(at.selectbox, "launch.method.prune").set_value("structured").run()
-    upload(at, "launch.prune.ckpt", VIT, folder, "vit.safetensors", weights(VIT, as_state_dict=False))
-    form = "launch.form.prune.structured"
-    by_key(at.text_input, f"{form}.ratios").set_value("0,0.5").run()
-    by_key(at.checkbox, f"{form}.latency").uncheck().run()
-    by_key(at.button, f"{form}.submit").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-
-    by_key(at.selectbox, "launch.family").set_value("quantize").run()
-    by_key(at.selectbox, "launch.method.quantize").set_value("fake").run()
-    upload(at, "launch.quantize.ckpt", VIT, folder, "vit.safetensors", weights(VIT, as_state_dict=False))
-    form = "launch.form.quantize.fake"
-    by_key(at.text_input, f"{form}.bits").set_value("8,4").run()
-    by_key(at.checkbox, f"{form}.latency").uncheck().run()
-    by_key(at.button, f"{form}.submit").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    vit = weights(VIT, as_state_dict=False)
+    for family, method, field, value in (("prune", "structured", "ratios", "0,0.5"), ("quantize", "fake", "bits", "8,4")):
+        by_key(at.selectbox, "launch.family").set_value(family).run()
+        by_key(at.selectbox, f"launch.method.{family}").set_value(method).run()
+        upload(at, f"launch.{family}.ckpt", VIT, folder, "vit.safetensors", vit)
+        form = f"launch.form.{family}.{method}"
+        by_key(at.text_input, f"{form}.{field}").set_value(value).run()
+        by_key(at.checkbox, f"{form}.latency").uncheck().run()
+        by_key(at.button, f"{form}.submit").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
 
     store = finished(db)
     runs = new_runs(store, lab_store)
