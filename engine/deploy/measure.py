@@ -174,7 +174,7 @@ def measure_latency(runner: nn.Module, example: Tensor, batch_sizes: tuple[int, 
     qualities = []
     for b in batch_sizes:
         t = timing.time_forms(forms, timing.batch_of(example, b), reference="reference" if len(forms) > 1 else None,
-                              policy=policy or timing.default_policy())
+                              policy=policy)
         f = t.forms["form"]
         out[f"latency_ms_b{b}"], out[f"latency_p10_ms_b{b}"], out[f"latency_p90_ms_b{b}"] = f.median_ms, f.p10_ms, f.p90_ms
         if "form" in t.speedups:  # the reference's time over the form's: how much faster the form runs
